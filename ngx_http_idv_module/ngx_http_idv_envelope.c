@@ -1,0 +1,447 @@
+
+/*
+ * ngx_http_idv_module: answers in the API's envelope.
+ *
+ * An upstream envelope goes back byte for byte with a "Gateway" member
+ * spliced in before its closing brace; errors the gateway raises itself
+ * use the same shape.  A filter gives nginx's own error pages in idv
+ * locations (413 for a body over client_max_body_size, 500, ...) the
+ * same JSON shape.
+ */
+
+
+#include "ngx_http_idv_module.h"
+
+#include <cjson/cJSON.h>
+
+
+static u_char *ngx_http_idv_gateway_json(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, size_t *len);
+static ngx_buf_t *ngx_http_idv_error_buf(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *message);
+static ngx_int_t ngx_http_idv_output(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, ngx_chain_t *out,
+    off_t len);
+static void ngx_http_idv_expand_json(cJSON *root);
+static ngx_int_t ngx_http_idv_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static ngx_str_t  ngx_http_idv_json_type = ngx_string("application/json");
+
+
+static u_char *
+ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, size_t *len)
+{
+    u_char                   *p, *start;
+    size_t                    size;
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ctx->conf;
+
+    /* action and product code come from the configuration: no escaping */
+
+    size = sizeof("\"Gateway\":{\"action\":\"\",\"productCode\":\"\","
+                  "\"cached\":false,\"attempts\":,\"upstreamStatus\":,"
+                  "\"upstreamTime\":.}") - 1
+           + conf->op->name.len + conf->product.len
+           + 3 * NGX_INT_T_LEN + 3;
+
+    start = ngx_pnalloc(r->pool, size);
+    if (start == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(start, "\"Gateway\":{\"action\":\"%V\"",
+                    ngx_http_idv_ngx_str(&conf->op->name));
+
+    if (conf->product.len) {
+        p = ngx_sprintf(p, ",\"productCode\":\"%V\"", &conf->product);
+    }
+
+    p = ngx_sprintf(p, ",\"cached\":false,\"attempts\":%ui", ctx->attempts);
+
+    if (ctx->attempts) {
+        p = ngx_sprintf(p, ",\"upstreamStatus\":%ui,\"upstreamTime\":%M.%03M",
+                        ctx->upstream_status, ctx->upstream_time / 1000,
+                        ctx->upstream_time % 1000);
+    }
+
+    *p++ = '}';
+
+    *len = p - start;
+
+    return start;
+}
+
+
+static ngx_buf_t *
+ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message)
+{
+    u_char     *gw, *id;
+    size_t      gw_len, code_len, msg_len, msg_esc;
+    ngx_buf_t  *b;
+
+    gw = ngx_http_idv_gateway_json(r, ctx, status, &gw_len);
+    if (gw == NULL) {
+        return NULL;
+    }
+
+    code_len = ngx_strlen(code);
+    msg_len = ngx_strlen(message);
+    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len);
+
+    b = ngx_create_temp_buf(r->pool,
+                            sizeof("{\"RequestId\":\"\",\"Code\":\"\","
+                                   "\"Message\":\"\",}") - 1
+                            + 32 + code_len + msg_len + msg_esc + gw_len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    id = b->last + sizeof("{\"RequestId\":\"") - 1;
+
+    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
+                         sizeof("{\"RequestId\":\"") - 1);
+    ngx_http_idv_make_id(b->last);
+    b->last += 32;
+    b->last = ngx_cpymem(b->last, "\",\"Code\":\"", sizeof("\",\"Code\":\"") - 1);
+    b->last = ngx_cpymem(b->last, code, code_len);
+    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
+                         sizeof("\",\"Message\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) message, msg_len);
+    b->last = ngx_cpymem(b->last, "\",", 2);
+    b->last = ngx_cpymem(b->last, gw, gw_len);
+    *b->last++ = '}';
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    ctx->code.data = (u_char *) code;
+    ctx->code.len = code_len;
+
+    if (ctx->request_id.len == 0) {
+        ctx->request_id.data = id;
+        ctx->request_id.len = 32;
+    }
+
+    return b;
+}
+
+
+ngx_int_t
+ngx_http_idv_send_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_http_idv_error_buf(r, ctx, status, code, message);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_idv_output(r, ctx, status, &out, b->last - b->pos);
+}
+
+
+ngx_int_t
+ngx_http_idv_send_envelope(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, void *json, u_char *start, u_char *end)
+{
+    u_char       *p, *gw, *printed;
+    size_t        gw_len, len;
+    cJSON        *root;
+    ngx_buf_t    *b, *tail;
+    ngx_chain_t   out[2];
+
+    root = json;
+
+    if (ctx->conf->expand_json) {
+        ngx_http_idv_expand_json(root);
+
+        printed = (u_char *) cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+
+        if (printed == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        len = ngx_strlen(printed);
+
+        start = ngx_pnalloc(r->pool, len);
+        if (start == NULL) {
+            cJSON_free(printed);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(start, printed, len);
+        cJSON_free(printed);
+
+        end = start + len;
+
+    } else {
+        cJSON_Delete(root);
+    }
+
+    /* the envelope is a valid object: splice before its closing brace */
+
+    p = end;
+
+    while (p > start && p[-1] != '}') {
+        p--;
+    }
+
+    if (p == start) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    end = p - 1;
+
+    do {
+        p--;
+    } while (p > start && (p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\r'
+                           || p[-1] == '\n'));
+
+    gw = ngx_http_idv_gateway_json(r, ctx, status, &gw_len);
+    if (gw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    tail = ngx_create_temp_buf(r->pool, gw_len + 2);
+
+    if (b == NULL || tail == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->start = start;
+    b->pos = start;
+    b->last = end;
+    b->end = end;
+    b->memory = 1;
+
+    if (p[-1] != '{') {
+        *tail->last++ = ',';
+    }
+
+    tail->last = ngx_cpymem(tail->last, gw, gw_len);
+    *tail->last++ = '}';
+    tail->last_buf = 1;
+    tail->last_in_chain = 1;
+
+    out[0].buf = b;
+    out[0].next = &out[1];
+    out[1].buf = tail;
+    out[1].next = NULL;
+
+    return ngx_http_idv_output(r, ctx, status, out,
+                               (b->last - b->pos) + (tail->last - tail->pos));
+}
+
+
+static ngx_int_t
+ngx_http_idv_output(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, ngx_chain_t *out, off_t len)
+{
+    ngx_int_t  rc;
+
+    ctx->responded = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = ngx_http_idv_json_type;
+    r->headers_out.content_type_len = ngx_http_idv_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+/* Ext* result fields are JSON encoded as strings: decode them in place */
+
+static void
+ngx_http_idv_expand_json(cJSON *root)
+{
+    cJSON  *result, *item, *parsed;
+
+    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+
+    if (!cJSON_IsObject(result)) {
+        return;
+    }
+
+    for (item = result->child; item; item = item->next) {
+
+        if (!cJSON_IsString(item) || item->string == NULL
+            || ngx_strncmp(item->string, "Ext", 3) != 0)
+        {
+            continue;
+        }
+
+        parsed = cJSON_Parse(item->valuestring);
+
+        if (parsed == NULL) {
+            continue;
+        }
+
+        if (!cJSON_IsObject(parsed) && !cJSON_IsArray(parsed)) {
+            cJSON_Delete(parsed);
+            continue;
+        }
+
+        cJSON_ReplaceItemViaPointer(result, item, parsed);
+        item = parsed;
+    }
+}
+
+
+ngx_int_t
+ngx_http_idv_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_idv_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_idv_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * nginx's own error responses in an idv location (the body over
+ * client_max_body_size is refused before the handler runs) are turned
+ * into the same JSON envelope the backend gets everywhere else.
+ */
+
+static ngx_int_t
+ngx_http_idv_header_filter(ngx_http_request_t *r)
+{
+    const char               *code, *message;
+    ngx_uint_t                status;
+    ngx_http_idv_ctx_t       *ctx;
+    ngx_http_idv_loc_conf_t  *lcf;
+
+    if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
+
+    if (lcf->op == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx && ctx->responded) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_idv_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    status = r->headers_out.status;
+
+    switch (status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        code = "Gateway.BodyTooLarge";
+        message = "The request body is larger than client_max_body_size";
+        break;
+
+    case NGX_HTTP_BAD_REQUEST:
+        code = "InvalidParameter";
+        message = "The HTTP request is malformed";
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        code = "Gateway.RequestTimeout";
+        message = "The request body was not received in time";
+        break;
+
+    default:
+        code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+               ? "Gateway.InternalError" : "Gateway.Error";
+        message = "The gateway could not process the request";
+        break;
+    }
+
+    ctx->replacement = ngx_http_idv_error_buf(r, ctx, status, code, message);
+    if (ctx->replacement == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->responded = 1;
+
+    r->headers_out.content_type = ngx_http_idv_json_type;
+    r->headers_out.content_type_len = ngx_http_idv_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = ctx->replacement->last
+                                      - ctx->replacement->pos;
+
+    ngx_http_clear_accept_ranges(r);
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_idv_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t          *cl, out;
+    ngx_http_idv_ctx_t   *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx == NULL || ctx->replacement == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* swallow nginx's error page */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->replaced) {
+        return (in == NULL) ? ngx_http_next_body_filter(r, NULL) : NGX_OK;
+    }
+
+    ctx->replaced = 1;
+
+    out.buf = ctx->replacement;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}

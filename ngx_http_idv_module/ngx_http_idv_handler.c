@@ -1,0 +1,510 @@
+
+/*
+ * ngx_http_idv_module: the content handler.
+ *
+ * One corridor per request: read the body, map it onto the operation's
+ * row, sign, send the call as a POST subrequest to the idv_pass location,
+ * map the upstream envelope, answer.
+ */
+
+
+#include "ngx_http_idv_module.h"
+
+#include <cjson/cJSON.h>
+
+
+static void ngx_http_idv_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_process(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static void ngx_http_idv_req_cleanup(void *data);
+static void *ngx_http_idv_palloc(void *pool, size_t size);
+static void ngx_http_idv_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_respond(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_uint_t ngx_http_idv_code_status(ngx_str_t *code);
+static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
+    const char *name, ngx_str_t *dst);
+
+
+ngx_int_t
+ngx_http_idv_handler(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_table_elt_t     *allow;
+    ngx_http_idv_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    ctx = ngx_http_idv_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        allow = ngx_list_push(&r->headers_out.headers);
+        if (allow == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        allow->hash = 1;
+        ngx_str_set(&allow->key, "Allow");
+        ngx_str_set(&allow->value, "POST");
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                       "Gateway.MethodNotAllowed",
+                                       "Use POST with a JSON object or a "
+                                       "form body");
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_idv_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+ngx_http_idv_ctx_t *
+ngx_http_idv_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_idv_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ctx->conf = ngx_http_get_module_loc_conf(r->main, ngx_http_idv_module);
+
+        ngx_http_set_ctx(r->main, ctx, ngx_http_idv_module);
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_idv_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    rc = ngx_http_idv_process(r, ctx);
+
+    if (rc == NGX_DONE) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 body, *ct;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_idv_req_t       *rq;
+    ngx_http_idv_param_t     *p;
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ctx->conf;
+    rq = &ctx->req;
+
+    rc = ngx_http_idv_read_body(r, &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rq->op = conf->op;
+    rq->alloc = ngx_http_idv_palloc;
+    rq->alloc_data = r->pool;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_idv_req_cleanup;
+    cln->data = rq;
+
+    ct = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                    : NULL;
+
+    if (ct && ct->len >= 33
+        && ngx_strncasecmp(ct->data,
+                           (u_char *) "application/x-www-form-urlencoded", 33)
+           == 0)
+    {
+        rc = ngx_http_idv_req_parse_form(rq, body.data, body.len);
+
+    } else if (ct == NULL
+               || ngx_strlcasestrn(ct->data, ct->data + ct->len,
+                                   (u_char *) "json", 4 - 1)
+                  != NULL)
+    {
+        if (body.len == 0) {
+            ngx_str_set(&body, "{}");
+        }
+
+        rc = ngx_http_idv_req_parse_json(rq, body.data, body.len);
+
+    } else {
+        return ngx_http_idv_send_error(r, ctx,
+                                       NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                       "Gateway.UnsupportedMediaType",
+                                       "Send application/json or "
+                                       "application/x-www-form-urlencoded");
+    }
+
+    if (rc != 0) {
+        goto invalid;
+    }
+
+    /* the location's product code is the gateway's to set */
+
+    p = ngx_http_idv_req_get(rq, "ProductCode");
+
+    if (conf->product.len) {
+        if (p && (p->value.len != conf->product.len
+                  || ngx_memcmp(p->value.data, conf->product.data,
+                                p->value.len) != 0))
+        {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "InvalidParameter",
+                                           "ProductCode is set by the "
+                                           "gateway for this location");
+        }
+
+        if (ngx_http_idv_req_set(rq, "ProductCode", conf->product.data,
+                                 conf->product.len)
+            != 0)
+        {
+            goto invalid;
+        }
+
+        rq->product.data = conf->product.data;
+        rq->product.len = conf->product.len;
+
+    } else if (p) {
+        rq->product = p->value;
+    }
+
+    p = ngx_http_idv_req_get(rq, "MerchantBizId");
+    if (p) {
+        ctx->merchant_biz_id.data = p->value.data;
+        ctx->merchant_biz_id.len = p->value.len;
+    }
+
+    p = ngx_http_idv_req_get(rq, "TransactionId");
+    if (p) {
+        ctx->transaction_id.data = p->value.data;
+        ctx->transaction_id.len = p->value.len;
+    }
+
+    if (ngx_http_idv_req_validate(rq) != 0) {
+        goto invalid;
+    }
+
+    rc = ngx_http_idv_upstream_call(r, ctx);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->write_event_handler = ngx_http_idv_resume;
+
+    return NGX_DONE;
+
+invalid:
+
+    return ngx_http_idv_send_error(r, ctx, rq->status, rq->code, rq->message);
+}
+
+
+/*
+ * The body in one piece: used in place when nginx read it into a single
+ * buffer (client_body_buffer_size >= client_max_body_size), otherwise
+ * joined once.
+ */
+
+static ngx_int_t
+ngx_http_idv_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: cannot read the client body from \"%V\"",
+                          &b->file->name);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p += n;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_idv_req_cleanup(void *data)
+{
+    ngx_http_idv_req_t  *rq = data;
+
+    ngx_http_idv_req_free(rq);
+}
+
+
+static void *
+ngx_http_idv_palloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+void *
+ngx_http_idv_alloc(void *pool, size_t size)
+{
+    return ngx_pnalloc(pool, size);
+}
+
+
+static void
+ngx_http_idv_resume(ngx_http_request_t *r)
+{
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx == NULL || !ctx->done || ctx->responded) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_idv_respond(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char      *start, *end;
+    cJSON       *root, *result;
+    ngx_uint_t   status;
+
+    if (ctx->failed || ctx->response == NULL) {
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: %V failed: HTTP %ui from the upstream location, "
+                      "MerchantBizId \"%V\"",
+                      ngx_http_idv_ngx_str(&ctx->conf->op->name),
+                      ctx->upstream_status, &ctx->merchant_biz_id);
+
+        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                           "Gateway.UpstreamTimeout",
+                                           "ID Verification did not answer "
+                                           "in time");
+        }
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "Gateway.UpstreamError",
+                                       ctx->upstream_status == 0
+                                       ? "The call to ID Verification failed "
+                                         "or its answer was too large"
+                                       : "The call to ID Verification failed");
+    }
+
+    start = ctx->response->pos;
+    end = ctx->response->last;
+
+    root = cJSON_ParseWithLength((char *) start, end - start);
+
+    if (root == NULL || !cJSON_IsObject(root)
+        || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "Code")))
+    {
+        cJSON_Delete(root);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: %V failed: HTTP %ui with an answer that is not "
+                      "an API envelope (%uz bytes), MerchantBizId \"%V\"",
+                      ngx_http_idv_ngx_str(&ctx->conf->op->name),
+                      ctx->upstream_status, (size_t) (end - start),
+                      &ctx->merchant_biz_id);
+
+        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                           "Gateway.UpstreamTimeout",
+                                           "ID Verification did not answer "
+                                           "in time");
+        }
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "Gateway.UpstreamError",
+                                       "ID Verification answered with "
+                                       "something that is not its JSON "
+                                       "envelope");
+    }
+
+    if (ngx_http_idv_copy_string(r->pool, root, "Code", &ctx->code) != NGX_OK
+        || ngx_http_idv_copy_string(r->pool, root, "RequestId",
+                                    &ctx->request_id)
+           != NGX_OK)
+    {
+        cJSON_Delete(root);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+
+    if (cJSON_IsObject(result)
+        && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(result,
+                                                           "TransactionId"))
+        && ngx_http_idv_copy_string(r->pool, result, "TransactionId",
+                                    &ctx->transaction_id)
+           != NGX_OK)
+    {
+        cJSON_Delete(root);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->upstream_status == NGX_HTTP_OK) {
+        status = (ctx->code.len == 7
+                  && ngx_strncmp(ctx->code.data, "Success", 7) == 0)
+                 ? NGX_HTTP_OK : ngx_http_idv_code_status(&ctx->code);
+
+    } else {
+        status = ctx->upstream_status;
+    }
+
+    if (status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: %V failed: HTTP %ui, code \"%V\", "
+                      "RequestId \"%V\", TransactionId \"%V\", "
+                      "MerchantBizId \"%V\"",
+                      ngx_http_idv_ngx_str(&ctx->conf->op->name),
+                      ctx->upstream_status, &ctx->code, &ctx->request_id,
+                      &ctx->transaction_id, &ctx->merchant_biz_id);
+    }
+
+    return ngx_http_idv_send_envelope(r, ctx, status, root, start, end);
+}
+
+
+/* what an HTTP 200 with a non-success Code becomes for the backend */
+
+static ngx_uint_t
+ngx_http_idv_code_status(ngx_str_t *code)
+{
+    if (ngx_strlcasestrn(code->data, code->data + code->len,
+                         (u_char *) "Throttling", 10 - 1)
+        != NULL)
+    {
+        return NGX_HTTP_TOO_MANY_REQUESTS;
+    }
+
+    if (code->len >= 9 && ngx_strncmp(code->data, "Forbidden", 9) == 0) {
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    if (code->len == 13 && ngx_strncmp(code->data, "InternalError", 13) == 0)
+    {
+        return NGX_HTTP_BAD_GATEWAY;
+    }
+
+    if (code->len == 18
+        && ngx_strncmp(code->data, "ServiceUnavailable", 18) == 0)
+    {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    return NGX_HTTP_BAD_REQUEST;
+}
+
+
+static ngx_int_t
+ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj, const char *name,
+    ngx_str_t *dst)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    if (!cJSON_IsString(item)) {
+        return NGX_OK;
+    }
+
+    dst->len = ngx_strlen(item->valuestring);
+    dst->data = ngx_pnalloc(pool, dst->len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, item->valuestring, dst->len);
+
+    return NGX_OK;
+}

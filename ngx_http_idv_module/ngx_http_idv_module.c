@@ -1,0 +1,761 @@
+
+/*
+ * ngx_http_idv_module: directives, configuration and wiring.
+ */
+
+
+#include "ngx_http_idv_module.h"
+
+
+static ngx_int_t ngx_http_idv_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_idv_init(ngx_conf_t *cf);
+static void *ngx_http_idv_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_idv_access_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_pass(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_action(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_idv_credentials_parse(ngx_conf_t *cf,
+    ngx_http_idv_loc_conf_t *lcf, ngx_str_t *file, ngx_str_t *profile);
+static ngx_int_t ngx_http_idv_init_module(ngx_cycle_t *cycle);
+static void ngx_http_idv_exit(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_idv_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_enum_t  ngx_http_idv_signatures[] = {
+    { ngx_string("v3"), NGX_HTTP_IDV_SIGN_V3 },
+    { ngx_string("v1"), NGX_HTTP_IDV_SIGN_V1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_idv_commands[] = {
+
+    { ngx_string("idv_access_key_id"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_access_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, access_key_id),
+      NULL },
+
+    { ngx_string("idv_access_key_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_access_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, access_key_secret),
+      NULL },
+
+    { ngx_string("idv_credentials"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_idv_credentials,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_endpoint"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_pass"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_pass,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_signature"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, signature),
+      &ngx_http_idv_signatures },
+
+    { ngx_string("idv_action"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_action,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_product_code"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, product),
+      NULL },
+
+    { ngx_string("idv_expand_json"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, expand_json),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_idv_module_ctx = {
+    ngx_http_idv_add_variables,            /* preconfiguration */
+    ngx_http_idv_init,                     /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_idv_create_loc_conf,          /* create location configuration */
+    ngx_http_idv_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_idv_module = {
+    NGX_MODULE_V1,
+    &ngx_http_idv_module_ctx,              /* module context */
+    ngx_http_idv_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_http_idv_init_module,              /* init module */
+    ngx_http_idv_init_process_handler,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_idv_exit,                     /* exit process */
+    ngx_http_idv_exit,                     /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_HTTP_IDV_VAR_HOST = 0,
+    NGX_HTTP_IDV_VAR_ACTION,
+    NGX_HTTP_IDV_VAR_CODE,
+    NGX_HTTP_IDV_VAR_TRANSACTION_ID,
+    NGX_HTTP_IDV_VAR_MERCHANT_BIZ_ID,
+    NGX_HTTP_IDV_VAR_UPSTREAM_TIME,
+    NGX_HTTP_IDV_VAR_ATTEMPTS
+};
+
+
+static ngx_http_variable_t  ngx_http_idv_vars[] = {
+
+    { ngx_string("idv_host"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_HOST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_action"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_ACTION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_code"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_CODE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_transaction_id"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_TRANSACTION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_merchant_biz_id"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_MERCHANT_BIZ_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_upstream_time"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_UPSTREAM_TIME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_attempts"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_ATTEMPTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_idv_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_idv_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char              *p;
+    ngx_str_t           *s;
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = NULL;
+
+    switch (data) {
+
+    case NGX_HTTP_IDV_VAR_HOST:
+        s = &ctx->conf->endpoint;
+        break;
+
+    case NGX_HTTP_IDV_VAR_ACTION:
+        s = ngx_http_idv_ngx_str(&ctx->conf->op->name);
+        break;
+
+    case NGX_HTTP_IDV_VAR_CODE:
+        s = &ctx->code;
+        break;
+
+    case NGX_HTTP_IDV_VAR_TRANSACTION_ID:
+        s = &ctx->transaction_id;
+        break;
+
+    case NGX_HTTP_IDV_VAR_MERCHANT_BIZ_ID:
+        s = &ctx->merchant_biz_id;
+        break;
+
+    case NGX_HTTP_IDV_VAR_UPSTREAM_TIME:
+        if (ctx->attempts == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%T.%03M",
+                             (time_t) ctx->upstream_time / 1000,
+                             ctx->upstream_time % 1000)
+                 - p;
+        v->data = p;
+        goto found;
+
+    case NGX_HTTP_IDV_VAR_ATTEMPTS:
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%ui", ctx->attempts) - p;
+        v->data = p;
+        goto found;
+    }
+
+    if (s == NULL || s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+
+found:
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_idv_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->access_key_id = { 0, NULL };
+     *     conf->access_key_secret = { 0, NULL };
+     *     conf->credentials = { 0, NULL };
+     *     conf->endpoint = { 0, NULL };
+     *     conf->pass = { 0, NULL };
+     *     conf->op = NULL;
+     *     conf->product = { 0, NULL };
+     */
+
+    conf->signature = NGX_CONF_UNSET_UINT;
+    conf->expand_json = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_idv_loc_conf_t *prev = parent;
+    ngx_http_idv_loc_conf_t *conf = child;
+
+    char                           *id, *secret;
+    ngx_str_t                       name;
+    const ngx_http_idv_op_param_t  *p;
+
+    if (conf->access_key_id.data == NULL
+        && conf->access_key_secret.data == NULL)
+    {
+        conf->access_key_id = prev->access_key_id;
+        conf->access_key_secret = prev->access_key_secret;
+        conf->credentials = prev->credentials;
+    }
+
+    if ((conf->access_key_id.data == NULL)
+        != (conf->access_key_secret.data == NULL))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_access_key_id\" and "
+                           "\"idv_access_key_secret\" must be set together");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_merge_str_value(conf->endpoint, prev->endpoint,
+                             NGX_HTTP_IDV_DEFAULT_ENDPOINT);
+    ngx_conf_merge_str_value(conf->pass, prev->pass, "");
+    ngx_conf_merge_uint_value(conf->signature, prev->signature,
+                              NGX_HTTP_IDV_SIGN_V3);
+    ngx_conf_merge_str_value(conf->product, prev->product, "");
+    ngx_conf_merge_value(conf->expand_json, prev->expand_json, 0);
+
+    if (conf->op == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* this location serves an action: it must be able to sign and send */
+
+    if (conf->access_key_id.data == NULL) {
+        id = getenv("ALIBABA_CLOUD_ACCESS_KEY_ID");
+        secret = getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+
+        if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"idv_action %V\" has no credentials: set "
+                               "\"idv_access_key_id\" and "
+                               "\"idv_access_key_secret\", "
+                               "\"idv_credentials\", or the environment "
+                               "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                               ngx_http_idv_ngx_str(&conf->op->name));
+            return NGX_CONF_ERROR;
+        }
+
+        name.data = (u_char *) id;
+        name.len = ngx_strlen(id);
+
+        conf->access_key_id.data = ngx_pstrdup(cf->pool, &name);
+        conf->access_key_id.len = name.len;
+
+        name.data = (u_char *) secret;
+        name.len = ngx_strlen(secret);
+
+        conf->access_key_secret.data = ngx_pstrdup(cf->pool, &name);
+        conf->access_key_secret.len = name.len;
+
+        if (conf->access_key_id.data == NULL
+            || conf->access_key_secret.data == NULL)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_str_set(&conf->credentials, "the environment");
+    }
+
+    if (conf->pass.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_action %V\" needs \"idv_pass\": the URI "
+                           "of an internal location that proxies to the "
+                           "ID Verification endpoint",
+                           ngx_http_idv_ngx_str(&conf->op->name));
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_http_idv_op_param(conf->op, (u_char *) "ProductCode", 11);
+
+    if (conf->product.len && p == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_product_code %V\" does not apply: action "
+                           "%V takes no ProductCode", &conf->product,
+                           ngx_http_idv_ngx_str(&conf->op->name));
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_access_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    if (lcf->credentials.len) {
+        return "conflicts with \"idv_credentials\" on the same level";
+    }
+
+    return ngx_conf_set_str_slot(cf, cmd, conf);
+}
+
+
+static char *
+ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value, file, profile;
+
+    if (lcf->credentials.len) {
+        return "is duplicate";
+    }
+
+    if (lcf->access_key_id.data || lcf->access_key_secret.data) {
+        return "conflicts with \"idv_access_key_id\" / "
+               "\"idv_access_key_secret\" on the same level";
+    }
+
+    value = cf->args->elts;
+
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&profile, "default");
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "profile=", 8) != 0
+            || value[2].len == 8)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\", expected "
+                               "\"profile=NAME\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        profile.data = value[2].data + 8;
+        profile.len = value[2].len - 8;
+    }
+
+    if (ngx_http_idv_credentials_parse(cf, lcf, &file, &profile) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->credentials = file;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The Alibaba Cloud credentials file:
+ *
+ *     [default]
+ *     type = access_key
+ *     access_key_id = ...
+ *     access_key_secret = ...
+ */
+
+static ngx_int_t
+ngx_http_idv_credentials_parse(ngx_conf_t *cf, ngx_http_idv_loc_conf_t *lcf,
+    ngx_str_t *file, ngx_str_t *profile)
+{
+    u_char           *buf, *p, *end, *eol, *eq, *k, *ke, *v, *ve;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *dst;
+    ngx_uint_t        in_profile, found;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "idv_credentials: cannot open \"%V\"", file);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 65536)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "idv_credentials: \"%V\" is not a readable "
+                           "credentials file", file);
+        (void) ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    if (fi.st_mode & (S_IROTH|S_IWOTH)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "idv_credentials: \"%V\" is readable by other "
+                           "users; chmod 600 or 640 it", file);
+    }
+
+    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+
+    (void) ngx_close_file(fd);
+
+    if (n < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "idv_credentials: cannot read \"%V\"", file);
+        return NGX_ERROR;
+    }
+
+    in_profile = 0;
+    found = 0;
+
+    for (p = buf, end = buf + n; p < end; p = eol + 1) {
+
+        eol = ngx_strlchr(p, end, '\n');
+        if (eol == NULL) {
+            eol = end;
+        }
+
+        k = p;
+        ve = eol;
+
+        while (k < ve && (*k == ' ' || *k == '\t')) {
+            k++;
+        }
+
+        while (ve > k && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
+        {
+            ve--;
+        }
+
+        if (k == ve || *k == '#' || *k == ';') {
+            continue;
+        }
+
+        if (*k == '[') {
+            in_profile = (ve[-1] == ']'
+                          && (size_t) (ve - k - 2) == profile->len
+                          && ngx_strncmp(k + 1, profile->data,
+                                         profile->len) == 0);
+            found |= in_profile;
+            continue;
+        }
+
+        if (!in_profile) {
+            continue;
+        }
+
+        eq = ngx_strlchr(k, ve, '=');
+        if (eq == NULL) {
+            continue;
+        }
+
+        ke = eq;
+        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) {
+            ke--;
+        }
+
+        v = eq + 1;
+        while (v < ve && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+
+        if ((size_t) (ke - k) == sizeof("access_key_id") - 1
+            && ngx_strncmp(k, "access_key_id", ke - k) == 0)
+        {
+            dst = &lcf->access_key_id;
+
+        } else if ((size_t) (ke - k) == sizeof("access_key_secret") - 1
+                   && ngx_strncmp(k, "access_key_secret", ke - k) == 0)
+        {
+            dst = &lcf->access_key_secret;
+
+        } else {
+            continue;
+        }
+
+        dst->len = ve - v;
+        dst->data = ngx_pnalloc(cf->pool, dst->len + 1);
+        if (dst->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(dst->data, v, dst->len);
+        dst->data[dst->len] = '\0';
+    }
+
+    /* the file's bytes held the secret: do not leave them in memory */
+    ngx_explicit_memzero(buf, n);
+
+    if (!found) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv_credentials: \"%V\" has no profile [%V]",
+                           file, profile);
+        return NGX_ERROR;
+    }
+
+    if (lcf->access_key_id.len == 0 || lcf->access_key_secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv_credentials: profile [%V] of \"%V\" needs "
+                           "both access_key_id and access_key_secret",
+                           profile, file);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_idv_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (lcf->endpoint.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strlcasestrn(value[1].data, value[1].data + value[1].len,
+                         (u_char *) "://", 3 - 1)
+        != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_endpoint\" takes a host[:port] such as "
+                           "\"%s\", not a URL", NGX_HTTP_IDV_DEFAULT_ENDPOINT);
+        return NGX_CONF_ERROR;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (*p <= ' ' || *p == '/' || *p == '?' || *p == '#' || *p >= 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"idv_endpoint\" host \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0) {
+        return "takes a host";
+    }
+
+    lcf->endpoint = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_pass(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->pass.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_pass\" takes the URI of an internal "
+                           "location, such as \"/_idv_upstream\"");
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->pass = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_action(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->op) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->op = ngx_http_idv_op_find(value[1].data, value[1].len);
+
+    if (lcf->op == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown action \"%V\" in \"idv_action\": it is "
+                           "not an action of cloudauth-intl %s",
+                           &value[1], NGX_HTTP_IDV_API_VERSION);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_idv_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_init(ngx_conf_t *cf)
+{
+    return ngx_http_idv_filter_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_idv_init_module(ngx_cycle_t *cycle)
+{
+    if (ngx_http_idv_sign_init() != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "idv: cannot load the SHA-256, SHA-1 and HMAC "
+                      "implementations from OpenSSL");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_idv_exit(ngx_cycle_t *cycle)
+{
+    ngx_http_idv_sign_cleanup();
+}

@@ -1,0 +1,71 @@
+
+/*
+ * ngx_http_idv_module: the operations table.
+ *
+ * One row per action of cloudauth-intl 2022-08-09.  The rows are
+ * generated from data/actions.json by gen_ops.pl (placement and type)
+ * merged with data/ops-overlay.json (required sets, PII, image and URL
+ * checks, retry safety); t/unit/test_ops.c proves the table and the JSON
+ * agree.
+ */
+
+
+#ifndef _NGX_HTTP_IDV_OPS_H_INCLUDED_
+#define _NGX_HTTP_IDV_OPS_H_INCLUDED_
+
+
+#include "ngx_http_idv_core.h"
+
+
+/* parameter types as in the API metadata */
+#define NGX_HTTP_IDV_T_STRING       0
+#define NGX_HTTP_IDV_T_INTEGER      1
+#define NGX_HTTP_IDV_T_BOOLEAN      2
+#define NGX_HTTP_IDV_T_ARRAY        3       /* sent as a JSON string */
+#define NGX_HTTP_IDV_T_OBJECT       4       /* sent as a JSON string */
+
+/* parameter flags */
+#define NGX_HTTP_IDV_P_BODY         0x01    /* in: formData */
+#define NGX_HTTP_IDV_P_PII          0x02    /* never logged or echoed */
+#define NGX_HTTP_IDV_P_IMAGE        0x04    /* base64 JPEG/PNG, checked */
+#define NGX_HTTP_IDV_P_URL          0x08    /* must be an http(s) URL */
+#define NGX_HTTP_IDV_P_REQUIRED     0x10    /* required for every product */
+
+/* operation flags */
+#define NGX_HTTP_IDV_OP_BILLABLE    0x01    /* a repeat may bill twice */
+#define NGX_HTTP_IDV_OP_FORM        0x02    /* SDK always sends a form body */
+
+
+typedef struct {
+    ngx_http_idv_str_t          name;
+    uint8_t                     type;
+    uint8_t                     flags;
+    /* space-separated product codes for which the parameter is required,
+       e.g. " eKYC IDR_GLOBAL ", or NULL */
+    const char                 *required_for;
+    /* the parameter of the same image/document given another way
+       (FacePictureBase64 <-> FacePictureUrl), or NULL */
+    const char                 *alternative;
+} ngx_http_idv_op_param_t;
+
+
+typedef struct {
+    ngx_http_idv_str_t          name;
+    const ngx_http_idv_op_param_t  *params;     /* sorted by name (bytes) */
+    size_t                      nparams;
+    unsigned                    flags;
+} ngx_http_idv_op_t;
+
+
+extern const ngx_http_idv_op_t  ngx_http_idv_ops[];
+extern const size_t             ngx_http_idv_nops;
+
+
+const ngx_http_idv_op_t *ngx_http_idv_op_find(const u_char *name, size_t len);
+const ngx_http_idv_op_param_t *ngx_http_idv_op_param(
+    const ngx_http_idv_op_t *op, const u_char *name, size_t len);
+int ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
+    const u_char *product, size_t len);
+
+
+#endif /* _NGX_HTTP_IDV_OPS_H_INCLUDED_ */

@@ -1,0 +1,734 @@
+
+/*
+ * ngx_http_idv_module: the request model (pure core).
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "ngx_http_idv_request.h"
+
+
+#define IDV_B64_BAD  0xff
+
+
+static int ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status,
+    const char *code, const char *fmt, const u_char *name, size_t len);
+static int ngx_http_idv_req_add(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p, u_char *value, size_t len);
+static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
+    ngx_http_idv_req_t *rq, const u_char *key, size_t len);
+static size_t ngx_http_idv_form_decode(u_char *p, size_t len);
+static int ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off,
+    u_char *out, size_t n);
+static int ngx_http_idv_image_size(const u_char *b64, size_t len,
+    size_t size, unsigned *w, unsigned *h);
+static int ngx_http_idv_url_check(const u_char *v, size_t len);
+
+
+static const u_char  ngx_http_idv_b64_dec[256] = {
+#define X IDV_B64_BAD
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, 62, X, X, X, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, X, X, X, X, X, X,
+    X, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, X, X, X, X, X,
+    X, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X
+#undef X
+};
+
+
+static int
+ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status, const char *code,
+    const char *fmt, const u_char *name, size_t len)
+{
+    size_t  i, n;
+    char    safe[64];
+
+    /* parameter names come from the backend: print only a safe subset */
+
+    n = 0;
+
+    for (i = 0; name && i < len && n < sizeof(safe) - 4; i++) {
+        if ((name[i] >= 'A' && name[i] <= 'Z')
+            || (name[i] >= 'a' && name[i] <= 'z')
+            || (name[i] >= '0' && name[i] <= '9')
+            || name[i] == '_' || name[i] == '-' || name[i] == '.')
+        {
+            safe[n++] = name[i];
+
+        } else {
+            safe[n++] = '?';
+        }
+    }
+
+    if (name && i < len) {
+        safe[n++] = '.';
+        safe[n++] = '.';
+        safe[n++] = '.';
+    }
+
+    safe[n] = '\0';
+
+    rq->status = status;
+    rq->code = code;
+    snprintf(rq->message, sizeof(rq->message), fmt, safe);
+
+    return -1;
+}
+
+
+static const ngx_http_idv_op_param_t *
+ngx_http_idv_req_lookup(ngx_http_idv_req_t *rq, const u_char *key, size_t len)
+{
+    const ngx_http_idv_op_param_t  *p;
+
+    p = ngx_http_idv_op_param(rq->op, key, len);
+
+    if (p == NULL) {
+        ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                               "Parameter %s is not accepted by this action",
+                               key, len);
+        return NULL;
+    }
+
+    if (ngx_http_idv_req_get(rq, (const char *) p->name.data) != NULL) {
+        ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                               "Parameter %s is given more than once",
+                               key, len);
+        return NULL;
+    }
+
+    return p;
+}
+
+
+static int
+ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
+    u_char *value, size_t len)
+{
+    ngx_http_idv_param_t  *dst;
+
+    if (rq->params == NULL) {
+        rq->params = rq->alloc(rq->alloc_data,
+                               (rq->op->nparams + NGX_HTTP_IDV_EXTRA_PARAMS)
+                               * sizeof(ngx_http_idv_param_t));
+        if (rq->params == NULL) {
+            rq->status = 500;
+            rq->code = "Gateway.InternalError";
+            snprintf(rq->message, sizeof(rq->message), "out of memory");
+            return -1;
+        }
+    }
+
+    dst = &rq->params[rq->nparams++];
+
+    dst->key = p->name;
+    dst->value.data = value;
+    dst->value.len = len;
+    dst->body = (p->flags & NGX_HTTP_IDV_P_BODY) ? 1 : 0;
+    dst->pii = (p->flags & NGX_HTTP_IDV_P_PII) ? 1 : 0;
+
+    return 0;
+}
+
+
+ngx_http_idv_param_t *
+ngx_http_idv_req_get(ngx_http_idv_req_t *rq, const char *name)
+{
+    size_t  i, len;
+
+    len = strlen(name);
+
+    for (i = 0; i < rq->nparams; i++) {
+        if (rq->params[i].key.len == len
+            && memcmp(rq->params[i].key.data, name, len) == 0)
+        {
+            return &rq->params[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+ngx_http_idv_req_set(ngx_http_idv_req_t *rq, const char *name, u_char *value,
+    size_t len)
+{
+    ngx_http_idv_param_t           *dst;
+    const ngx_http_idv_op_param_t  *p;
+
+    dst = ngx_http_idv_req_get(rq, name);
+
+    if (dst != NULL) {
+        dst->value.data = value;
+        dst->value.len = len;
+        return 0;
+    }
+
+    p = ngx_http_idv_op_param(rq->op, (const u_char *) name, strlen(name));
+    if (p == NULL) {
+        return ngx_http_idv_req_error(rq, 500, "Gateway.InternalError",
+                                      "Action does not take %s",
+                                      (const u_char *) name, strlen(name));
+    }
+
+    return ngx_http_idv_req_add(rq, p, value, len);
+}
+
+
+int
+ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
+{
+    char                           *s;
+    cJSON                          *root, *item;
+    size_t                          klen;
+    const ngx_http_idv_op_param_t  *p;
+
+    root = cJSON_ParseWithLength((const char *) body, len);
+
+    if (root == NULL) {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "The request body is not valid JSON%s",
+                                      NULL, 0);
+    }
+
+    rq->json = root;
+
+    if (!cJSON_IsObject(root)) {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "The request body must be a JSON "
+                                      "object%s", NULL, 0);
+    }
+
+    for (item = root->child; item; item = item->next) {
+
+        klen = strlen(item->string);
+
+        p = ngx_http_idv_req_lookup(rq, (u_char *) item->string, klen);
+        if (p == NULL) {
+            return -1;
+        }
+
+        if (cJSON_IsString(item)) {
+            s = item->valuestring;
+
+            if (ngx_http_idv_req_add(rq, p, (u_char *) s, strlen(s)) != 0) {
+                return -1;
+            }
+
+            continue;
+        }
+
+        switch (p->type) {
+
+        case NGX_HTTP_IDV_T_INTEGER:
+            if (!cJSON_IsNumber(item)
+                || item->valuedouble != (double) (long long) item->valuedouble)
+            {
+                goto wrong_type;
+            }
+
+            s = rq->alloc(rq->alloc_data, 24);
+            if (s == NULL) {
+                goto nomem;
+            }
+
+            snprintf(s, 24, "%lld", (long long) item->valuedouble);
+            break;
+
+        case NGX_HTTP_IDV_T_BOOLEAN:
+            if (!cJSON_IsBool(item)) {
+                goto wrong_type;
+            }
+
+            s = cJSON_IsTrue(item) ? "true" : "false";
+            break;
+
+        case NGX_HTTP_IDV_T_ARRAY:
+        case NGX_HTTP_IDV_T_OBJECT:
+            if (!(p->type == NGX_HTTP_IDV_T_ARRAY ? cJSON_IsArray(item)
+                                                  : cJSON_IsObject(item)))
+            {
+                goto wrong_type;
+            }
+
+            /* serialised compactly, as the SDK's JSON.stringify() does */
+
+            s = cJSON_PrintUnformatted(item);
+            if (s == NULL) {
+                goto nomem;
+            }
+
+            /* the tree owns it from now on: cJSON_Delete() frees it */
+
+            item->type = cJSON_Raw;
+            item->valuestring = s;
+            break;
+
+        default:
+            goto wrong_type;
+        }
+
+        if (ngx_http_idv_req_add(rq, p, (u_char *) s, strlen(s)) != 0) {
+            return -1;
+        }
+    }
+
+    return 0;
+
+wrong_type:
+
+    return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                  p->type == NGX_HTTP_IDV_T_STRING
+                                  ? "Parameter %s must be a string"
+                                  : "Parameter %s has a wrong type",
+                                  p->name.data, p->name.len);
+
+nomem:
+
+    return ngx_http_idv_req_error(rq, 500, "Gateway.InternalError",
+                                  "out of memory%s", NULL, 0);
+}
+
+
+void
+ngx_http_idv_req_free(ngx_http_idv_req_t *rq)
+{
+    if (rq->json) {
+        cJSON_Delete(rq->json);
+        rq->json = NULL;
+    }
+}
+
+
+static size_t
+ngx_http_idv_form_decode(u_char *p, size_t len)
+{
+    u_char  *s, *d, *end, c, h, l;
+
+    s = p;
+    d = p;
+    end = p + len;
+
+    while (s < end) {
+        c = *s++;
+
+        if (c == '+') {
+            *d++ = ' ';
+            continue;
+        }
+
+        if (c != '%') {
+            *d++ = c;
+            continue;
+        }
+
+        if (end - s < 2) {
+            return (size_t) -1;
+        }
+
+        h = s[0];
+        l = s[1];
+
+        h = (h >= '0' && h <= '9') ? h - '0'
+            : ((h | 0x20) >= 'a' && (h | 0x20) <= 'f') ? (h | 0x20) - 'a' + 10
+            : 0xff;
+        l = (l >= '0' && l <= '9') ? l - '0'
+            : ((l | 0x20) >= 'a' && (l | 0x20) <= 'f') ? (l | 0x20) - 'a' + 10
+            : 0xff;
+
+        if (h == 0xff || l == 0xff) {
+            return (size_t) -1;
+        }
+
+        *d++ = (u_char) (h << 4 | l);
+        s += 2;
+    }
+
+    return d - p;
+}
+
+
+int
+ngx_http_idv_req_parse_form(ngx_http_idv_req_t *rq, u_char *body, size_t len)
+{
+    u_char                         *p, *end, *amp, *eq, *v;
+    size_t                          klen, vlen;
+    const ngx_http_idv_op_param_t  *prm;
+
+    p = body;
+    end = body + len;
+
+    while (p < end) {
+
+        amp = memchr(p, '&', end - p);
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        if (amp == p) {
+            p++;
+            continue;
+        }
+
+        eq = memchr(p, '=', amp - p);
+
+        if (eq == NULL) {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "Parameter %s has no value",
+                                          p, amp - p);
+        }
+
+        klen = ngx_http_idv_form_decode(p, eq - p);
+        if (klen == (size_t) -1) {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "The form body is not valid "
+                                          "urlencoded data%s", NULL, 0);
+        }
+
+        prm = ngx_http_idv_req_lookup(rq, p, klen);
+        if (prm == NULL) {
+            return -1;
+        }
+
+        v = eq + 1;
+
+        vlen = ngx_http_idv_form_decode(v, amp - v);
+        if (vlen == (size_t) -1) {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "Parameter %s is not valid "
+                                          "urlencoded data",
+                                          prm->name.data, prm->name.len);
+        }
+
+        if (ngx_http_idv_req_add(rq, prm, v, vlen) != 0) {
+            return -1;
+        }
+
+        p = amp + 1;
+    }
+
+    return 0;
+}
+
+
+int
+ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
+{
+    size_t                          i;
+    ngx_http_idv_param_t           *v, *alt, *a;
+    const ngx_http_idv_op_t        *op;
+    const ngx_http_idv_op_param_t  *p;
+
+    op = rq->op;
+
+    for (i = 0; i < op->nparams; i++) {
+        p = &op->params[i];
+
+        v = ngx_http_idv_req_get(rq, (const char *) p->name.data);
+
+        if (v == NULL || v->value.len == 0) {
+
+            if (p->alternative) {
+                alt = ngx_http_idv_req_get(rq, p->alternative);
+
+                if (alt != NULL && alt->value.len) {
+                    continue;
+                }
+
+                /*
+                 * the documented exception: an authoritative check of a
+                 * Chinese ID card needs no ID picture when Authorize=T
+                 * comes with DocName and DocNo
+                 */
+
+                if (strncmp(p->alternative, "IdOcrPicture", 12) == 0) {
+                    a = ngx_http_idv_req_get(rq, "Authorize");
+
+                    if (a && a->value.len == 1 && a->value.data[0] == 'T'
+                        && (v = ngx_http_idv_req_get(rq, "DocName"))
+                        && v->value.len
+                        && (v = ngx_http_idv_req_get(rq, "DocNo"))
+                        && v->value.len)
+                    {
+                        continue;
+                    }
+                }
+
+                if (strcmp((const char *) p->name.data, p->alternative) < 0) {
+                    return ngx_http_idv_req_error(rq, 400,
+                                    "MissingParameter",
+                                    "Missing parameter %s or its "
+                                    "alternative", p->name.data, p->name.len);
+                }
+
+                continue;
+            }
+
+            if (ngx_http_idv_op_required(p, rq->product.data,
+                                         rq->product.len))
+            {
+                return ngx_http_idv_req_error(rq, 400, "MissingParameter",
+                                              "Missing parameter %s",
+                                              p->name.data, p->name.len);
+            }
+
+            continue;
+        }
+
+        if (p->alternative) {
+            alt = ngx_http_idv_req_get(rq, p->alternative);
+
+            if (alt != NULL && alt->value.len) {
+                return ngx_http_idv_req_error(rq, 400, "DataDuplication",
+                                    "Parameter %s and its alternative are "
+                                    "both given", p->name.data, p->name.len);
+            }
+        }
+
+        if ((p->flags & NGX_HTTP_IDV_P_URL)
+            && ngx_http_idv_url_check(v->value.data, v->value.len) != 0)
+        {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "Parameter %s must be an http(s) "
+                                          "URL", p->name.data, p->name.len);
+        }
+
+        if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
+            && ngx_http_idv_image_check(rq, (const char *) p->name.data,
+                                        v->value.data, v->value.len) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_url_check(const u_char *v, size_t len)
+{
+    size_t  n;
+
+    if (len > 7 && strncasecmp((const char *) v, "http://", 7) == 0) {
+        n = 7;
+
+    } else if (len > 8 && strncasecmp((const char *) v, "https://", 8) == 0) {
+        n = 8;
+
+    } else {
+        return -1;
+    }
+
+    /* a host must follow the scheme */
+
+    if (v[n] == '/' || v[n] == '?' || v[n] == '#' || v[n] == ' ') {
+        return -1;
+    }
+
+    for ( /* void */ ; n < len; n++) {
+        if (v[n] <= ' ' || v[n] == 0x7f) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* decode n bytes starting at decoded offset off; base64 is random access */
+
+static int
+ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off, u_char *out,
+    size_t n)
+{
+    size_t   q, k, i;
+    u_char   quad[3];
+    uint32_t v;
+
+    while (n) {
+        q = off / 3;
+        k = off % 3;
+
+        if (q * 4 + 4 > len) {
+            return -1;
+        }
+
+        v = 0;
+
+        for (i = 0; i < 4; i++) {
+            u_char  c = b64[q * 4 + i];
+
+            v = v << 6 | (c == '=' ? 0 : ngx_http_idv_b64_dec[c]);
+        }
+
+        quad[0] = (u_char) (v >> 16);
+        quad[1] = (u_char) (v >> 8);
+        quad[2] = (u_char) v;
+
+        for (i = k; i < 3 && n; i++, n--) {
+            *out++ = quad[i];
+            off++;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_image_size(const u_char *b64, size_t len, size_t size,
+    unsigned *w, unsigned *h)
+{
+    size_t  off, seg;
+    u_char  b[9];
+
+    if (ngx_http_idv_b64_at(b64, len, 0, b, 8) != 0) {
+        return -1;
+    }
+
+    if (memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) {
+
+        /* the IHDR chunk comes first: width and height at 16 and 20 */
+
+        if (size < 24 || ngx_http_idv_b64_at(b64, len, 12, b, 4) != 0
+            || memcmp(b, "IHDR", 4) != 0
+            || ngx_http_idv_b64_at(b64, len, 16, b, 8) != 0)
+        {
+            return -1;
+        }
+
+        *w = (unsigned) b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3];
+        *h = (unsigned) b[4] << 24 | b[5] << 16 | b[6] << 8 | b[7];
+
+        return 0;
+    }
+
+    if (b[0] != 0xff || b[1] != 0xd8 || b[2] != 0xff) {
+        return -1;
+    }
+
+    /* walk the JPEG segments to the first start-of-frame */
+
+    off = 2;
+
+    for ( ;; ) {
+        if (off + 4 > size || ngx_http_idv_b64_at(b64, len, off, b, 4) != 0) {
+            return -1;
+        }
+
+        if (b[0] != 0xff) {
+            return -1;
+        }
+
+        if (b[1] == 0xff) {
+            off++;                          /* fill byte */
+            continue;
+        }
+
+        if (b[1] == 0xd9 || b[1] == 0xda) {
+            return -1;                      /* EOI or SOS before a frame */
+        }
+
+        if (b[1] == 0x01 || (b[1] >= 0xd0 && b[1] <= 0xd7)) {
+            off += 2;                       /* markers without a length */
+            continue;
+        }
+
+        seg = (size_t) b[2] << 8 | b[3];
+
+        if (seg < 2) {
+            return -1;
+        }
+
+        if (b[1] >= 0xc0 && b[1] <= 0xcf
+            && b[1] != 0xc4 && b[1] != 0xc8 && b[1] != 0xcc)
+        {
+            if (off + 9 > size
+                || ngx_http_idv_b64_at(b64, len, off + 4, b, 5) != 0)
+            {
+                return -1;
+            }
+
+            *h = (unsigned) b[1] << 8 | b[2];
+            *w = (unsigned) b[3] << 8 | b[4];
+
+            return 0;
+        }
+
+        off += 2 + seg;
+    }
+}
+
+
+int
+ngx_http_idv_image_check(ngx_http_idv_req_t *rq, const char *name,
+    const u_char *b64, size_t len)
+{
+    size_t      i, pad, size;
+    unsigned    w, h, lo, hi;
+
+    /* strict base64: the standard alphabet, padded to whole quads */
+
+    if (len == 0 || len % 4 != 0) {
+        goto bad;
+    }
+
+    pad = (b64[len - 1] == '=') + (b64[len - 2] == '=');
+
+    for (i = 0; i < len - pad; i++) {
+        if (ngx_http_idv_b64_dec[b64[i]] == IDV_B64_BAD) {
+            goto bad;
+        }
+    }
+
+    size = len / 4 * 3 - pad;
+
+    if (size > NGX_HTTP_IDV_IMAGE_MAX) {
+        return ngx_http_idv_req_error(rq, 400, "ToolargeImage",
+                                      "Image %s is larger than 1 MB",
+                                      (const u_char *) name, strlen(name));
+    }
+
+    if (ngx_http_idv_image_size(b64, len, size, &w, &h) != 0) {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "Image %s is not a JPEG or PNG image",
+                                      (const u_char *) name, strlen(name));
+    }
+
+    lo = w < h ? w : h;
+    hi = w < h ? h : w;
+
+    if (hi < NGX_HTTP_IDV_IMAGE_MIN_LONG || lo < NGX_HTTP_IDV_IMAGE_MIN_SHORT
+        || hi > NGX_HTTP_IDV_IMAGE_MAX_LONG || lo > NGX_HTTP_IDV_IMAGE_MAX_SHORT)
+    {
+        return ngx_http_idv_req_error(rq, 400, "UnqualifiedPhoto",
+                                      "Image %s must be between 640x480 and "
+                                      "1920x1080 pixels",
+                                      (const u_char *) name, strlen(name));
+    }
+
+    return 0;
+
+bad:
+
+    return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                  "Image %s is not valid base64",
+                                  (const u_char *) name, strlen(name));
+}

@@ -1,0 +1,317 @@
+
+/*
+ * ngx_http_idv_module: the signed upstream call.
+ *
+ * The call is an in-memory POST subrequest to the operator's internal
+ * location (idv_pass), so TLS, keepalive, timeouts and resolving are
+ * nginx's own.  The subrequest gets its own header list and body: nothing
+ * of the backend's request (headers, cookies, body) reaches upstream.
+ */
+
+
+#include "ngx_http_idv_module.h"
+
+#include <openssl/rand.h>
+
+
+static ngx_int_t ngx_http_idv_upstream_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
+    ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
+
+
+static ngx_str_t  ngx_http_idv_post_method = ngx_string("POST");
+
+static uint64_t   ngx_http_idv_id_seed;
+static uint32_t   ngx_http_idv_id_count;
+
+
+ngx_int_t
+ngx_http_idv_init_process_handler(ngx_cycle_t *cycle)
+{
+    /* nonces must be unique, not secret: a random seed per process */
+
+    if (RAND_bytes((u_char *) &ngx_http_idv_id_seed,
+                   sizeof(ngx_http_idv_id_seed))
+        != 1)
+    {
+        ngx_http_idv_id_seed = (uint64_t) ngx_random() << 32 ^ ngx_random()
+                               ^ (uint64_t) ngx_time();
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_idv_make_id(u_char *dst)
+{
+    (void) ngx_sprintf(dst, "%016uxL%08xD%08xD",
+                       ngx_http_idv_id_seed, (uint32_t) ngx_pid,
+                       ++ngx_http_idv_id_count);
+}
+
+
+ngx_int_t
+ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                       *ts, *nonce, *hash;
+    ngx_tm_t                      tm;
+    ngx_str_t                     args;
+    ngx_buf_t                    *b;
+    ngx_list_t                   *headers;
+    ngx_chain_t                  *cl;
+    ngx_table_elt_t              *ct;
+    ngx_http_request_t           *sr;
+    ngx_http_idv_sign_t           s;
+    ngx_http_request_body_t      *rb;
+    ngx_http_idv_loc_conf_t      *conf;
+    ngx_http_post_subrequest_t   *ps;
+
+    conf = ctx->conf;
+
+    ts = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00Z") - 1 + 32);
+    if (ts == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_gmtime(ngx_time(), &tm);
+
+    (void) ngx_sprintf(ts, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    nonce = ts + sizeof("1970-01-01T00:00:00Z") - 1;
+    ngx_http_idv_make_id(nonce);
+
+    ngx_memzero(&s, sizeof(ngx_http_idv_sign_t));
+
+    s.algorithm = (int) conf->signature;
+    s.access_key_id.data = conf->access_key_id.data;
+    s.access_key_id.len = conf->access_key_id.len;
+    s.access_key_secret.data = conf->access_key_secret.data;
+    s.access_key_secret.len = conf->access_key_secret.len;
+    s.host.data = conf->endpoint.data;
+    s.host.len = conf->endpoint.len;
+    s.action = conf->op->name;
+    s.version.data = (u_char *) NGX_HTTP_IDV_API_VERSION;
+    s.version.len = sizeof(NGX_HTTP_IDV_API_VERSION) - 1;
+    s.timestamp.data = ts;
+    s.timestamp.len = sizeof("1970-01-01T00:00:00Z") - 1;
+    s.nonce.data = nonce;
+    s.nonce.len = 32;
+    s.params = ctx->req.params;
+    s.nparams = ctx->req.nparams;
+    s.form = (conf->op->flags & NGX_HTTP_IDV_OP_FORM) ? 1 : 0;
+    s.alloc = ngx_http_idv_alloc;
+    s.alloc_data = r->pool;
+
+    if (ngx_http_idv_sign(&s) != 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: signing %V failed",
+                      ngx_http_idv_ngx_str(&conf->op->name));
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ps->handler = ngx_http_idv_upstream_done;
+    ps->data = ctx;
+
+    args.data = s.query.data;
+    args.len = s.query.len;
+
+    if (ngx_http_subrequest(r, &conf->pass, &args, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_idv_post_method;
+
+    /*
+     * A fresh header list: the subrequest's headers_in is a copy of the
+     * backend's, and its list storage is shared with it.
+     */
+
+    headers = &sr->headers_in.headers;
+
+    if (ngx_list_init(headers, r->pool, 8, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sr->headers_in.content_type = NULL;
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.user_agent = NULL;
+    sr->headers_in.referer = NULL;
+    sr->headers_in.authorization = NULL;
+    sr->headers_in.cookies.nelts = 0;
+    sr->headers_in.chunked = 0;
+    sr->headers_in.content_length_n = s.body.len;
+
+    if (ngx_http_idv_push_header(r, headers, "x-acs-action", 12,
+                                 s.action.data, s.action.len) == NULL
+        || ngx_http_idv_push_header(r, headers, "x-acs-version", 13,
+                                    s.version.data, s.version.len) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (s.algorithm == NGX_HTTP_IDV_SIGN_V3) {
+
+        /* the digest lives in the signer's struct, on this stack frame */
+
+        hash = ngx_pnalloc(r->pool, sizeof(s.content_sha256));
+        if (hash == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(hash, s.content_sha256, sizeof(s.content_sha256));
+
+        if (ngx_http_idv_push_header(r, headers, "x-acs-date", 10,
+                                     s.timestamp.data, s.timestamp.len)
+            == NULL
+            || ngx_http_idv_push_header(r, headers, "x-acs-signature-nonce",
+                                        21, s.nonce.data, s.nonce.len)
+               == NULL
+            || ngx_http_idv_push_header(r, headers, "x-acs-content-sha256",
+                                        20, hash, sizeof(s.content_sha256))
+               == NULL
+            || ngx_http_idv_push_header(r, headers, "Authorization", 13,
+                                        s.authorization.data,
+                                        s.authorization.len)
+               == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (s.form) {
+        ct = ngx_http_idv_push_header(r, headers, "content-type", 12,
+                                (u_char *) "application/x-www-form-urlencoded",
+                                33);
+        if (ct == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        sr->headers_in.content_type = ct;
+    }
+
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (rb == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (s.body.len) {
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->start = s.body.data;
+        b->pos = b->start;
+        b->last = b->start + s.body.len;
+        b->end = b->last;
+        b->memory = 1;
+        b->last_buf = 1;
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+
+        rb->bufs = cl;
+    }
+
+    sr->request_body = rb;
+
+    ctx->sr = sr;
+    ctx->done = 0;
+    ctx->failed = 0;
+    ctx->response = NULL;
+    ctx->upstream_status = 0;
+    ctx->start = ngx_current_msec;
+    ctx->attempts++;
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_idv_push_header(ngx_http_request_t *r, ngx_list_t *list, char *key,
+    size_t key_len, u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(list);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->key.data = (u_char *) key;
+    h->key.len = key_len;
+    h->value.data = value;
+    h->value.len = len;
+
+    h->lowcase_key = ngx_pnalloc(r->pool, key_len);
+    if (h->lowcase_key == NULL) {
+        return NULL;
+    }
+
+    h->hash = ngx_hash_strlow(h->lowcase_key, h->key.data, key_len);
+
+    return h;
+}
+
+
+/*
+ * Runs when the subrequest is finalized.  On upstream errors nginx would
+ * first call it with the error as rc and then again after rendering an
+ * error page into the buffer; and an answer larger than
+ * subrequest_output_buffer_size arrives here as NGX_ERROR, which would
+ * drop the client connection.  Both are recorded and turned into NGX_OK
+ * so that the main request answers with a JSON error instead.
+ */
+
+static ngx_int_t
+ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
+{
+    ngx_http_idv_ctx_t  *ctx = data;
+
+    if (ctx->done) {
+        return rc;
+    }
+
+    ctx->done = 1;
+    ctx->upstream_time = ngx_current_msec - ctx->start;
+
+    if (sr->connection->error) {
+        return rc;
+    }
+
+    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ctx->failed = 1;
+        ctx->upstream_status = (rc == NGX_ERROR) ? 0 : (ngx_uint_t) rc;
+        return NGX_OK;
+    }
+
+    ctx->upstream_status = sr->headers_out.status;
+
+    if (sr->out && sr->out->buf) {
+        ctx->response = sr->out->buf;
+    }
+
+    return rc;
+}
