@@ -1,0 +1,518 @@
+#!/usr/bin/perl
+
+# gen_ops.pl: write the operations table of ngx_http_idv_module.
+#
+# Reads data/actions.json (the API metadata: parameter placement and type)
+# and data/ops-overlay.json (hand-written: required sets, PII, image and
+# URL checks, alternatives, billable) next to this script and prints
+# ngx_http_idv_ops_table.c on stdout:
+#
+#     perl ngx_http_idv_module/gen_ops.pl \
+#         > ngx_http_idv_module/ngx_http_idv_ops_table.c
+#
+# With --check it prints nothing and exits 1 if the committed table
+# differs from what it would generate (0 if it is up to date).
+#
+# Any inconsistency between the two files (an unknown action or
+# parameter, an action without an overlay entry, a parameter both
+# required and required per product, ...) is fatal: the table is never
+# generated from data that does not agree.
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use File::Spec;
+use JSON::PP;
+
+
+my $DIR = dirname(File::Spec->rel2abs(__FILE__));
+
+my $ACTIONS = File::Spec->catfile($DIR, 'data', 'actions.json');
+my $OVERLAY = File::Spec->catfile($DIR, 'data', 'ops-overlay.json');
+my $TABLE = File::Spec->catfile($DIR, 'ngx_http_idv_ops_table.c');
+
+my %TYPES = (
+    string  => 'NGX_HTTP_IDV_T_STRING',
+    integer => 'NGX_HTTP_IDV_T_INTEGER',
+    boolean => 'NGX_HTTP_IDV_T_BOOLEAN',
+    array   => 'NGX_HTTP_IDV_T_ARRAY',
+    object  => 'NGX_HTTP_IDV_T_OBJECT',
+);
+
+# output order of the flags of a parameter
+my @PFLAGS = qw(BODY PII IMAGE URL REQUIRED);
+
+# by_name and per-action flag lists of the overlay
+my %LISTS = (pii => 'PII', image => 'IMAGE', url => 'URL');
+
+my $NAME_RE = qr/^[A-Za-z][A-Za-z0-9_]*$/;
+my $PRODUCT_RE = qr/^[A-Za-z0-9_.\-]+$/;
+
+my $WIDTH = 80;
+
+
+sub usage {
+    print STDERR "usage: $0 [--check]\n";
+    exit 2;
+}
+
+
+sub read_json {
+    my ($path) = @_;
+
+    open(my $fh, '<:raw', $path) or die "$path: $!\n";
+    local $/;
+    my $text = <$fh>;
+    close($fh);
+
+    my $data = eval { JSON::PP->new->utf8->relaxed(0)->decode($text) };
+    die "$path: $@" if $@;
+
+    return $data;
+}
+
+
+sub is_list_of_names {
+    my ($v) = @_;
+
+    return 0 unless ref $v eq 'ARRAY';
+
+    for my $n (@$v) {
+        return 0 if ref $n || !defined $n || $n !~ $NAME_RE;
+    }
+
+    return 1;
+}
+
+
+# actions.json -> { Action => { params => { Param => { body, type } } } }
+
+sub load_actions {
+    my ($path) = @_;
+
+    my $json = read_json($path);
+
+    die "$path: no \"actions\" object\n"
+        unless ref $json eq 'HASH' && ref $json->{actions} eq 'HASH';
+
+    my %ops;
+
+    for my $action (sort keys %{ $json->{actions} }) {
+        my $meta = $json->{actions}{$action};
+
+        die "$path: bad action name \"$action\"\n" if $action !~ $NAME_RE;
+        die "$path: $action: no \"params\" array\n"
+            unless ref $meta eq 'HASH' && ref $meta->{params} eq 'ARRAY';
+
+        my %params;
+
+        for my $p (@{ $meta->{params} }) {
+            die "$path: $action: a parameter is not an object\n"
+                unless ref $p eq 'HASH';
+
+            my ($name, $in, $type) = @$p{qw(name in type)};
+
+            die "$path: $action: bad parameter name\n"
+                if !defined $name || ref $name || $name !~ $NAME_RE;
+            die "$path: $action.$name: listed twice\n"
+                if exists $params{$name};
+            die "$path: $action.$name: unknown \"in\"\n"
+                if !defined $in || ($in ne 'query' && $in ne 'formData');
+            die "$path: $action.$name: unknown type\n"
+                if !defined $type || !exists $TYPES{$type};
+
+            $params{$name} = {
+                body => $in eq 'formData' ? 1 : 0,
+                type => $type,
+            };
+        }
+
+        $ops{$action} = { params => \%params };
+    }
+
+    die "$path: no actions\n" unless %ops;
+
+    return \%ops;
+}
+
+
+# merge ops-overlay.json into the actions
+
+sub apply_overlay {
+    my ($ops, $path) = @_;
+
+    my $ov = read_json($path);
+
+    die "$path: not an object\n" unless ref $ov eq 'HASH';
+
+    for my $k (sort keys %$ov) {
+        next if $k =~ /^_/;
+        die "$path: unknown key \"$k\"\n"
+            unless $k eq 'by_name' || $k eq 'actions';
+    }
+
+    die "$path: no \"actions\" object\n" unless ref $ov->{actions} eq 'HASH';
+
+    my $by_name = $ov->{by_name} // {};
+
+    die "$path: \"by_name\" is not an object\n" unless ref $by_name eq 'HASH';
+
+    # every parameter starts with the flags of actions.json
+
+    for my $action (keys %$ops) {
+        for my $p (values %{ $ops->{$action}{params} }) {
+            $p->{flags} = { BODY => $p->{body} };
+            $p->{required_for} = undef;
+            $p->{alternative} = undef;
+        }
+    }
+
+    for my $list (sort keys %$by_name) {
+        next if $list =~ /^_/;
+
+        die "$path: by_name: unknown list \"$list\"\n"
+            unless exists $LISTS{$list};
+
+        my $names = $by_name->{$list};
+
+        die "$path: by_name.$list: not a list of parameter names\n"
+            unless is_list_of_names($names);
+
+        my %seen;
+
+        for my $name (@$names) {
+            die "$path: by_name.$list: \"$name\" listed twice\n"
+                if $seen{$name}++;
+
+            my $found = 0;
+
+            for my $action (keys %$ops) {
+                my $p = $ops->{$action}{params}{$name};
+
+                next unless defined $p;
+
+                $p->{flags}{ $LISTS{$list} } = 1;
+                $found = 1;
+            }
+
+            die "$path: by_name.$list: \"$name\" is a parameter of no action\n"
+                unless $found;
+        }
+    }
+
+    for my $action (sort keys %{ $ov->{actions} }) {
+        die "$path: \"$action\" is not an action of actions.json\n"
+            unless exists $ops->{$action};
+    }
+
+    for my $action (sort keys %$ops) {
+        my $entry = $ov->{actions}{$action};
+
+        die "$path: no entry for action \"$action\"\n" unless defined $entry;
+        die "$path: $action: not an object\n" unless ref $entry eq 'HASH';
+
+        apply_action($ops, $action, $entry, $path);
+    }
+
+    return $ops;
+}
+
+
+sub apply_action {
+    my ($ops, $action, $entry, $path) = @_;
+
+    my $params = $ops->{$action}{params};
+    my $where = "$path: $action";
+
+    my $exists = sub {
+        my ($name, $key) = @_;
+
+        die "$where.$key: \"$name\" is not a parameter of $action\n"
+            unless exists $params->{$name};
+    };
+
+    for my $k (sort keys %$entry) {
+        next if $k =~ /^_/;
+        die "$where: unknown key \"$k\"\n"
+            unless $k =~ /^(billable|required|required_for|alternatives)$/
+                   || exists $LISTS{$k};
+    }
+
+    my $billable = $entry->{billable};
+
+    die "$where: \"billable\" must be true or false\n"
+        unless defined $billable && JSON::PP::is_bool($billable);
+
+    $ops->{$action}{billable} = $billable ? 1 : 0;
+
+    for my $list (sort keys %LISTS) {
+        next unless exists $entry->{$list};
+
+        die "$where.$list: not a list of parameter names\n"
+            unless is_list_of_names($entry->{$list});
+
+        for my $name (@{ $entry->{$list} }) {
+            $exists->($name, $list);
+            $params->{$name}{flags}{ $LISTS{$list} } = 1;
+        }
+    }
+
+    my $required = $entry->{required} // [];
+
+    die "$where.required: not a list of parameter names\n"
+        unless is_list_of_names($required);
+
+    my %seen;
+
+    for my $name (@$required) {
+        $exists->($name, 'required');
+        die "$where.required: \"$name\" listed twice\n" if $seen{$name}++;
+        $params->{$name}{flags}{REQUIRED} = 1;
+    }
+
+    my $rf = $entry->{required_for} // {};
+
+    die "$where.required_for: not an object\n" unless ref $rf eq 'HASH';
+
+    for my $name (sort keys %$rf) {
+        $exists->($name, 'required_for');
+
+        die "$where.required_for: \"$name\" is also in \"required\"\n"
+            if $params->{$name}{flags}{REQUIRED};
+
+        my $products = $rf->{$name};
+
+        die "$where.required_for.$name: not a non-empty list\n"
+            unless ref $products eq 'ARRAY' && @$products;
+
+        my %dup;
+
+        for my $pc (@$products) {
+            die "$where.required_for.$name: bad product code\n"
+                if !defined $pc || ref $pc || $pc !~ $PRODUCT_RE;
+            die "$where.required_for.$name: \"$pc\" listed twice\n"
+                if $dup{$pc}++;
+        }
+
+        # case-insensitive order, then bytes: " eKYC IDR_GLOBAL KYC_GLOBAL "
+
+        my @sorted = sort { lc($a) cmp lc($b) or $a cmp $b } @$products;
+
+        $params->{$name}{required_for} = ' ' . join(' ', @sorted) . ' ';
+    }
+
+    my $alts = $entry->{alternatives} // [];
+
+    die "$where.alternatives: not a list\n" unless ref $alts eq 'ARRAY';
+
+    for my $pair (@$alts) {
+        die "$where.alternatives: each entry must be two parameter names\n"
+            unless is_list_of_names($pair) && @$pair == 2;
+
+        my ($x, $y) = @$pair;
+
+        die "$where.alternatives: \"$x\" paired with itself\n" if $x eq $y;
+
+        for my $name ($x, $y) {
+            $exists->($name, 'alternatives');
+            die "$where.alternatives: \"$name\" is in two pairs\n"
+                if defined $params->{$name}{alternative};
+        }
+
+        $params->{$x}{alternative} = $y;
+        $params->{$y}{alternative} = $x;
+    }
+
+    for my $name (sort keys %$params) {
+        my $p = $params->{$name};
+
+        die "$where.$name: an image must be of type string\n"
+            if $p->{flags}{IMAGE} && $p->{type} ne 'string';
+        die "$where.$name: both an image and a URL\n"
+            if $p->{flags}{IMAGE} && $p->{flags}{URL};
+    }
+}
+
+
+# C output
+
+sub flags_expr {
+    my ($prefix, $indent, $trail, @flags) = @_;
+
+    return '0' . $trail unless @flags;
+
+    my @parts = map { "$prefix$_" } @flags;
+    my $out = '';
+    my $line = $indent . shift @parts;
+
+    for my $part (@parts) {
+        if (length($line) + 1 + length($part) + length($trail) > $WIDTH) {
+            $out .= "$line\n";
+            $line = "$indent|$part";
+
+        } else {
+            $line .= "|$part";
+        }
+    }
+
+    $out .= $line . $trail;
+    $out =~ s/^\Q$indent\E//;
+
+    return $out;
+}
+
+
+sub c_string {
+    my ($s, $indent, $trail) = @_;
+
+    return 'NULL' . $trail unless defined $s;
+
+    my $lit = "\"$s\"";
+
+    return $lit . $trail
+        if length($indent) + length($lit) + length($trail) <= $WIDTH;
+
+    # split into adjacent literals at spaces
+
+    my @words = split /(?<= )/, $s;
+    my @lines;
+    my $cur = '';
+
+    for my $w (@words) {
+        if ($cur ne ''
+            && length($indent) + length($cur) + length($w) + 2 > $WIDTH - 1)
+        {
+            push @lines, $cur;
+            $cur = '';
+        }
+
+        $cur .= $w;
+    }
+
+    push @lines, $cur;
+
+    return join("\n$indent", map { "\"$_\"" } @lines) . $trail;
+}
+
+
+sub generate {
+    my ($ops) = @_;
+
+    my $out = <<'EOT';
+
+/*
+ * generated by gen_ops.pl, do not edit.
+ *
+ * ngx_http_idv_module: the rows of the operations table, one per action
+ * of cloudauth-intl 2022-08-09: data/actions.json (placement and type)
+ * merged with data/ops-overlay.json (required sets, PII, image and URL
+ * checks, alternatives, billable).  Regenerate from the repository root:
+ *
+ *     perl ngx_http_idv_module/gen_ops.pl \
+ *         > ngx_http_idv_module/ngx_http_idv_ops_table.c
+ */
+
+
+#include "ngx_http_idv_ops.h"
+
+EOT
+
+    # actions and their parameters in byte order (names are ASCII)
+
+    my @actions = sort { $a cmp $b } keys %$ops;
+
+    for my $action (@actions) {
+        my $params = $ops->{$action}{params};
+        my @names = sort { $a cmp $b } keys %$params;
+
+        next unless @names;
+
+        $out .= "\n/* $action */\n\n";
+        $out .= "static const ngx_http_idv_op_param_t\n";
+        $out .= "    ngx_http_idv_params_$action\[] = {\n";
+
+        for my $name (@names) {
+            my $p = $params->{$name};
+            my @flags = grep { $p->{flags}{$_} } @PFLAGS;
+            my $ind = ' ' x 6;
+
+            $out .= "\n";
+            $out .= "    { ngx_http_idv_string(\"$name\"),\n";
+            $out .= "$ind$TYPES{ $p->{type} },\n";
+            $out .= $ind . flags_expr('NGX_HTTP_IDV_P_', $ind, ',', @flags)
+                    . "\n";
+            $out .= $ind . c_string($p->{required_for}, $ind, ',') . "\n";
+            $out .= $ind . c_string($p->{alternative}, $ind, ' },') . "\n";
+        }
+
+        $out .= "};\n\n";
+    }
+
+    $out .= "\nconst ngx_http_idv_op_t  ngx_http_idv_ops[] = {\n";
+
+    for my $action (@actions) {
+        my $params = $ops->{$action}{params};
+        my $n = scalar keys %$params;
+        my $ind = ' ' x 6;
+        my @flags;
+
+        push @flags, 'BILLABLE' if $ops->{$action}{billable};
+        push @flags, 'FORM' if grep { $_->{body} } values %$params;
+
+        $out .= "\n";
+        $out .= "    { ngx_http_idv_string(\"$action\"),\n";
+        $out .= $ind . ($n ? "ngx_http_idv_params_$action" : 'NULL') . ",\n";
+        $out .= "$ind$n,\n";
+        $out .= $ind . flags_expr('NGX_HTTP_IDV_OP_', $ind, ' },', @flags)
+                . "\n";
+    }
+
+    $out .= "};\n\n\n";
+    $out .= "const size_t  ngx_http_idv_nops =\n";
+    $out .= "    sizeof(ngx_http_idv_ops) / sizeof(ngx_http_idv_op_t);\n";
+
+    for my $line (split /\n/, $out) {
+        die "internal error: generated line over $WIDTH columns: $line\n"
+            if length($line) > $WIDTH;
+    }
+
+    return $out;
+}
+
+
+my $check = 0;
+
+for my $arg (@ARGV) {
+    if ($arg eq '--check') {
+        $check = 1;
+
+    } else {
+        usage();
+    }
+}
+
+my $ops = apply_overlay(load_actions($ACTIONS), $OVERLAY);
+my $c = generate($ops);
+
+if ($check) {
+    my $old;
+
+    if (open(my $fh, '<:raw', $TABLE)) {
+        local $/;
+        $old = <$fh>;
+        close($fh);
+    }
+
+    if (!defined $old || $old ne $c) {
+        print STDERR "$TABLE is out of date: run\n"
+            . "    perl ngx_http_idv_module/gen_ops.pl"
+            . " > ngx_http_idv_module/ngx_http_idv_ops_table.c\n";
+        exit 1;
+    }
+
+    exit 0;
+}
+
+binmode(STDOUT, ':raw');
+print $c;
