@@ -50,7 +50,7 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     size = sizeof("\"Gateway\":{\"action\":\"\",\"productCode\":\"\","
                   "\"cached\":false,\"attempts\":,\"upstreamStatus\":,"
-                  "\"upstreamTime\":.}") - 1
+                  "\"upstreamTime\":.,\"passed\":false}") - 1
            + conf->op->name.len + conf->product.len
            + 3 * NGX_INT_T_LEN + 3;
 
@@ -72,6 +72,12 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         p = ngx_sprintf(p, ",\"upstreamStatus\":%ui,\"upstreamTime\":%M.%03M",
                         ctx->upstream_status, ctx->upstream_time / 1000,
                         ctx->upstream_time % 1000);
+    }
+
+    if (ctx->passed != NGX_HTTP_IDV_PASSED_UNKNOWN) {
+        p = ngx_sprintf(p, ",\"passed\":%s",
+                        ctx->passed == NGX_HTTP_IDV_PASSED_YES
+                        ? "true" : "false");
     }
 
     *p++ = '}';
@@ -307,6 +313,11 @@ ngx_http_idv_expand_json(cJSON *root)
             continue;
         }
 
+        /* the member's name moves to the replacement */
+
+        parsed->string = item->string;
+        item->string = NULL;
+
         cJSON_ReplaceItemViaPointer(result, item, parsed);
         item = parsed;
     }
@@ -417,11 +428,15 @@ ngx_http_idv_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t          *cl, out;
     ngx_http_idv_ctx_t   *ctx;
 
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_module);
+
     if (r != r->main) {
+        if (ctx && ctx->sr == r) {
+            return ngx_http_idv_upstream_capture(r, ctx, in);
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
     if (ctx == NULL || ctx->replacement == NULL) {
         return ngx_http_next_body_filter(r, in);

@@ -353,7 +353,7 @@ static ngx_int_t
 ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char      *start, *end;
-    cJSON       *root, *result;
+    cJSON       *root, *result, *passed;
     ngx_uint_t   status;
 
     if (ctx->failed || ctx->response == NULL) {
@@ -373,9 +373,10 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
                                        "Gateway.UpstreamError",
-                                       ctx->upstream_status == 0
-                                       ? "The call to ID Verification failed "
-                                         "or its answer was too large"
+                                       ctx->too_large
+                                       ? "The answer of ID Verification is "
+                                         "too large for "
+                                         "subrequest_output_buffer_size"
                                        : "The call to ID Verification failed");
     }
 
@@ -420,6 +421,23 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     }
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+
+    passed = cJSON_GetObjectItemCaseSensitive(result, "Passed");
+
+    if (cJSON_IsString(passed) && passed->valuestring[0] != '\0'
+        && passed->valuestring[1] == '\0')
+    {
+        switch (passed->valuestring[0]) {
+        case 'Y':
+        case 'T':
+            ctx->passed = NGX_HTTP_IDV_PASSED_YES;
+            break;
+        case 'N':
+        case 'F':
+            ctx->passed = NGX_HTTP_IDV_PASSED_NO;
+            break;
+        }
+    }
 
     if (cJSON_IsObject(result)
         && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(result,

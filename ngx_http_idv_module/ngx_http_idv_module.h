@@ -40,6 +40,12 @@ typedef struct {
 } ngx_http_idv_loc_conf_t;
 
 
+/* Result.Passed: documented as Y/N, EkycVerify's model says T/F */
+#define NGX_HTTP_IDV_PASSED_UNKNOWN  0
+#define NGX_HTTP_IDV_PASSED_YES      1
+#define NGX_HTTP_IDV_PASSED_NO       2
+
+
 typedef struct {
     ngx_http_idv_loc_conf_t    *conf;
     ngx_http_idv_req_t          req;
@@ -58,11 +64,13 @@ typedef struct {
     ngx_str_t                   merchant_biz_id;
 
     ngx_buf_t                  *replacement;    /* for nginx's own errors */
+    ngx_uint_t                  passed;         /* NGX_HTTP_IDV_PASSED_* */
 
     unsigned                    done:1;
     unsigned                    failed:1;
     unsigned                    responded:1;
     unsigned                    replaced:1;
+    unsigned                    too_large:1;
 } ngx_http_idv_ctx_t;
 
 
@@ -77,6 +85,8 @@ void *ngx_http_idv_alloc(void *pool, size_t size);
 /* upstream: sign and send the call as a subrequest */
 ngx_int_t ngx_http_idv_upstream_call(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
 void ngx_http_idv_make_id(u_char *dst32);
 

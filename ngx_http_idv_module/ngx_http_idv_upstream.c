@@ -240,6 +240,7 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ctx->sr = sr;
     ctx->done = 0;
     ctx->failed = 0;
+    ctx->too_large = 0;
     ctx->response = NULL;
     ctx->upstream_status = 0;
     ctx->start = ngx_current_msec;
@@ -277,12 +278,88 @@ ngx_http_idv_push_header(ngx_http_request_t *r, ngx_list_t *list, char *key,
 
 
 /*
+ * The subrequest's answer, collected by the body filter before nginx's
+ * in-memory postpone filter sees it: that one fails the whole connection
+ * when an answer exceeds subrequest_output_buffer_size.  Here the same
+ * limit (of the idv_pass location) gives a clean "too large" instead, and
+ * an answer of known length gets a buffer of exactly that size.
+ */
+
+ngx_int_t
+ngx_http_idv_upstream_capture(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    size_t                     size, len;
+    ssize_t                    n;
+    ngx_buf_t                 *b, *buf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    b = ctx->response;
+
+    if (b == NULL && !ctx->too_large) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        size = clcf->subrequest_output_buffer_size;
+
+        if (r->headers_out.content_length_n > (off_t) size) {
+            ctx->too_large = 1;
+
+        } else {
+            if (r->headers_out.content_length_n >= 0) {
+                size = (size_t) r->headers_out.content_length_n;
+            }
+
+            b = ngx_create_temp_buf(r->pool, size ? size : 1);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->response = b;
+        }
+    }
+
+    for ( /* void */ ; in; in = in->next) {
+        buf = in->buf;
+
+        if (ngx_buf_in_memory(buf)) {
+            len = buf->last - buf->pos;
+
+        } else if (buf->in_file) {
+            len = buf->file_last - buf->file_pos;
+
+        } else {
+            continue;
+        }
+
+        if (ctx->too_large || len > (size_t) (b->end - b->last)) {
+            ctx->too_large = 1;
+
+        } else if (ngx_buf_in_memory(buf)) {
+            b->last = ngx_cpymem(b->last, buf->pos, len);
+
+        } else {
+            n = ngx_read_file(buf->file, b->last, len, buf->file_pos);
+
+            if (n != (ssize_t) len) {
+                return NGX_ERROR;
+            }
+
+            b->last += n;
+        }
+
+        buf->pos = buf->last;
+        buf->file_pos = buf->file_last;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Runs when the subrequest is finalized.  On upstream errors nginx would
- * first call it with the error as rc and then again after rendering an
- * error page into the buffer; and an answer larger than
- * subrequest_output_buffer_size arrives here as NGX_ERROR, which would
- * drop the client connection.  Both are recorded and turned into NGX_OK
- * so that the main request answers with a JSON error instead.
+ * call it with the error as rc and then again after rendering an error
+ * page; the first call is recorded and turned into NGX_OK so that the
+ * main request answers with a JSON error of its own.
  */
 
 static ngx_int_t
@@ -309,8 +386,8 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     ctx->upstream_status = sr->headers_out.status;
 
-    if (sr->out && sr->out->buf) {
-        ctx->response = sr->out->buf;
+    if (ctx->too_large) {
+        ctx->failed = 1;
     }
 
     return rc;
