@@ -63,6 +63,7 @@ typedef struct {
     ngx_str_t                   transaction_id;
     ngx_str_t                   merchant_biz_id;
 
+    ngx_http_log_handler_pt     log_handler;    /* nginx's, wrapped */
     ngx_buf_t                  *replacement;    /* for nginx's own errors */
     ngx_uint_t                  passed;         /* NGX_HTTP_IDV_PASSED_* */
 

@@ -20,6 +20,10 @@ static ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
     ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
 
 
+static u_char *ngx_http_idv_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+
+
 static ngx_str_t  ngx_http_idv_post_method = ngx_string("POST");
 
 static uint64_t   ngx_http_idv_id_seed;
@@ -112,6 +116,13 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ngx_http_idv_ngx_str(&conf->op->name));
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "idv: %V signed with %s, nonce %V, %uz query bytes, "
+                   "%uz body bytes",
+                   ngx_http_idv_ngx_str(&conf->op->name),
+                   s.algorithm == NGX_HTTP_IDV_SIGN_V3 ? "v3" : "v1",
+                   ngx_http_idv_ngx_str(&s.nonce), s.query.len, s.body.len);
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
@@ -236,6 +247,11 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     }
 
     sr->request_body = rb;
+
+    if (r->log_handler != ngx_http_idv_log_error) {
+        ctx->log_handler = r->log_handler;
+        r->log_handler = ngx_http_idv_log_error;
+    }
 
     ctx->sr = sr;
     ctx->done = 0;
@@ -367,6 +383,10 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 {
     ngx_http_idv_ctx_t  *ctx = data;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "idv: upstream done rc:%i status:%ui too large:%d",
+                   rc, sr->headers_out.status, ctx->too_large);
+
     if (ctx->done) {
         return rc;
     }
@@ -391,4 +411,43 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     return rc;
+}
+
+
+/*
+ * nginx adds "upstream: <URL>" to every error line about the upstream
+ * call (timeouts, refused connections, bad answers), query string
+ * included; the API puts some PII parameters there.  The line keeps the
+ * upstream's address and path, not the parameters.
+ */
+
+static u_char *
+ngx_http_idv_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char               *p, *q;
+    ngx_str_t             uri;
+    ngx_http_idv_ctx_t   *ctx;
+    ngx_http_upstream_t  *u;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    u = (sr && sr != r) ? sr->upstream : NULL;
+
+    if (u == NULL || u->uri.len == 0) {
+        return ctx->log_handler(r, sr, buf, len);
+    }
+
+    uri = u->uri;
+
+    q = ngx_strlchr(uri.data, uri.data + uri.len, '?');
+    if (q) {
+        u->uri.len = q - uri.data;
+    }
+
+    p = ctx->log_handler(r, sr, buf, len);
+
+    u->uri = uri;
+
+    return p;
 }
