@@ -41,18 +41,24 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, size_t *len)
 {
     u_char                   *p, *start;
-    size_t                    size;
+    size_t                    size, esc;
     ngx_http_idv_loc_conf_t  *conf;
 
     conf = ctx->conf;
 
-    /* action and product code come from the configuration: no escaping */
+    /*
+     * action and product code come from the configuration; the tenant
+     * comes from a variable (a header, say) and is escaped
+     */
+
+    esc = ngx_escape_json(NULL, ctx->tenant.data, ctx->tenant.len);
 
     size = sizeof("\"Gateway\":{\"action\":\"\",\"productCode\":\"\","
-                  "\"cached\":false,\"attempts\":,\"upstreamStatus\":,"
-                  "\"upstreamTime\":.,\"passed\":false}") - 1
+                  "\"tenant\":\"\",\"cached\":false,\"attempts\":,"
+                  "\"upstreamStatus\":,\"upstreamTime\":.,"
+                  "\"passed\":false}") - 1
            + conf->op->name.len + conf->product.len
-           + 3 * NGX_INT_T_LEN + 3;
+           + ctx->tenant.len + esc + 3 * NGX_INT_T_LEN + 3;
 
     start = ngx_pnalloc(r->pool, size);
     if (start == NULL) {
@@ -66,7 +72,14 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         p = ngx_sprintf(p, ",\"productCode\":\"%V\"", &conf->product);
     }
 
-    p = ngx_sprintf(p, ",\"cached\":false,\"attempts\":%ui", ctx->attempts);
+    if (ctx->tenant.len) {
+        p = ngx_cpymem(p, ",\"tenant\":\"", sizeof(",\"tenant\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, ctx->tenant.data, ctx->tenant.len);
+        *p++ = '"';
+    }
+
+    p = ngx_sprintf(p, ",\"cached\":%s,\"attempts\":%ui",
+                    ctx->cached ? "true" : "false", ctx->attempts);
 
     if (ctx->attempts) {
         p = ngx_sprintf(p, ",\"upstreamStatus\":%ui,\"upstreamTime\":%M.%03M",
@@ -174,7 +187,7 @@ ngx_http_idv_send_envelope(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     root = json;
 
-    if (ctx->conf->expand_json) {
+    if (root && ctx->conf->expand_json) {
         ngx_http_idv_expand_json(root);
 
         printed = (u_char *) cJSON_PrintUnformatted(root);
@@ -321,6 +334,59 @@ ngx_http_idv_expand_json(cJSON *root)
         cJSON_ReplaceItemViaPointer(result, item, parsed);
         item = parsed;
     }
+}
+
+
+/* set a response header; an existing one is kept unless replace is set */
+
+ngx_int_t
+ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value, ngx_uint_t replace)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(key);
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) key, len) == 0)
+        {
+            if (replace) {
+                h[i].value = *value;
+            }
+
+            return NGX_OK;
+        }
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = len;
+    h->value = *value;
+
+    return NGX_OK;
 }
 
 

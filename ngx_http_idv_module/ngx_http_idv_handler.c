@@ -23,9 +23,18 @@ static void *ngx_http_idv_palloc(void *pool, size_t size);
 static void ngx_http_idv_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_respond(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static ngx_int_t ngx_http_idv_retry(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_retry_handler(ngx_event_t *ev);
+static void ngx_http_idv_retry_cleanup(void *data);
 static ngx_uint_t ngx_http_idv_code_status(ngx_str_t *code);
 static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
     const char *name, ngx_str_t *dst);
+
+
+ngx_http_idv_hooks_t  ngx_http_idv_hooks;
 
 
 ngx_int_t
@@ -224,15 +233,22 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         goto invalid;
     }
 
-    rc = ngx_http_idv_upstream_call(r, ctx);
+    if (conf->tenant) {
+        if (ngx_http_complex_value(r, conf->tenant, &ctx->tenant) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    if (rc != NGX_OK) {
-        return rc;
+        if (ctx->tenant.len == 0) {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "Gateway.TenantRequired",
+                                           "The request names no tenant "
+                                           "(idv_tenant is empty)");
+        }
     }
 
-    r->write_event_handler = ngx_http_idv_resume;
+    ctx->stage = NGX_HTTP_IDV_STAGE_LIMIT;
 
-    return NGX_DONE;
+    return ngx_http_idv_run(r, ctx);
 
 invalid:
 
@@ -334,18 +350,143 @@ ngx_http_idv_alloc(void *pool, size_t size)
 }
 
 
+/*
+ * The corridor: limits, cache, upstream call, answer.  Returns NGX_DONE
+ * while the request waits (for a subrequest, a timer or another room),
+ * otherwise the rc to finalize the request with.
+ */
+
+ngx_int_t
+ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    ngx_http_idv_stage_pt   hook;
+
+    for ( ;; ) {
+
+        switch (ctx->stage) {
+
+        case NGX_HTTP_IDV_STAGE_LIMIT:
+        case NGX_HTTP_IDV_STAGE_CACHE:
+
+            hook = ngx_http_idv_hooks.stage[ctx->stage];
+
+            if (hook) {
+                rc = hook(r, ctx);
+
+                if (rc == NGX_AGAIN) {
+                    return NGX_DONE;
+                }
+
+                if (rc != NGX_OK && rc != NGX_DECLINED) {
+                    ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
+                    return rc;
+                }
+            }
+
+            ctx->stage++;
+            break;
+
+        case NGX_HTTP_IDV_STAGE_UPSTREAM:
+
+            rc = ngx_http_idv_upstream_call(r, ctx);
+
+            if (rc != NGX_OK) {
+                ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
+                return rc;
+            }
+
+            ctx->stage = NGX_HTTP_IDV_STAGE_WAIT;
+            r->write_event_handler = ngx_http_idv_resume;
+
+            return NGX_DONE;
+
+        case NGX_HTTP_IDV_STAGE_WAIT:
+
+            if (!ctx->done) {
+                return NGX_DONE;
+            }
+
+            ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
+
+            rc = ngx_http_idv_respond(r, ctx);
+
+            if (rc == NGX_AGAIN) {
+                /* a retry is scheduled */
+                return NGX_DONE;
+            }
+
+            return rc;
+
+        default: /* NGX_HTTP_IDV_STAGE_DONE */
+            return NGX_DONE;
+        }
+    }
+}
+
+
+/* for the rooms that suspended a request: go on from where it stopped */
+
+void
+ngx_http_idv_wakeup(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_idv_ctx_t  *ctx;
+
+    c = r->connection;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    rc = ngx_http_idv_run(r, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
 static void
 ngx_http_idv_resume(ngx_http_request_t *r)
 {
+    ngx_int_t            rc;
     ngx_http_idv_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
-    if (ctx == NULL || !ctx->done || ctx->responded) {
+    if (ctx == NULL || ctx->stage != NGX_HTTP_IDV_STAGE_WAIT || !ctx->done) {
         return;
     }
 
-    ngx_http_finalize_request(r, ngx_http_idv_respond(r, ctx));
+    rc = ngx_http_idv_run(r, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+ngx_int_t
+ngx_http_idv_add_answer_hook(ngx_conf_t *cf, ngx_http_idv_answer_pt hook)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
+        if (ngx_http_idv_hooks.answer[i] == hook) {
+            return NGX_OK;
+        }
+    }
+
+    if (ngx_http_idv_hooks.nanswers == NGX_HTTP_IDV_MAX_ANSWER_HOOKS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "idv: too many answer hooks");
+        return NGX_ERROR;
+    }
+
+    ngx_http_idv_hooks.answer[ngx_http_idv_hooks.nanswers++] = hook;
+
+    return NGX_OK;
 }
 
 
@@ -354,9 +495,15 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char      *start, *end;
     cJSON       *root, *result, *passed;
+    ngx_int_t    rc;
     ngx_uint_t   status;
 
     if (ctx->failed || ctx->response == NULL) {
+
+        rc = ngx_http_idv_retry(r, ctx);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: %V failed: HTTP %ui from the upstream location, "
@@ -365,11 +512,15 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ctx->upstream_status, &ctx->merchant_biz_id);
 
         if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            (void) ngx_http_idv_answer(r, ctx, NULL,
+                                       NGX_HTTP_GATEWAY_TIME_OUT);
             return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
                                            "Gateway.UpstreamTimeout",
                                            "ID Verification did not answer "
                                            "in time");
         }
+
+        (void) ngx_http_idv_answer(r, ctx, NULL, NGX_HTTP_BAD_GATEWAY);
 
         return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
                                        "Gateway.UpstreamError",
@@ -397,7 +548,12 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ctx->upstream_status, (size_t) (end - start),
                       &ctx->merchant_biz_id);
 
-        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+        status = (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT)
+                 ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+
+        (void) ngx_http_idv_answer(r, ctx, NULL, status);
+
+        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
             return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
                                            "Gateway.UpstreamTimeout",
                                            "ID Verification did not answer "
@@ -450,16 +606,34 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->upstream_status == NGX_HTTP_OK) {
-        status = (ctx->code.len == 7
-                  && ngx_strncmp(ctx->code.data, "Success", 7) == 0)
-                 ? NGX_HTTP_OK : ngx_http_idv_code_status(&ctx->code);
+    if (ctx->upstream_status == NGX_HTTP_OK
+        && ctx->code.len == 7
+        && ngx_strncmp(ctx->code.data, "Success", 7) == 0)
+    {
+        status = NGX_HTTP_OK;
+
+    } else if (ctx->upstream_status == NGX_HTTP_OK
+               || (ctx->code.len >= 10
+                   && ngx_strlcasestrn(ctx->code.data,
+                                       ctx->code.data + ctx->code.len,
+                                       (u_char *) "Throttling", 10 - 1)
+                      != NULL))
+    {
+        /* throttling is 429 with Retry-After whatever upstream said */
+        status = ngx_http_idv_code_status(&ctx->code);
 
     } else {
         status = ctx->upstream_status;
     }
 
     if (status != NGX_HTTP_OK) {
+
+        rc = ngx_http_idv_retry(r, ctx);
+        if (rc != NGX_DECLINED) {
+            cJSON_Delete(root);
+            return rc;
+        }
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: %V failed: HTTP %ui, code \"%V\", "
                       "RequestId \"%V\", TransactionId \"%V\", "
@@ -469,7 +643,127 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       &ctx->transaction_id, &ctx->merchant_biz_id);
     }
 
+    if (ngx_http_idv_answer(r, ctx, root, status) != NGX_OK) {
+        cJSON_Delete(root);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_idv_send_envelope(r, ctx, status, root, start, end);
+}
+
+
+static ngx_int_t
+ngx_http_idv_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    void *json, ngx_uint_t status)
+{
+    ngx_uint_t  i;
+    ngx_str_t   one = ngx_string("1");
+
+    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
+        ngx_http_idv_hooks.answer[i](r, ctx, json, status);
+    }
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return ngx_http_idv_set_header(r, "Retry-After", &one, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Retries only where a repeat cannot bill twice: reads (CheckResult and
+ * the like) after a transport failure, a throttled answer or a transient
+ * service error.  Each attempt is a new subrequest with a fresh nonce and
+ * timestamp, after a jittered exponential backoff within a time budget.
+ */
+
+static ngx_int_t
+ngx_http_idv_retry(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_msec_t                delay;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ctx->conf;
+
+    if ((conf->op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+        || ctx->attempts > conf->retries)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (!ctx->failed
+        && ngx_strlcasestrn(ctx->code.data, ctx->code.data + ctx->code.len,
+                            (u_char *) "Throttling", 10 - 1) == NULL
+        && !(ctx->code.len == 13
+             && ngx_strncmp(ctx->code.data, "InternalError", 13) == 0)
+        && !(ctx->code.len == 18
+             && ngx_strncmp(ctx->code.data, "ServiceUnavailable", 18) == 0))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->too_large) {
+        return NGX_DECLINED;
+    }
+
+    /* 50 ms, 100 ms, 200 ms, ... each with +-50% jitter */
+
+    delay = 50 << (ctx->attempts - 1);
+    delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay + 1);
+
+    if (ctx->backoff + delay > conf->retry_budget) {
+        return NGX_DECLINED;
+    }
+
+    ctx->backoff += delay;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "idv: %V attempt %ui failed (HTTP %ui, code \"%V\"), "
+                  "retrying in %Mms",
+                  ngx_http_idv_ngx_str(&conf->op->name), ctx->attempts,
+                  ctx->upstream_status, &ctx->code, delay);
+
+    if (ctx->retry.handler == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_DECLINED;
+        }
+
+        cln->handler = ngx_http_idv_retry_cleanup;
+        cln->data = ctx;
+
+        ctx->retry.handler = ngx_http_idv_retry_handler;
+        ctx->retry.data = r;
+        ctx->retry.log = r->connection->log;
+    }
+
+    ctx->code.len = 0;
+    ctx->request_id.len = 0;
+    ctx->stage = NGX_HTTP_IDV_STAGE_UPSTREAM;
+
+    ngx_add_timer(&ctx->retry, delay);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_idv_retry_handler(ngx_event_t *ev)
+{
+    ngx_http_idv_wakeup(ev->data);
+}
+
+
+static void
+ngx_http_idv_retry_cleanup(void *data)
+{
+    ngx_http_idv_ctx_t  *ctx = data;
+
+    if (ctx->retry.timer_set) {
+        ngx_del_timer(&ctx->retry);
+    }
 }
 
 

@@ -95,6 +95,27 @@ static ngx_command_t  ngx_http_idv_commands[] = {
       offsetof(ngx_http_idv_loc_conf_t, product),
       NULL },
 
+    { ngx_string("idv_tenant"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, tenant),
+      NULL },
+
+    { ngx_string("idv_retries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, retries),
+      NULL },
+
+    { ngx_string("idv_retry_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_loc_conf_t, retry_budget),
+      NULL },
+
     { ngx_string("idv_expand_json"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -144,7 +165,8 @@ enum {
     NGX_HTTP_IDV_VAR_TRANSACTION_ID,
     NGX_HTTP_IDV_VAR_MERCHANT_BIZ_ID,
     NGX_HTTP_IDV_VAR_UPSTREAM_TIME,
-    NGX_HTTP_IDV_VAR_ATTEMPTS
+    NGX_HTTP_IDV_VAR_ATTEMPTS,
+    NGX_HTTP_IDV_VAR_TENANT
 };
 
 
@@ -170,6 +192,9 @@ static ngx_http_variable_t  ngx_http_idv_vars[] = {
 
     { ngx_string("idv_attempts"), NULL, ngx_http_idv_variable,
       NGX_HTTP_IDV_VAR_ATTEMPTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("idv_tenant"), NULL, ngx_http_idv_variable,
+      NGX_HTTP_IDV_VAR_TENANT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -231,6 +256,10 @@ ngx_http_idv_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case NGX_HTTP_IDV_VAR_MERCHANT_BIZ_ID:
         s = &ctx->merchant_biz_id;
+        break;
+
+    case NGX_HTTP_IDV_VAR_TENANT:
+        s = &ctx->tenant;
         break;
 
     case NGX_HTTP_IDV_VAR_UPSTREAM_TIME:
@@ -304,6 +333,9 @@ ngx_http_idv_create_loc_conf(ngx_conf_t *cf)
 
     conf->signature = NGX_CONF_UNSET_UINT;
     conf->expand_json = NGX_CONF_UNSET;
+    conf->tenant = NGX_CONF_UNSET_PTR;
+    conf->retries = NGX_CONF_UNSET_UINT;
+    conf->retry_budget = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -343,6 +375,9 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IDV_SIGN_V3);
     ngx_conf_merge_str_value(conf->product, prev->product, "");
     ngx_conf_merge_value(conf->expand_json, prev->expand_json, 0);
+    ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
+    ngx_conf_merge_uint_value(conf->retries, prev->retries, 2);
+    ngx_conf_merge_msec_value(conf->retry_budget, prev->retry_budget, 1000);
 
     if (conf->op == NULL) {
         return NGX_CONF_OK;

@@ -35,6 +35,10 @@ typedef struct {
 
     const ngx_http_idv_op_t    *op;
     ngx_str_t                   product;
+    ngx_http_complex_value_t   *tenant;
+
+    ngx_uint_t                  retries;
+    ngx_msec_t                  retry_budget;
 
     ngx_flag_t                  expand_json;
 } ngx_http_idv_loc_conf_t;
@@ -46,9 +50,54 @@ typedef struct {
 #define NGX_HTTP_IDV_PASSED_NO       2
 
 
+/* the corridor's stages; other rooms hook into LIMIT and CACHE */
+#define NGX_HTTP_IDV_STAGE_LIMIT     0
+#define NGX_HTTP_IDV_STAGE_CACHE     1
+#define NGX_HTTP_IDV_STAGE_UPSTREAM  2
+#define NGX_HTTP_IDV_STAGE_WAIT      3
+#define NGX_HTTP_IDV_STAGE_DONE      4
+
+
+typedef struct ngx_http_idv_ctx_s  ngx_http_idv_ctx_t;
+
+
+/*
+ * A stage hook returns NGX_OK or NGX_DECLINED to let the request go on,
+ * NGX_AGAIN to suspend it (the hook's owner calls ngx_http_idv_wakeup()
+ * later and the hook runs again), or the rc of a response it has sent.
+ */
+typedef ngx_int_t (*ngx_http_idv_stage_pt)(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+
+/*
+ * An answer hook sees every upstream answer before it goes to the
+ * backend: json is the parsed envelope (a cJSON *), or NULL when the call
+ * failed; status is what the backend will get.
+ */
+typedef void (*ngx_http_idv_answer_pt)(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+
+
+#define NGX_HTTP_IDV_MAX_ANSWER_HOOKS  8
+
 typedef struct {
+    ngx_http_idv_stage_pt       stage[NGX_HTTP_IDV_STAGE_UPSTREAM];
+    ngx_http_idv_answer_pt      answer[NGX_HTTP_IDV_MAX_ANSWER_HOOKS];
+    ngx_uint_t                  nanswers;
+} ngx_http_idv_hooks_t;
+
+
+struct ngx_http_idv_ctx_s {
     ngx_http_idv_loc_conf_t    *conf;
     ngx_http_idv_req_t          req;
+    ngx_uint_t                  stage;
+    ngx_str_t                   tenant;
+
+    /* private state of the rooms that hook in */
+    void                       *limit;
+    void                       *cache;
+
+    ngx_event_t                 retry;          /* backoff timer */
 
     ngx_http_request_t         *sr;
     ngx_buf_t                  *response;
@@ -56,6 +105,7 @@ typedef struct {
     ngx_msec_t                  start;
     ngx_msec_t                  upstream_time;
     ngx_uint_t                  attempts;
+    ngx_msec_t                  backoff;
 
     /* what the logs and variables may show: no PII here */
     ngx_str_t                   code;
@@ -72,15 +122,21 @@ typedef struct {
     unsigned                    responded:1;
     unsigned                    replaced:1;
     unsigned                    too_large:1;
-} ngx_http_idv_ctx_t;
+    unsigned                    cached:1;
+};
 
 
-extern ngx_module_t  ngx_http_idv_module;
+extern ngx_module_t          ngx_http_idv_module;
+extern ngx_http_idv_hooks_t  ngx_http_idv_hooks;
 
 
 /* handler */
 ngx_int_t ngx_http_idv_handler(ngx_http_request_t *r);
 ngx_http_idv_ctx_t *ngx_http_idv_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
+void ngx_http_idv_wakeup(ngx_http_request_t *r);
+ngx_int_t ngx_http_idv_add_answer_hook(ngx_conf_t *cf,
+    ngx_http_idv_answer_pt hook);
 void *ngx_http_idv_alloc(void *pool, size_t size);
 
 /* upstream: sign and send the call as a subrequest */
@@ -98,6 +154,8 @@ ngx_int_t ngx_http_idv_send_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_idv_send_envelope(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, void *json, u_char *start,
     u_char *end);
+ngx_int_t ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value, ngx_uint_t replace);
 ngx_int_t ngx_http_idv_filter_init(ngx_conf_t *cf);
 
 

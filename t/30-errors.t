@@ -194,8 +194,9 @@ like($r->{json}{Recommend} // '', qr/troubleshoot/,
 with_fault({ mode => 'status', status => 503, code => 'ServiceUnavailable' },
            503, 'ServiceUnavailable', 'upstream 503 keeps its status');
 
-with_fault({ mode => 'throttle' }, 403, 'Throttling.Api',
-           'upstream throttling keeps its code');
+$r = with_fault({ mode => 'throttle' }, 429, 'Throttling.Api',
+                'upstream throttling of a billable call: 429, not retried');
+is($r->{headers}{'retry-after'}, '1', 'upstream throttling: Retry-After');
 
 with_fault({ mode => 'timeout', delay_ms => 6000 }, 504,
            'Gateway.UpstreamTimeout', 'upstream timeout',
