@@ -479,12 +479,34 @@ ngx_http_idv_add_answer_hook(ngx_conf_t *cf, ngx_http_idv_answer_pt hook)
         }
     }
 
-    if (ngx_http_idv_hooks.nanswers == NGX_HTTP_IDV_MAX_ANSWER_HOOKS) {
+    if (ngx_http_idv_hooks.nanswers == NGX_HTTP_IDV_MAX_HOOKS) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "idv: too many answer hooks");
         return NGX_ERROR;
     }
 
     ngx_http_idv_hooks.answer[ngx_http_idv_hooks.nanswers++] = hook;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_idv_add_prepare_hook(ngx_conf_t *cf, ngx_http_idv_stage_pt hook)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_idv_hooks.nprepares; i++) {
+        if (ngx_http_idv_hooks.prepare[i] == hook) {
+            return NGX_OK;
+        }
+    }
+
+    if (ngx_http_idv_hooks.nprepares == NGX_HTTP_IDV_MAX_HOOKS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "idv: too many hooks");
+        return NGX_ERROR;
+    }
+
+    ngx_http_idv_hooks.prepare[ngx_http_idv_hooks.nprepares++] = hook;
 
     return NGX_OK;
 }
@@ -510,6 +532,10 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       "MerchantBizId \"%V\"",
                       ngx_http_idv_ngx_str(&ctx->conf->op->name),
                       ctx->upstream_status, &ctx->merchant_biz_id);
+
+        if (ctx->on_answer) {
+            return ctx->on_answer(r, ctx, NULL, NGX_HTTP_BAD_GATEWAY);
+        }
 
         if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
             (void) ngx_http_idv_answer(r, ctx, NULL,
@@ -550,6 +576,10 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         status = (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT)
                  ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+
+        if (ctx->on_answer) {
+            return ctx->on_answer(r, ctx, NULL, status);
+        }
 
         (void) ngx_http_idv_answer(r, ctx, NULL, status);
 
@@ -641,6 +671,12 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ngx_http_idv_ngx_str(&ctx->conf->op->name),
                       ctx->upstream_status, &ctx->code, &ctx->request_id,
                       &ctx->transaction_id, &ctx->merchant_biz_id);
+    }
+
+    if (ctx->on_answer) {
+        rc = ctx->on_answer(r, ctx, root, status);
+        cJSON_Delete(root);
+        return rc;
     }
 
     if (ngx_http_idv_answer(r, ctx, root, status) != NGX_OK) {

@@ -78,11 +78,16 @@ typedef void (*ngx_http_idv_answer_pt)(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
 
 
-#define NGX_HTTP_IDV_MAX_ANSWER_HOOKS  8
+#define NGX_HTTP_IDV_MAX_HOOKS  8
 
 typedef struct {
     ngx_http_idv_stage_pt       stage[NGX_HTTP_IDV_STAGE_UPSTREAM];
-    ngx_http_idv_answer_pt      answer[NGX_HTTP_IDV_MAX_ANSWER_HOOKS];
+
+    /* run before each upstream call is signed; may add parameters */
+    ngx_http_idv_stage_pt       prepare[NGX_HTTP_IDV_MAX_HOOKS];
+    ngx_uint_t                  nprepares;
+
+    ngx_http_idv_answer_pt      answer[NGX_HTTP_IDV_MAX_HOOKS];
     ngx_uint_t                  nanswers;
 } ngx_http_idv_hooks_t;
 
@@ -98,6 +103,16 @@ struct ngx_http_idv_ctx_s {
     void                       *cache;
 
     ngx_event_t                 retry;          /* backoff timer */
+
+    /*
+     * when set, the answer goes to this function instead of the client
+     * (the callback room confirms a callback with CheckResult this way);
+     * json is the parsed envelope or NULL, and it is freed afterwards
+     */
+    ngx_int_t                 (*on_answer)(ngx_http_request_t *r,
+                                           ngx_http_idv_ctx_t *ctx,
+                                           void *json, ngx_uint_t status);
+    void                       *callback;
 
     ngx_http_request_t         *sr;
     ngx_buf_t                  *response;
@@ -137,11 +152,16 @@ ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 void ngx_http_idv_wakeup(ngx_http_request_t *r);
 ngx_int_t ngx_http_idv_add_answer_hook(ngx_conf_t *cf,
     ngx_http_idv_answer_pt hook);
+ngx_int_t ngx_http_idv_add_prepare_hook(ngx_conf_t *cf,
+    ngx_http_idv_stage_pt hook);
 void *ngx_http_idv_alloc(void *pool, size_t size);
 
 /* upstream: sign and send the call as a subrequest */
 ngx_int_t ngx_http_idv_upstream_call(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+ngx_http_request_t *ngx_http_idv_subrequest(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_str_t *uri, ngx_str_t *args,
+    ngx_str_t *body, ngx_str_t *type);
 ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);

@@ -25,6 +25,8 @@ static u_char *ngx_http_idv_log_error(ngx_http_request_t *r,
 
 
 static ngx_str_t  ngx_http_idv_post_method = ngx_string("POST");
+static ngx_str_t  ngx_http_idv_form_type =
+    ngx_string("application/x-www-form-urlencoded");
 
 static uint64_t   ngx_http_idv_id_seed;
 static uint32_t   ngx_http_idv_id_count;
@@ -59,20 +61,24 @@ ngx_http_idv_make_id(u_char *dst)
 ngx_int_t
 ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    u_char                       *ts, *nonce, *hash;
-    ngx_tm_t                      tm;
-    ngx_str_t                     args;
-    ngx_buf_t                    *b;
-    ngx_list_t                   *headers;
-    ngx_chain_t                  *cl;
-    ngx_table_elt_t              *ct;
-    ngx_http_request_t           *sr;
-    ngx_http_idv_sign_t           s;
-    ngx_http_request_body_t      *rb;
-    ngx_http_idv_loc_conf_t      *conf;
-    ngx_http_post_subrequest_t   *ps;
+    u_char                   *ts, *nonce, *hash;
+    ngx_tm_t                  tm;
+    ngx_str_t                 args, body;
+    ngx_uint_t                i;
+    ngx_list_t               *headers;
+    ngx_http_request_t       *sr;
+    ngx_http_idv_sign_t       s;
+    ngx_http_idv_loc_conf_t  *conf;
 
     conf = ctx->conf;
+
+    /* rooms that add gateway parameters (callbacks) do it here */
+
+    for (i = 0; i < ngx_http_idv_hooks.nprepares; i++) {
+        if (ngx_http_idv_hooks.prepare[i](r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     ts = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00Z") - 1 + 32);
     if (ts == NULL) {
@@ -124,50 +130,18 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                    s.algorithm == NGX_HTTP_IDV_SIGN_V3 ? "v3" : "v1",
                    ngx_http_idv_ngx_str(&s.nonce), s.query.len, s.body.len);
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ps->handler = ngx_http_idv_upstream_done;
-    ps->data = ctx;
-
     args.data = s.query.data;
     args.len = s.query.len;
+    body.data = s.body.data;
+    body.len = s.body.len;
 
-    if (ngx_http_subrequest(r, &conf->pass, &args, &sr, ps,
-                            NGX_HTTP_SUBREQUEST_IN_MEMORY
-                            |NGX_HTTP_SUBREQUEST_WAITED)
-        != NGX_OK)
-    {
+    sr = ngx_http_idv_subrequest(r, ctx, &conf->pass, &args, &body,
+                                 s.form ? &ngx_http_idv_form_type : NULL);
+    if (sr == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    sr->method = NGX_HTTP_POST;
-    sr->method_name = ngx_http_idv_post_method;
-
-    /*
-     * A fresh header list: the subrequest's headers_in is a copy of the
-     * backend's, and its list storage is shared with it.
-     */
 
     headers = &sr->headers_in.headers;
-
-    if (ngx_list_init(headers, r->pool, 8, sizeof(ngx_table_elt_t))
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    sr->headers_in.content_type = NULL;
-    sr->headers_in.content_length = NULL;
-    sr->headers_in.transfer_encoding = NULL;
-    sr->headers_in.user_agent = NULL;
-    sr->headers_in.referer = NULL;
-    sr->headers_in.authorization = NULL;
-    sr->headers_in.cookies.nelts = 0;
-    sr->headers_in.chunked = 0;
-    sr->headers_in.content_length_n = s.body.len;
 
     if (ngx_http_idv_push_header(r, headers, "x-acs-action", 12,
                                  s.action.data, s.action.len) == NULL
@@ -206,12 +180,72 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         }
     }
 
-    if (s.form) {
-        ct = ngx_http_idv_push_header(r, headers, "content-type", 12,
-                                (u_char *) "application/x-www-form-urlencoded",
-                                33);
+    ctx->attempts++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A POST subrequest with its own header list and body, answered into
+ * ctx->response.  The subrequest's headers_in starts as a copy of the
+ * backend's request, whose list storage it shares: it gets a fresh list,
+ * so no header, cookie or body of the backend's request goes along.
+ */
+
+ngx_http_request_t *
+ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_str_t *uri, ngx_str_t *args, ngx_str_t *body, ngx_str_t *type)
+{
+    ngx_buf_t                    *b;
+    ngx_chain_t                  *cl;
+    ngx_table_elt_t              *ct;
+    ngx_http_request_t           *sr;
+    ngx_http_request_body_t      *rb;
+    ngx_http_post_subrequest_t   *ps;
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NULL;
+    }
+
+    ps->handler = ngx_http_idv_upstream_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, uri, args, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_idv_post_method;
+
+    if (ngx_list_init(&sr->headers_in.headers, r->pool, 8,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    sr->headers_in.content_type = NULL;
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.user_agent = NULL;
+    sr->headers_in.referer = NULL;
+    sr->headers_in.authorization = NULL;
+    sr->headers_in.cookies.nelts = 0;
+    sr->headers_in.chunked = 0;
+    sr->headers_in.content_length_n = body->len;
+
+    if (type) {
+        ct = ngx_http_idv_push_header(r, &sr->headers_in.headers,
+                                      "content-type", 12, type->data,
+                                      type->len);
         if (ct == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
         sr->headers_in.content_type = ct;
@@ -219,25 +253,25 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
     if (rb == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    if (s.body.len) {
+    if (body->len) {
         b = ngx_calloc_buf(r->pool);
         if (b == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
-        b->start = s.body.data;
+        b->start = body->data;
         b->pos = b->start;
-        b->last = b->start + s.body.len;
+        b->last = b->start + body->len;
         b->end = b->last;
         b->memory = 1;
         b->last_buf = 1;
 
         cl = ngx_alloc_chain_link(r->pool);
         if (cl == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
         cl->buf = b;
@@ -260,9 +294,8 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ctx->response = NULL;
     ctx->upstream_status = 0;
     ctx->start = ngx_current_msec;
-    ctx->attempts++;
 
-    return NGX_OK;
+    return sr;
 }
 
 
