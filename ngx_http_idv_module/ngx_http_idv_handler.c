@@ -374,11 +374,13 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             if (hook) {
                 rc = hook(r, ctx);
 
-                if (rc == NGX_AGAIN) {
+                if (rc == NGX_AGAIN && !ctx->responded) {
                     return NGX_DONE;
                 }
 
-                if (rc != NGX_OK && rc != NGX_DECLINED) {
+                /* a hook that answered may have got NGX_OK from sending */
+
+                if (ctx->responded || (rc != NGX_OK && rc != NGX_DECLINED)) {
                     ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
                     return rc;
                 }
@@ -391,7 +393,7 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
             rc = ngx_http_idv_upstream_call(r, ctx);
 
-            if (rc != NGX_OK) {
+            if (rc != NGX_OK || ctx->responded) {
                 ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
                 return rc;
             }
@@ -411,8 +413,8 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
             rc = ngx_http_idv_respond(r, ctx);
 
-            if (rc == NGX_AGAIN) {
-                /* a retry is scheduled */
+            if (rc == NGX_AGAIN && !ctx->responded) {
+                /* a retry is scheduled, or another room took over */
                 return NGX_DONE;
             }
 

@@ -83,7 +83,10 @@ typedef void (*ngx_http_idv_answer_pt)(ngx_http_request_t *r,
 typedef struct {
     ngx_http_idv_stage_pt       stage[NGX_HTTP_IDV_STAGE_UPSTREAM];
 
-    /* run before each upstream call is signed; may add parameters */
+    /*
+     * run before each upstream call is signed: may add parameters, or
+     * answer the request itself (return its rc) so that no call is made
+     */
     ngx_http_idv_stage_pt       prepare[NGX_HTTP_IDV_MAX_HOOKS];
     ngx_uint_t                  nprepares;
 
@@ -166,6 +169,7 @@ ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
 void ngx_http_idv_make_id(u_char *dst32);
+void ngx_http_idv_log_mask(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 
 /* envelope: answers in the API's JSON envelope */
 ngx_int_t ngx_http_idv_send_error(ngx_http_request_t *r,

@@ -64,6 +64,7 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     u_char                   *ts, *nonce, *hash;
     ngx_tm_t                  tm;
     ngx_str_t                 args, body;
+    ngx_int_t                 rc;
     ngx_uint_t                i;
     ngx_list_t               *headers;
     ngx_http_request_t       *sr;
@@ -75,8 +76,11 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     /* rooms that add gateway parameters (callbacks) do it here */
 
     for (i = 0; i < ngx_http_idv_hooks.nprepares; i++) {
-        if (ngx_http_idv_hooks.prepare[i](r, ctx) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_idv_hooks.prepare[i](r, ctx);
+
+        if (rc != NGX_OK || ctx->responded) {
+            /* the hook answered (or failed): no upstream call */
+            return rc;
         }
     }
 
@@ -282,10 +286,7 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     sr->request_body = rb;
 
-    if (r->log_handler != ngx_http_idv_log_error) {
-        ctx->log_handler = r->log_handler;
-        r->log_handler = ngx_http_idv_log_error;
-    }
+    ngx_http_idv_log_mask(r, ctx);
 
     ctx->sr = sr;
     ctx->done = 0;
@@ -447,11 +448,22 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 }
 
 
+void
+ngx_http_idv_log_mask(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    if (r->log_handler != ngx_http_idv_log_error) {
+        ctx->log_handler = r->log_handler;
+        r->log_handler = ngx_http_idv_log_error;
+    }
+}
+
+
 /*
  * nginx adds "upstream: <URL>" to every error line about the upstream
  * call (timeouts, refused connections, bad answers), query string
- * included; the API puts some PII parameters there.  The line keeps the
- * upstream's address and path, not the parameters.
+ * included; the API puts some PII parameters there.  It also adds the
+ * client's request line, which for a result callback carries the
+ * callback token.  Both keep their path, not their parameters.
  */
 
 static u_char *
@@ -459,7 +471,7 @@ ngx_http_idv_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
     u_char *buf, size_t len)
 {
     u_char               *p, *q;
-    ngx_str_t             uri;
+    ngx_str_t             uri, line;
     ngx_http_idv_ctx_t   *ctx;
     ngx_http_upstream_t  *u;
 
@@ -467,20 +479,31 @@ ngx_http_idv_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
 
     u = (sr && sr != r) ? sr->upstream : NULL;
 
-    if (u == NULL || u->uri.len == 0) {
-        return ctx->log_handler(r, sr, buf, len);
+    uri = u ? u->uri : (ngx_str_t) ngx_null_string;
+    line = r->request_line;
+
+    if (u && u->uri.len) {
+        q = ngx_strlchr(uri.data, uri.data + uri.len, '?');
+        if (q) {
+            u->uri.len = q - uri.data;
+        }
     }
 
-    uri = u->uri;
-
-    q = ngx_strlchr(uri.data, uri.data + uri.len, '?');
-    if (q) {
-        u->uri.len = q - uri.data;
+    if (line.len) {
+        q = ngx_strlchr(line.data, line.data + line.len, '?');
+        if (q) {
+            /* "GET /idv/callback?... HTTP/1.1" -> "GET /idv/callback" */
+            r->request_line.len = q - line.data;
+        }
     }
 
     p = ctx->log_handler(r, sr, buf, len);
 
-    u->uri = uri;
+    if (u) {
+        u->uri = uri;
+    }
+
+    r->request_line = line;
 
     return p;
 }

@@ -1,0 +1,1175 @@
+
+/*
+ * ngx_http_idv_module: verified result callbacks.
+ *
+ * Initialize gets a CallbackUrl and a CallbackToken the gateway can verify
+ * later without shared state.  When the service calls back, the token is
+ * checked in constant time, the result is not taken from the URL but
+ * fetched with CheckResult, and the verified result goes to the backend as
+ * a JSON POST (idv_callback_pass) exactly once, or is kept for CheckResult
+ * to answer from.
+ */
+
+
+#include "ngx_http_idv_module.h"
+#include "ngx_http_idv_store.h"
+#include "ngx_http_idv_token.h"
+
+#include <cjson/cJSON.h>
+
+
+#define NGX_HTTP_IDV_CB_KEY_MAX      2
+
+/* replay-guard states of a transaction */
+#define NGX_HTTP_IDV_CB_INFLIGHT     1
+#define NGX_HTTP_IDV_CB_DELIVERED    2
+
+/* how long an in-flight mark protects a transaction from a second run */
+#define NGX_HTTP_IDV_CB_INFLIGHT_TTL 60
+
+
+typedef struct {
+    u_char                      kid[4];
+    ngx_str_t                   key;
+} ngx_http_idv_cb_key_t;
+
+
+typedef struct {
+    ngx_shm_zone_t             *zone;
+    time_t                      ttl;
+} ngx_http_idv_cb_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   url;
+    ngx_array_t                *keys;           /* ngx_http_idv_cb_key_t */
+    ngx_str_t                   pass;
+    time_t                      token_ttl;
+    ngx_uint_t                  log_level;
+    ngx_flag_t                  handler;
+} ngx_http_idv_cb_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   transaction_id;
+    ngx_str_t                   result;         /* the JSON sent on */
+    unsigned                    marked:1;
+} ngx_http_idv_cb_ctx_t;
+
+
+static ngx_int_t ngx_http_idv_cb_prepare(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_cb_answer_stored(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_cb_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_cb_reject(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, const char *reason);
+static ngx_int_t ngx_http_idv_cb_confirmed(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static void ngx_http_idv_cb_forwarded(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_cb_finish(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_cb_ack(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, const char *message);
+static void ngx_http_idv_cb_release(void *data);
+static ngx_int_t ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
+
+static void *ngx_http_idv_cb_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_idv_cb_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_cb_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_cb(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_idv_cb_init(ngx_conf_t *cf);
+
+
+static ngx_conf_enum_t  ngx_http_idv_cb_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_idv_cb_commands[] = {
+
+    { ngx_string("idv_callback_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_idv_cb_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_callback_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_cb_loc_conf_t, url),
+      NULL },
+
+    { ngx_string("idv_callback_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_idv_cb_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_callback_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_cb_loc_conf_t, token_ttl),
+      NULL },
+
+    { ngx_string("idv_callback"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_idv_cb,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_callback_pass"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_cb_loc_conf_t, pass),
+      NULL },
+
+    { ngx_string("idv_callback_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_cb_loc_conf_t, log_level),
+      &ngx_http_idv_cb_log_levels },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_idv_callback_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_idv_cb_init,                  /* postconfiguration */
+
+    ngx_http_idv_cb_create_main_conf,      /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_idv_cb_create_loc_conf,       /* create location configuration */
+    ngx_http_idv_cb_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_idv_callback_module = {
+    NGX_MODULE_V1,
+    &ngx_http_idv_callback_module_ctx,     /* module context */
+    ngx_http_idv_cb_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_idv_cb_json_type = ngx_string("application/json");
+static ngx_str_t  ngx_http_idv_cb_retry = ngx_string("5");
+
+/* the documented KDF input: key = HMAC-SHA256(secret, this label) */
+static u_char     ngx_http_idv_cb_kdf_label[] =
+    "ngx_http_idv_module callback token v1";
+
+
+/* Initialize: add CallbackUrl and a fresh CallbackToken */
+
+static ngx_int_t
+ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                      *token;
+    size_t                       len;
+    ngx_http_idv_param_t        *p;
+    ngx_http_idv_token_t         t;
+    ngx_http_idv_cb_key_t       *key;
+    ngx_http_idv_cb_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+
+    if (ctx->on_answer) {
+        /* the callback's own confirmation */
+        return NGX_OK;
+    }
+
+    if (ctx->conf->op->name.len == 11
+        && ngx_strncmp(ctx->conf->op->name.data, "CheckResult", 11) == 0)
+    {
+        return ngx_http_idv_cb_answer_stored(r, ctx);
+    }
+
+    if (lcf->url.len == 0
+        || ngx_http_idv_op_param(ctx->conf->op, (u_char *) "CallbackToken",
+                                 13) == NULL)
+    {
+        return NGX_OK;
+    }
+
+    if (ctx->attempts == 0
+        && (ngx_http_idv_req_get(&ctx->req, "CallbackUrl")
+            || ngx_http_idv_req_get(&ctx->req, "CallbackToken")))
+    {
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "InvalidParameter",
+                                       "CallbackUrl and CallbackToken are "
+                                       "set by the gateway for this "
+                                       "location");
+    }
+
+    p = ngx_http_idv_req_get(&ctx->req, "MerchantBizId");
+    key = lcf->keys->elts;
+
+    ngx_memzero(&t, sizeof(ngx_http_idv_token_t));
+
+    ngx_memcpy(t.kid, key[0].kid, 4);
+    t.expire = (uint32_t) (ngx_time() + lcf->token_ttl);
+    t.tenant.data = ctx->tenant.data;
+    t.tenant.len = ctx->tenant.len;
+    t.product = ctx->req.product;
+    t.merchant_biz_id.data = p ? p->value.data : NULL;
+    t.merchant_biz_id.len = p ? p->value.len : 0;
+
+    token = ngx_pnalloc(r->pool, NGX_HTTP_IDV_TOKEN_MAX);
+    if (token == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_http_idv_token_encode(token, &t, key[0].key.data,
+                                    key[0].key.len);
+    if (len == 0) {
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "InvalidParameter",
+                                       "The tenant, product code and "
+                                       "MerchantBizId must each be shorter "
+                                       "than 256 bytes");
+    }
+
+    if (ngx_http_idv_req_set(&ctx->req, "CallbackUrl", lcf->url.data,
+                             lcf->url.len) != 0
+        || ngx_http_idv_req_set(&ctx->req, "CallbackToken", token, len) != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * CheckResult: without idv_callback_pass the verified result of a
+ * callback is kept in the zone, and CheckResult answers from it.
+ */
+
+static ngx_int_t
+ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                       *p, *body;
+    size_t                        len;
+    ngx_http_idv_store_t         *st;
+    ngx_http_idv_param_t         *tx;
+    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
+
+    if (cmcf->zone == NULL) {
+        return NGX_OK;
+    }
+
+    tx = ngx_http_idv_req_get(&ctx->req, "TransactionId");
+    if (tx == NULL) {
+        return NGX_OK;
+    }
+
+    st = cmcf->zone->data;
+    body = NULL;
+    len = 0;
+
+    ngx_http_idv_store_lock(st);
+
+    n = ngx_http_idv_store_get(st, tx->value.data, tx->value.len);
+
+    if (n && n->state == NGX_HTTP_IDV_CB_DELIVERED && n->vlen) {
+
+        /* the stored value: tenant length (1), tenant, result JSON */
+
+        p = ngx_http_idv_store_value(n);
+
+        if (ctx->tenant.len == (size_t) p[0]
+            && ngx_memcmp(ctx->tenant.data, p + 1, p[0]) == 0)
+        {
+            len = sizeof("{\"RequestId\":\"\",\"Code\":\"Success\","
+                         "\"Message\":\"success\",\"Result\":}") - 1
+                  + 32 + n->vlen - 1 - p[0];
+
+            body = ngx_pnalloc(r->pool, len);
+
+            if (body) {
+                p = ngx_cpymem(body, "{\"RequestId\":\"", 14);
+                ngx_http_idv_make_id(p);
+                p += 32;
+                p = ngx_cpymem(p, "\",\"Code\":\"Success\",\"Message\":"
+                               "\"success\",\"Result\":",
+                               sizeof("\",\"Code\":\"Success\",\"Message\":"
+                                      "\"success\",\"Result\":") - 1);
+                p = ngx_cpymem(p, ngx_http_idv_store_value(n) + 1
+                                  + ngx_http_idv_store_value(n)[0],
+                               n->vlen - 1 - ngx_http_idv_store_value(n)[0]);
+                *p++ = '}';
+            }
+        }
+    }
+
+    ngx_http_idv_store_unlock(st);
+
+    if (body == NULL) {
+        return NGX_OK;
+    }
+
+    ctx->cached = 1;
+
+    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, NULL, body,
+                                      body + len);
+}
+
+
+/* the callback itself: GET ?callbackToken=&transactionId=&passed=&subCode= */
+
+static ngx_int_t
+ngx_http_idv_cb_handler(ngx_http_request_t *r)
+{
+    u_char                        raw[NGX_HTTP_IDV_TOKEN_RAW_MAX], *p;
+    ngx_int_t                     rc;
+    ngx_str_t                     token, tx;
+    ngx_uint_t                    i, found;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_idv_ctx_t           *ctx;
+    ngx_http_idv_store_t         *st;
+    ngx_http_idv_cb_ctx_t        *cb;
+    ngx_http_idv_cb_key_t        *key;
+    ngx_http_idv_token_t          t;
+    ngx_http_idv_param_t         *params;
+    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_cb_loc_conf_t   *lcf;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
+
+    if (r != r->main) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    ctx = ngx_http_idv_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* error lines show the request line: not with the token */
+    ngx_http_idv_log_mask(r, ctx);
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                       "Gateway.MethodNotAllowed",
+                                       "Result callbacks are GET requests");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
+
+    if (ngx_http_idv_cb_arg(r, "callbackToken", &token) != NGX_OK
+        || ngx_http_idv_cb_arg(r, "transactionId", &tx) != NGX_OK)
+    {
+        return ngx_http_idv_cb_reject(r, ctx, "no token or transactionId");
+    }
+
+    for (i = 0; i < tx.len; i++) {
+        if (!((tx.data[i] >= '0' && tx.data[i] <= '9')
+              || ((tx.data[i] | 0x20) >= 'a' && (tx.data[i] | 0x20) <= 'z')
+              || tx.data[i] == '-' || tx.data[i] == '_'))
+        {
+            return ngx_http_idv_cb_reject(r, ctx, "malformed transactionId");
+        }
+    }
+
+    if (tx.len == 0 || tx.len > 64) {
+        return ngx_http_idv_cb_reject(r, ctx, "malformed transactionId");
+    }
+
+    ngx_memzero(&t, sizeof(ngx_http_idv_token_t));
+
+    if (ngx_http_idv_token_decode(token.data, token.len, raw, &t) != 0) {
+        return ngx_http_idv_cb_reject(r, ctx, "malformed token");
+    }
+
+    /* the key the token names: the current one or the one rotated out */
+
+    key = lcf->keys->elts;
+    found = 0;
+
+    for (i = 0; i < lcf->keys->nelts; i++) {
+        if (ngx_memcmp(key[i].kid, t.kid, 4) == 0
+            && ngx_http_idv_token_verify(&t, key[i].key.data,
+                                         key[i].key.len))
+        {
+            found = 1;
+            break;
+        }
+    }
+
+    if (!found) {
+        return ngx_http_idv_cb_reject(r, ctx, "forged token or unknown key");
+    }
+
+    if ((time_t) t.expire < ngx_time()) {
+        return ngx_http_idv_cb_reject(r, ctx, "expired token");
+    }
+
+    /* what the token binds is the request's now */
+
+    ctx->tenant.len = t.tenant.len;
+    ctx->tenant.data = ngx_pstrdup(r->pool, (ngx_str_t *) &t.tenant);
+    ctx->merchant_biz_id.len = t.merchant_biz_id.len;
+    ctx->merchant_biz_id.data = ngx_pstrdup(r->pool,
+                                            (ngx_str_t *) &t.merchant_biz_id);
+    ctx->transaction_id = tx;
+
+    if ((t.tenant.len && ctx->tenant.data == NULL)
+        || (t.merchant_biz_id.len && ctx->merchant_biz_id.data == NULL))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cb = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_cb_ctx_t));
+    if (cb == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->callback = cb;
+    cb->transaction_id = tx;
+
+    /*
+     * The replay guard, keyed by TransactionId: the first callback marks
+     * the transaction in flight, a delivered one is acknowledged without
+     * a second delivery.  The value: tenant length, tenant, then (once
+     * delivered without idv_callback_pass) the verified result.  That a
+     * valid token belongs to this transaction is CheckResult's to say:
+     * it is called with the token's MerchantBizId.
+     */
+
+    st = cmcf->zone->data;
+
+    ngx_http_idv_store_lock(st);
+
+    n = ngx_http_idv_store_get(st, tx.data, tx.len);
+
+    if (n) {
+        rc = n->state;
+        ngx_http_idv_store_unlock(st);
+
+        if (rc == NGX_HTTP_IDV_CB_DELIVERED) {
+            return ngx_http_idv_cb_ack(r, ctx, "already delivered");
+        }
+
+        ngx_http_idv_set_header(r, "Retry-After", &ngx_http_idv_cb_retry, 0);
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_CONFLICT,
+                                       "Callback.InProgress",
+                                       "This transaction's callback is "
+                                       "being processed; retry later");
+    }
+
+    n = ngx_http_idv_store_set(st, tx.data, tx.len, 1 + t.tenant.len,
+                               ngx_time() + NGX_HTTP_IDV_CB_INFLIGHT_TTL,
+                               r->connection->log);
+    if (n) {
+        n->state = NGX_HTTP_IDV_CB_INFLIGHT;
+        p = ngx_http_idv_store_value(n);
+        *p++ = (u_char) t.tenant.len;
+        ngx_memcpy(p, t.tenant.data, t.tenant.len);
+    }
+
+    ngx_http_idv_store_unlock(st);
+
+    if (n == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cb->marked = 1;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_idv_cb_release;
+    cln->data = r;
+
+    /* the authoritative result: CheckResult with the bound MerchantBizId */
+
+    params = ngx_palloc(r->pool, 2 * sizeof(ngx_http_idv_param_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(params, 2 * sizeof(ngx_http_idv_param_t));
+
+    params[0].key.data = (u_char *) "MerchantBizId";
+    params[0].key.len = 13;
+    params[0].value.data = ctx->merchant_biz_id.data;
+    params[0].value.len = ctx->merchant_biz_id.len;
+    params[1].key.data = (u_char *) "TransactionId";
+    params[1].key.len = 13;
+    params[1].value.data = tx.data;
+    params[1].value.len = tx.len;
+
+    ctx->req.op = ctx->conf->op;
+    ctx->req.params = params;
+    ctx->req.nparams = 2;
+    ctx->on_answer = ngx_http_idv_cb_confirmed;
+    ctx->stage = NGX_HTTP_IDV_STAGE_UPSTREAM;
+
+    r->main->count++;
+
+    rc = ngx_http_idv_run(r, ctx);
+
+    if (rc == NGX_DONE) {
+        return NGX_DONE;
+    }
+
+    r->main->count--;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_idv_cb_reject(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    const char *reason)
+{
+    ngx_http_idv_cb_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+
+    /* the reason, never the token */
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "idv: callback rejected: %s", reason);
+
+    return ngx_http_idv_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                   "Callback.InvalidToken",
+                                   "The callback token is not valid for "
+                                   "this transaction");
+}
+
+
+/* CheckResult answered: forward the verified result, or keep it */
+
+static ngx_int_t
+ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    void *json, ngx_uint_t status)
+{
+    char                          *printed;
+    cJSON                         *root, *result, *out, *item;
+    size_t                         len;
+    ngx_str_t                      empty = ngx_null_string;
+    ngx_http_request_t            *sr;
+    ngx_http_idv_cb_ctx_t         *cb;
+    ngx_http_idv_cb_loc_conf_t    *lcf;
+
+    cb = ctx->callback;
+    root = json;
+
+    if (root == NULL || status != NGX_HTTP_OK) {
+
+        if (ctx->code.len == 16
+            && ngx_strncmp(ctx->code.data, "InvalidParameter", 16) == 0)
+        {
+            /* the service says the MerchantBizId is not this one's */
+            return ngx_http_idv_cb_reject(r, ctx,
+                                          "token of another transaction");
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: callback for TransactionId \"%V\": CheckResult "
+                      "failed (HTTP %ui, code \"%V\")", &cb->transaction_id,
+                      status, &ctx->code);
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "Gateway.UpstreamError",
+                                       "The result could not be confirmed; "
+                                       "retry later");
+    }
+
+    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the bound fields are not NUL-terminated: copied for cJSON */
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+#define ngx_http_idv_cb_add(name, s)                                          \
+    do {                                                                      \
+        u_char  *z_ = ngx_pnalloc(r->pool, (s)->len + 1);                     \
+        if (z_ == NULL) {                                                     \
+            cJSON_Delete(out);                                                \
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;                            \
+        }                                                                     \
+        ngx_memcpy(z_, (s)->data, (s)->len);                                  \
+        z_[(s)->len] = '\0';                                                  \
+        cJSON_AddStringToObject(out, name, (char *) z_);                      \
+    } while (0)
+
+    ngx_http_idv_cb_add("Tenant", &ctx->tenant);
+    ngx_http_idv_cb_add("MerchantBizId", &ctx->merchant_biz_id);
+    ngx_http_idv_cb_add("TransactionId", &cb->transaction_id);
+
+#undef ngx_http_idv_cb_add
+
+    /* Passed, SubCode and the Ext* fields, as CheckResult gave them */
+
+    if (cJSON_IsObject(result)) {
+        for (item = result->child; item; item = item->next) {
+            if (item->string
+                && (ngx_strcmp(item->string, "Passed") == 0
+                    || ngx_strcmp(item->string, "SubCode") == 0
+                    || ngx_strncmp(item->string, "Ext", 3) == 0))
+            {
+                cJSON_AddItemToObject(out, item->string,
+                                      cJSON_Duplicate(item, 1));
+            }
+        }
+    }
+
+    printed = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+
+    if (printed == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(printed);
+
+    cb->result.data = ngx_pnalloc(r->pool, len);
+    if (cb->result.data == NULL) {
+        cJSON_free(printed);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(cb->result.data, printed, len);
+    cb->result.len = len;
+    cJSON_free(printed);
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+
+    if (lcf->pass.len == 0) {
+        return ngx_http_idv_cb_finish(r, ctx);
+    }
+
+    sr = ngx_http_idv_subrequest(r, ctx, &lcf->pass, &empty, &cb->result,
+                                 &ngx_http_idv_cb_json_type);
+    if (sr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->write_event_handler = ngx_http_idv_cb_forwarded;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_idv_cb_forwarded(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx == NULL || !ctx->done || ctx->responded) {
+        return;
+    }
+
+    if (!ctx->failed && ctx->upstream_status >= 200
+        && ctx->upstream_status < 300)
+    {
+        rc = ngx_http_idv_cb_finish(r, ctx);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: callback for TransactionId \"%V\": the backend "
+                      "answered HTTP %ui; the caller will retry",
+                      &ctx->transaction_id, ctx->upstream_status);
+
+        rc = ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                     "Callback.BackendError",
+                                     "The backend did not accept the "
+                                     "result; retry later");
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* delivered: mark the transaction (keeping the result without a pass) */
+
+static ngx_int_t
+ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                       *p;
+    size_t                        vlen;
+    ngx_http_idv_store_t         *st;
+    ngx_http_idv_cb_ctx_t        *cb;
+    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_cb_loc_conf_t   *lcf;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
+
+    cb = ctx->callback;
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
+    st = cmcf->zone->data;
+
+    vlen = 1 + ctx->tenant.len + (lcf->pass.len ? 0 : cb->result.len);
+
+    ngx_http_idv_store_lock(st);
+
+    n = ngx_http_idv_store_set(st, cb->transaction_id.data,
+                               cb->transaction_id.len, vlen,
+                               ngx_time() + cmcf->ttl, r->connection->log);
+    if (n) {
+        n->state = NGX_HTTP_IDV_CB_DELIVERED;
+        p = ngx_http_idv_store_value(n);
+        *p++ = (u_char) ctx->tenant.len;
+        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+
+        if (lcf->pass.len == 0) {
+            ngx_memcpy(p, cb->result.data, cb->result.len);
+        }
+    }
+
+    ngx_http_idv_store_unlock(st);
+
+    cb->marked = 0;
+
+    if (n == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv: callback for TransactionId \"%V\" delivered but "
+                      "not recorded: the callback zone is too small",
+                      &cb->transaction_id);
+    }
+
+    return ngx_http_idv_cb_ack(r, ctx, "delivered");
+}
+
+
+static ngx_int_t
+ngx_http_idv_cb_ack(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    const char *message)
+{
+    u_char  *body;
+    size_t   len;
+
+    len = sizeof("{\"Code\":\"Success\",\"Message\":\"\"}") - 1
+          + ngx_strlen(message);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(body, "{\"Code\":\"Success\",\"Message\":\"%s\"}", message);
+
+    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, NULL, body,
+                                      body + len);
+}
+
+
+/* a callback that did not complete leaves its transaction open again */
+
+static void
+ngx_http_idv_cb_release(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_idv_ctx_t           *ctx;
+    ngx_http_idv_store_t         *st;
+    ngx_http_idv_cb_ctx_t        *cb;
+    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+    cb = ctx ? ctx->callback : NULL;
+
+    if (cb == NULL || !cb->marked) {
+        return;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
+    st = cmcf->zone->data;
+
+    ngx_http_idv_store_lock(st);
+
+    n = ngx_http_idv_store_get(st, cb->transaction_id.data,
+                               cb->transaction_id.len);
+
+    if (n && n->state == NGX_HTTP_IDV_CB_INFLIGHT) {
+        ngx_http_idv_store_delete(st, n);
+    }
+
+    ngx_http_idv_store_unlock(st);
+
+    cb->marked = 0;
+}
+
+
+static ngx_int_t
+ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK
+        || raw.len == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    value->data = ngx_pnalloc(r->pool, raw.len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = value->data;
+    src = raw.data;
+
+    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
+
+    value->len = dst - value->data;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_idv_cb_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cb_main_conf_t));
+}
+
+
+static void *
+ngx_http_idv_cb_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_cb_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cb_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->keys = NGX_CONF_UNSET_PTR;
+    conf->token_ttl = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->handler = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_idv_cb_loc_conf_t *prev = parent;
+    ngx_http_idv_cb_loc_conf_t *conf = child;
+
+    u_char                       *key;
+    ngx_http_idv_cb_key_t        *k;
+    ngx_http_idv_loc_conf_t      *ilcf;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
+
+    ngx_conf_merge_str_value(conf->url, prev->url, "");
+    ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
+    ngx_conf_merge_str_value(conf->pass, prev->pass, "");
+    ngx_conf_merge_sec_value(conf->token_ttl, prev->token_ttl, 86400);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_WARN);
+    ngx_conf_merge_value(conf->handler, prev->handler, 0);
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+
+    if (conf->url.len == 0 && !conf->handler) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->url.len
+        && ngx_strncasecmp(conf->url.data, (u_char *) "https://", 8) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_callback_url\" must be an https:// URL: "
+                           "the service calls only https callbacks");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_idv_callback_module);
+        if (cmcf->zone == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"idv_callback\" needs \"idv_callback_zone\" "
+                               "in the http block (the replay guard)");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->keys) {
+        return NGX_CONF_OK;
+    }
+
+    /* no key file: derive the key from the AccessKey secret */
+
+    if (ilcf->access_key_secret.len == 0) {
+        if (conf->url.len && ilcf->op == NULL && !conf->handler) {
+            /* inherited by locations that do not call the API */
+            return NGX_CONF_OK;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "callbacks need a key: set \"idv_callback_key\" "
+                           "or credentials to derive it from");
+        return NGX_CONF_ERROR;
+    }
+
+    conf->keys = ngx_array_create(cf->pool, 1, sizeof(ngx_http_idv_cb_key_t));
+    if (conf->keys == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    k = ngx_array_push(conf->keys);
+    key = ngx_pnalloc(cf->pool, 32);
+
+    if (k == NULL || key == NULL
+        || ngx_http_idv_hmac_sha256(ilcf->access_key_secret.data,
+                                    ilcf->access_key_secret.len,
+                                    ngx_http_idv_cb_kdf_label,
+                                    sizeof(ngx_http_idv_cb_kdf_label) - 1,
+                                    key)
+           != 0
+        || ngx_http_idv_token_kid(key, 32, k->kid) != 0)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    k->key.data = key;
+    k->key.len = 32;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_cb_main_conf_t *cmcf = conf;
+
+    ngx_str_t  *value, s;
+
+    if (cmcf->zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    cmcf->zone = ngx_http_idv_store_add(cf, &value[1],
+                                        &ngx_http_idv_callback_module);
+    if (cmcf->zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->ttl = 7 * 86400;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "ttl=", 4) != 0) {
+            return "takes \"zone=NAME:SIZE [ttl=TIME]\"";
+        }
+
+        s.data = value[2].data + 4;
+        s.len = value[2].len - 4;
+
+        cmcf->ttl = ngx_parse_time(&s, 1);
+
+        if (cmcf->ttl == (time_t) NGX_ERROR || cmcf->ttl == 0) {
+            return "has an invalid ttl";
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* idv_callback_key FILE [PREVIOUS_FILE]: the first signs, both verify */
+
+static char *
+ngx_http_idv_cb_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_cb_loc_conf_t *lcf = conf;
+
+    u_char                 *buf, *p, *end;
+    ssize_t                 n;
+    ngx_fd_t                fd;
+    ngx_str_t              *value, file;
+    ngx_uint_t              i;
+    ngx_file_info_t         fi;
+    ngx_http_idv_cb_key_t  *k;
+
+    if (lcf->keys != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    lcf->keys = ngx_array_create(cf->pool, NGX_HTTP_IDV_CB_KEY_MAX,
+                                 sizeof(ngx_http_idv_cb_key_t));
+    if (lcf->keys == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        file = value[i];
+
+        if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+        if (fd == NGX_INVALID_FILE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               "idv_callback_key: cannot open \"%V\"", &file);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+            || ngx_file_size(&fi) > 4096)
+        {
+            (void) ngx_close_file(fd);
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "idv_callback_key: \"%V\" is not a key file",
+                               &file);
+            return NGX_CONF_ERROR;
+        }
+
+        if (fi.st_mode & (S_IROTH|S_IWOTH)) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "idv_callback_key: \"%V\" is readable by "
+                               "other users; chmod 600 or 640 it", &file);
+        }
+
+        buf = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+        if (buf == NULL) {
+            (void) ngx_close_file(fd);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+        (void) ngx_close_file(fd);
+
+        if (n < 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               "idv_callback_key: cannot read \"%V\"", &file);
+            return NGX_CONF_ERROR;
+        }
+
+        p = buf;
+        end = buf + n;
+
+        while (end > p && (end[-1] == '\n' || end[-1] == '\r'
+                           || end[-1] == ' '))
+        {
+            end--;
+        }
+
+        if (end - p < 32) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "idv_callback_key: \"%V\" holds fewer than 32 "
+                               "bytes; use e.g. \"openssl rand -hex 32\"",
+                               &file);
+            return NGX_CONF_ERROR;
+        }
+
+        k = ngx_array_push(lcf->keys);
+        if (k == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        k->key.data = p;
+        k->key.len = end - p;
+
+        if (ngx_http_idv_token_kid(k->key.data, k->key.len, k->kid) != 0) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_cb(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_cb_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_idv_loc_conf_t   *ilcf;
+
+    if (lcf->handler != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    lcf->handler = 1;
+
+    /* the location confirms results with CheckResult */
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+
+    if (ilcf->op) {
+        return "cannot be combined with \"idv_action\"";
+    }
+
+    ilcf->op = ngx_http_idv_op_find((u_char *) "CheckResult", 11);
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_idv_cb_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_cb_init(ngx_conf_t *cf)
+{
+    return ngx_http_idv_add_prepare_hook(cf, ngx_http_idv_cb_prepare);
+}
