@@ -457,6 +457,16 @@ ngx_http_idv_header_filter(ngx_http_request_t *r)
         message = "The request body was not received in time";
         break;
 
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        code = "Gateway.Throttled";
+        message = "Too many requests";
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        code = "Gateway.Unavailable";
+        message = "The gateway cannot take the request now";
+        break;
+
     default:
         code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
                ? "Gateway.InternalError" : "Gateway.Error";

@@ -520,7 +520,7 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     u_char      *start, *end;
     cJSON       *root, *result, *passed;
     ngx_int_t    rc;
-    ngx_uint_t   status;
+    ngx_uint_t   status, level;
 
     if (ctx->failed || ctx->response == NULL) {
 
@@ -666,7 +666,12 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             return rc;
         }
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        /* the service's business outcomes (4xx) are not server errors */
+
+        level = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) ? NGX_LOG_ERR
+                                                             : NGX_LOG_WARN;
+
+        ngx_log_error(level, r->connection->log, 0,
                       "idv: %V failed: HTTP %ui, code \"%V\", "
                       "RequestId \"%V\", TransactionId \"%V\", "
                       "MerchantBizId \"%V\"",
@@ -840,7 +845,9 @@ static ngx_int_t
 ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj, const char *name,
     ngx_str_t *dst)
 {
-    cJSON  *item;
+    u_char      c;
+    cJSON      *item;
+    ngx_uint_t  i;
 
     item = cJSON_GetObjectItemCaseSensitive(obj, name);
 
@@ -854,7 +861,13 @@ ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj, const char *name,
         return NGX_ERROR;
     }
 
-    ngx_memcpy(dst->data, item->valuestring, dst->len);
+    /* these go into log lines and variables: nothing but visible ASCII */
+
+    for (i = 0; i < dst->len; i++) {
+        c = (u_char) item->valuestring[i];
+        dst->data[i] = (c < ' ' || c >= 0x7f || c == '"' || c == '\\')
+                       ? '?' : c;
+    }
 
     return NGX_OK;
 }

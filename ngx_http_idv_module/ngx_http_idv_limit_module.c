@@ -131,6 +131,7 @@ static ngx_int_t ngx_http_idv_limit_prepare(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_rule_t *rule,
     ngx_http_idv_limit_hit_t *hit);
 static ngx_uint_t ngx_http_idv_limit_parse_rate(u_char *p, size_t len);
+static ngx_str_t *ngx_http_idv_limit_product(ngx_http_idv_ctx_t *ctx);
 static ngx_uint_t ngx_http_idv_limit_lock(ngx_http_idv_limit_ctx_t *lctx,
     ngx_slab_pool_t **pools);
 static void ngx_http_idv_limit_unlock(ngx_slab_pool_t **pools, ngx_uint_t n);
@@ -408,12 +409,7 @@ ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
      * name) with its length in front, then the tenant
      */
 
-    if (ctx->req.product.len) {
-        name = ngx_http_idv_ngx_str(&ctx->req.product);
-
-    } else {
-        name = ngx_http_idv_ngx_str(&ctx->conf->op->name);
-    }
+    name = ngx_http_idv_limit_product(ctx);
 
     switch (rule->key) {
 
@@ -490,6 +486,25 @@ ngx_http_idv_limit_parse_rate(u_char *p, size_t len)
     }
 
     return (ngx_uint_t) rate * 1000 / scale;
+}
+
+
+/* the product code, or for actions without one the action's name */
+
+static ngx_str_t *
+ngx_http_idv_limit_product(ngx_http_idv_ctx_t *ctx)
+{
+    static ngx_str_t  none = ngx_null_string;
+
+    if (ctx->req.product.len) {
+        return ngx_http_idv_ngx_str(&ctx->req.product);
+    }
+
+    if (ctx->conf->op) {
+        return ngx_http_idv_ngx_str(&ctx->conf->op->name);
+    }
+
+    return &none;
 }
 
 
@@ -627,26 +642,34 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_limit_loc_conf_t *lcf, ngx_http_idv_limit_ctx_t *lctx,
     ngx_uint_t reject)
 {
+    size_t                     size;
     const char                *message;
-    ngx_uint_t                 i, remaining, level;
-    ngx_msec_t                 delay, d, wait, w, reset, rs;
+    ngx_uint_t                 i, level, least;
+    ngx_msec_t                 delay, d, wait, w;
     ngx_pool_cleanup_t        *cln;
-    ngx_http_idv_limit_hit_t  *hit, *shown;
+    ngx_http_idv_limit_hit_t  *hit, *shown, *delaying;
 
     for (i = 0; i < lctx->nhits; i++) {
         hit = &lctx->hits[i];
 
         if (hit->evicted) {
+            /* what the slab allocator gives a bucket with this key */
+
+            for (size = 8;
+                 size < offsetof(ngx_rbtree_node_t, color)
+                        + offsetof(ngx_http_idv_limit_node_t, data)
+                        + hit->key.len;
+                 size <<= 1)
+            {
+                /* void */
+            }
+
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "idv_limit: zone \"%V\" is full, the least "
-                          "recently used buckets were evicted (about %uz "
-                          "bytes a bucket): make the zone larger "
+                          "recently used buckets were evicted (%uz bytes "
+                          "a bucket): make the zone larger "
                           "(logged once a minute)",
-                          &hit->rule->shm_zone->shm.name,
-                          ngx_align(offsetof(ngx_rbtree_node_t, color)
-                                    + offsetof(ngx_http_idv_limit_node_t,
-                                               data)
-                                    + hit->key.len, 8));
+                          &hit->rule->shm_zone->shm.name, size);
         }
 
         if (hit->nomem) {
@@ -658,12 +681,11 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         }
     }
 
-    shown = NULL;
-
     if (reject) {
 
         /* the refusing rule that frees up last speaks for all */
 
+        shown = NULL;
         wait = 0;
 
         for (i = 0; i < lctx->nhits; i++) {
@@ -673,7 +695,9 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                 continue;
             }
 
-            w = (hit->excess - hit->rule->burst) * 1000 / hit->rate + 1;
+            w = ((ngx_msec_t) (hit->excess - hit->rule->burst) * 1000
+                 + hit->rate - 1)
+                / hit->rate;
 
             if (shown == NULL || w > wait) {
                 wait = w;
@@ -729,13 +753,14 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     }
 
     /*
-     * passed: the delay is the longest any rule without nodelay asks for;
-     * the headers show the rule with the least room left
+     * passed: the delay is the longest that a rule without nodelay asks
+     * for; the headers show the rule with the least room left
      */
 
     delay = 0;
-    remaining = 0;
-    reset = 0;
+    delaying = NULL;
+    shown = NULL;
+    least = 0;
 
     for (i = 0; i < lctx->nhits; i++) {
         hit = &lctx->hits[i];
@@ -745,67 +770,33 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
             if (d > delay) {
                 delay = d;
-                shown = hit;
+                delaying = hit;
             }
-        }
-
-        if (!lcf->headers) {
-            continue;
         }
 
         level = (hit->rule->burst - hit->excess) / 1000;
-        rs = (hit->excess + 1000) * 1000 / hit->rate;
 
-        if (shown == NULL || level < remaining
-            || (level == remaining && rs > reset))
-        {
-            remaining = level;
-            reset = rs;
-
-            if (delay == 0) {
-                shown = hit;
-            }
+        if (shown == NULL || level < least) {
+            least = level;
+            shown = hit;
         }
     }
 
-    if (lcf->headers) {
-        if (delay) {
-            /* the delaying rule decides; find the tightest for headers */
-            for (i = 0; i < lctx->nhits; i++) {
-                hit = &lctx->hits[i];
-                level = (hit->rule->burst - hit->excess) / 1000;
-
-                if (level < (shown->rule->burst - shown->excess) / 1000) {
-                    shown = hit;
-                }
-            }
-        }
-
-        if (ngx_http_idv_limit_headers(r, shown, 0) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    if (lcf->headers && ngx_http_idv_limit_headers(r, shown, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (delay == 0) {
+    if (delaying == NULL) {
         lctx->status = NGX_HTTP_IDV_LIMIT_PASSED;
         return NGX_OK;
     }
 
-    for (i = 0; i < lctx->nhits; i++) {
-        hit = &lctx->hits[i];
-
-        if (!hit->rule->nodelay
-            && (ngx_msec_t) hit->excess * 1000 / hit->rate == delay)
-        {
-            ngx_http_idv_limit_log(r, ctx,
-                                   lcf->log_level == NGX_LOG_INFO
-                                   ? NGX_LOG_INFO : lcf->log_level + 1,
-                                   lcf->dry_run ? "delaying request, dry run"
-                                                : "delaying request",
-                                   hit);
-            break;
-        }
-    }
+    ngx_http_idv_limit_log(r, ctx,
+                           lcf->log_level == NGX_LOG_INFO
+                           ? NGX_LOG_INFO : lcf->log_level + 1,
+                           lcf->dry_run ? "delaying request, dry run"
+                                        : "delaying request",
+                           delaying);
 
     if (lcf->dry_run) {
         lctx->status = NGX_HTTP_IDV_LIMIT_DELAYED_DRY_RUN;
@@ -856,7 +847,8 @@ ngx_http_idv_limit_headers(ngx_http_request_t *r,
         used = hit->excess + 1000;
     }
 
-    reset = ((ngx_msec_t) used * 1000 / hit->rate + 999) / 1000;
+    reset = (((ngx_msec_t) used * 1000 + hit->rate - 1) / hit->rate + 999)
+            / 1000;
 
     if (retry) {
         if (ngx_http_idv_limit_header(r, "Retry-After", retry) != NGX_OK) {
@@ -901,8 +893,7 @@ ngx_http_idv_limit_log(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_str_t   *product;
     const char  *key;
 
-    product = ctx->req.product.len ? ngx_http_idv_ngx_str(&ctx->req.product)
-                                   : ngx_http_idv_ngx_str(&ctx->conf->op->name);
+    product = ngx_http_idv_limit_product(ctx);
 
     switch (hit->rule->key) {
 

@@ -37,6 +37,11 @@ static ngx_conf_enum_t  ngx_http_idv_signatures[] = {
 };
 
 
+static ngx_conf_num_bounds_t  ngx_http_idv_retries_bounds = {
+    ngx_conf_check_num_bounds, 0, 10
+};
+
+
 static ngx_command_t  ngx_http_idv_commands[] = {
 
     { ngx_string("idv_access_key_id"),
@@ -107,7 +112,7 @@ static ngx_command_t  ngx_http_idv_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idv_loc_conf_t, retries),
-      NULL },
+      &ngx_http_idv_retries_bounds },
 
     { ngx_string("idv_retry_budget"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -373,7 +378,17 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->pass, prev->pass, "");
     ngx_conf_merge_uint_value(conf->signature, prev->signature,
                               NGX_HTTP_IDV_SIGN_V3);
-    ngx_conf_merge_str_value(conf->product, prev->product, "");
+    /* a product code set around an action that takes none is not its */
+
+    if (conf->product.data == NULL && conf->op
+        && ngx_http_idv_op_param(conf->op, (u_char *) "ProductCode", 11)
+           == NULL)
+    {
+        ngx_str_set(&conf->product, "");
+
+    } else {
+        ngx_conf_merge_str_value(conf->product, prev->product, "");
+    }
     ngx_conf_merge_value(conf->expand_json, prev->expand_json, 0);
     ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
     ngx_conf_merge_uint_value(conf->retries, prev->retries, 2);

@@ -27,6 +27,7 @@ static int ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off,
 static int ngx_http_idv_image_size(const u_char *b64, size_t len,
     size_t size, unsigned *w, unsigned *h);
 static int ngx_http_idv_url_check(const u_char *v, size_t len);
+static int ngx_http_idv_id_check(const u_char *v, size_t len);
 
 
 static const u_char  ngx_http_idv_b64_dec[256] = {
@@ -501,6 +502,17 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
             }
         }
 
+        if ((p->name.len == 13
+             && (memcmp(p->name.data, "MerchantBizId", 13) == 0
+                 || memcmp(p->name.data, "TransactionId", 13) == 0))
+            && ngx_http_idv_id_check(v->value.data, v->value.len) != 0)
+        {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "Parameter %s must be 1 to 64 "
+                                          "visible ASCII characters",
+                                          p->name.data, p->name.len);
+        }
+
         if ((p->flags & NGX_HTTP_IDV_P_URL)
             && ngx_http_idv_url_check(v->value.data, v->value.len) != 0)
         {
@@ -513,6 +525,30 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
             && ngx_http_idv_image_check(rq, (const char *) p->name.data,
                                         v->value.data, v->value.len) != 0)
         {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * MerchantBizId and TransactionId go into logs, cache keys and callback
+ * tokens: visible ASCII only, no quotes or backslashes
+ */
+
+static int
+ngx_http_idv_id_check(const u_char *v, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > 64) {
+        return -1;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (v[i] <= ' ' || v[i] >= 0x7f || v[i] == '"' || v[i] == '\\') {
             return -1;
         }
     }

@@ -88,6 +88,11 @@ conf_ok('every action of the API can be served',
         server('idv_action KeepaliveIntl;',
                http => 'idv_access_key_id a; idv_access_key_secret b;'));
 
+conf_ok('a product code around an action that takes none is ignored',
+        server('idv_action CheckResult;',
+               http => 'idv_access_key_id a; idv_access_key_secret b; '
+                       . 'idv_product_code eKYC;'));
+
 conf_ok('no action, no credentials needed',
         server('return 200;'));
 
@@ -163,6 +168,11 @@ conf_fails('idv_pass that is not a URI',
            server('idv_action CheckResult; idv_pass _idv;',
                   http => 'idv_access_key_id a; idv_access_key_secret b;'),
            qr/"idv_pass" takes the URI/);
+
+conf_fails('idv_retries beyond its bound',
+           server('idv_action CheckResult; idv_retries 11;',
+                  http => 'idv_access_key_id a; idv_access_key_secret b;'),
+           qr/must be between 0 and 10/);
 
 conf_fails('two actions in one location',
            server('idv_action CheckResult; idv_action Initialize;',

@@ -133,6 +133,13 @@ gateway_error($t->post($OCR, 'MerchantBizId', 'Content-Type' =>
 gateway_error($t->post($OCR, '<xml/>', 'Content-Type' => 'text/xml'),
               415, 'Gateway.UnsupportedMediaType', 'an XML body');
 
+gateway_error($t->post($OCR, { %ok, MerchantBizId => "a\n[alert] forged" }),
+              400, 'InvalidParameter', 'a MerchantBizId that would forge a log '
+              . 'line', qr/MerchantBizId must be 1 to 64 visible ASCII/);
+
+gateway_error($t->post($OCR, { %ok, MerchantBizId => 'x' x 65 }),
+              400, 'InvalidParameter', 'a MerchantBizId over 64 bytes');
+
 gateway_error($t->post($OCR, { %ok, ReturnUrl => 'javascript:alert(1)' }),
               400, 'InvalidParameter', 'a URL that is not http(s)',
               qr/ReturnUrl must be an http\(s\) URL/);
