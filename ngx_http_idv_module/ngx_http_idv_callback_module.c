@@ -12,6 +12,7 @@
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_token.h"
 
@@ -63,7 +64,7 @@ static ngx_int_t ngx_http_idv_cb_answer_stored(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_cb_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_cb_reject(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, const char *reason);
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t event, const char *reason);
 static ngx_int_t ngx_http_idv_cb_confirmed(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
 static void ngx_http_idv_cb_forwarded(ngx_http_request_t *r);
@@ -399,7 +400,8 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     if (ngx_http_idv_cb_arg(r, "callbackToken", &token) != NGX_OK
         || ngx_http_idv_cb_arg(r, "transactionId", &tx) != NGX_OK)
     {
-        return ngx_http_idv_cb_reject(r, ctx, "no token or transactionId");
+        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+                                          "no token or transactionId");
     }
 
     for (i = 0; i < tx.len; i++) {
@@ -407,18 +409,21 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
               || ((tx.data[i] | 0x20) >= 'a' && (tx.data[i] | 0x20) <= 'z')
               || tx.data[i] == '-' || tx.data[i] == '_'))
         {
-            return ngx_http_idv_cb_reject(r, ctx, "malformed transactionId");
+            return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+                                          "malformed transactionId");
         }
     }
 
     if (tx.len == 0 || tx.len > 64) {
-        return ngx_http_idv_cb_reject(r, ctx, "malformed transactionId");
+        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+                                          "malformed transactionId");
     }
 
     ngx_memzero(&t, sizeof(ngx_http_idv_token_t));
 
     if (ngx_http_idv_token_decode(token.data, token.len, raw, &t) != 0) {
-        return ngx_http_idv_cb_reject(r, ctx, "malformed token");
+        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+                                          "malformed token");
     }
 
     /* the key the token names: the current one or the one rotated out */
@@ -437,12 +442,16 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     }
 
     if (!found) {
-        return ngx_http_idv_cb_reject(r, ctx, "forged token or unknown key");
+        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_FORGED,
+                                          "forged token or unknown key");
     }
 
     if ((time_t) t.expire < ngx_time()) {
-        return ngx_http_idv_cb_reject(r, ctx, "expired token");
+        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_EXPIRED,
+                                          "expired token");
     }
+
+    ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_VERIFIED);
 
     /* what the token binds is the request's now */
 
@@ -487,6 +496,7 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
         ngx_http_idv_store_unlock(st);
 
         if (rc == NGX_HTTP_IDV_CB_DELIVERED) {
+            ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_DUPLICATE);
             return ngx_http_idv_cb_ack(r, ctx, "already delivered");
         }
 
@@ -564,11 +574,13 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_idv_cb_reject(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    const char *reason)
+    ngx_uint_t event, const char *reason)
 {
     ngx_http_idv_cb_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+
+    ngx_http_idv_metrics_event(r, event);
 
     /* the reason, never the token */
 
@@ -605,9 +617,11 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
             && ngx_strncmp(ctx->code.data, "InvalidParameter", 16) == 0)
         {
             /* the service says the MerchantBizId is not this one's */
-            return ngx_http_idv_cb_reject(r, ctx,
+            return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_FOREIGN,
                                           "token of another transaction");
         }
+
+        ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_UNCONFIRMED);
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: callback for TransactionId \"%V\": CheckResult "
@@ -722,6 +736,8 @@ ngx_http_idv_cb_forwarded(ngx_http_request_t *r)
         rc = ngx_http_idv_cb_finish(r, ctx);
 
     } else {
+        ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_BACKEND_ERROR);
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: callback for TransactionId \"%V\": the backend "
                       "answered HTTP %ui; the caller will retry",
@@ -776,6 +792,9 @@ ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_http_idv_store_unlock(st);
 
     cb->marked = 0;
+
+    ngx_http_idv_metrics_event(r, lcf->pass.len ? NGX_HTTP_IDV_M_CB_FORWARDED
+                                                : NGX_HTTP_IDV_M_CB_KEPT);
 
     if (n == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1006,7 +1025,9 @@ ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     cmcf->zone = ngx_http_idv_store_add(cf, &value[1],
                                         &ngx_http_idv_callback_module);
-    if (cmcf->zone == NULL) {
+    if (cmcf->zone == NULL
+        || ngx_http_idv_metrics_watch(cf, cmcf->zone, "callback") != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -138,6 +138,21 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     conf = ctx->conf;
     rq = &ctx->req;
 
+    /* the tenant first: logs and metrics of a refused request show it */
+
+    if (conf->tenant) {
+        if (ngx_http_complex_value(r, conf->tenant, &ctx->tenant) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ctx->tenant.len == 0) {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "Gateway.TenantRequired",
+                                           "The request names no tenant "
+                                           "(idv_tenant is empty)");
+        }
+    }
+
     rc = ngx_http_idv_read_body(r, &body);
     if (rc != NGX_OK) {
         return rc;
@@ -231,19 +246,6 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     if (ngx_http_idv_req_validate(rq) != 0) {
         goto invalid;
-    }
-
-    if (conf->tenant) {
-        if (ngx_http_complex_value(r, conf->tenant, &ctx->tenant) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ctx->tenant.len == 0) {
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                           "Gateway.TenantRequired",
-                                           "The request names no tenant "
-                                           "(idv_tenant is empty)");
-        }
     }
 
     ctx->stage = NGX_HTTP_IDV_STAGE_LIMIT;
