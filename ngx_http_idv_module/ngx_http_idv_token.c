@@ -9,10 +9,6 @@
 #include "ngx_http_idv_token.h"
 
 
-static const u_char  ngx_http_idv_b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-
 int
 ngx_http_idv_token_kid(const u_char *key, size_t len, u_char *kid)
 {
@@ -39,9 +35,8 @@ size_t
 ngx_http_idv_token_encode(u_char *dst, const ngx_http_idv_token_t *t,
     const u_char *key, size_t key_len)
 {
-    u_char   raw[NGX_HTTP_IDV_TOKEN_RAW_MAX], mac[32], *p, *d;
+    u_char   raw[NGX_HTTP_IDV_TOKEN_RAW_MAX], mac[32], *p;
     size_t   len, i;
-    uint32_t v;
 
     if (t->tenant.len > 255 || t->product.len > 255
         || t->merchant_biz_id.len > 255)
@@ -77,57 +72,24 @@ ngx_http_idv_token_encode(u_char *dst, const ngx_http_idv_token_t *t,
     memcpy(p, mac, NGX_HTTP_IDV_TOKEN_MAC_LEN);
     p += NGX_HTTP_IDV_TOKEN_MAC_LEN;
 
-    len = p - raw;
-    d = dst;
+    /* base64url without padding: the standard alphabet, translated */
 
-    for (i = 0; i + 2 < len; i += 3) {
-        v = (uint32_t) raw[i] << 16 | raw[i + 1] << 8 | raw[i + 2];
-        *d++ = ngx_http_idv_b64url[v >> 18];
-        *d++ = ngx_http_idv_b64url[(v >> 12) & 0x3f];
-        *d++ = ngx_http_idv_b64url[(v >> 6) & 0x3f];
-        *d++ = ngx_http_idv_b64url[v & 0x3f];
+    len = ngx_http_idv_base64_encode(dst, raw, p - raw);
+
+    while (len && dst[len - 1] == '=') {
+        len--;
     }
 
-    if (len - i == 1) {
-        v = (uint32_t) raw[i] << 16;
-        *d++ = ngx_http_idv_b64url[v >> 18];
-        *d++ = ngx_http_idv_b64url[(v >> 12) & 0x3f];
+    for (i = 0; i < len; i++) {
+        if (dst[i] == '+') {
+            dst[i] = '-';
 
-    } else if (len - i == 2) {
-        v = (uint32_t) raw[i] << 16 | raw[i + 1] << 8;
-        *d++ = ngx_http_idv_b64url[v >> 18];
-        *d++ = ngx_http_idv_b64url[(v >> 12) & 0x3f];
-        *d++ = ngx_http_idv_b64url[(v >> 6) & 0x3f];
+        } else if (dst[i] == '/') {
+            dst[i] = '_';
+        }
     }
 
-    return d - dst;
-}
-
-
-static int
-ngx_http_idv_b64url_value(u_char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-
-    if (c == '-') {
-        return 62;
-    }
-
-    if (c == '_') {
-        return 63;
-    }
-
-    return -1;
+    return len;
 }
 
 
@@ -135,39 +97,30 @@ int
 ngx_http_idv_token_decode(const u_char *src, size_t len, u_char *buf,
     ngx_http_idv_token_t *t)
 {
-    int           c;
-    size_t        i, n, bits, fields;
-    uint32_t      acc;
+    u_char        std[NGX_HTTP_IDV_TOKEN_MAX];
+    size_t        i, n, fields;
     const u_char *p, *end;
     ngx_http_idv_str_t  *f;
 
-    if (len == 0 || len > NGX_HTTP_IDV_TOKEN_MAX || len % 4 == 1) {
+    /* longer text would decode to more than NGX_HTTP_IDV_TOKEN_RAW_MAX */
+
+    if (len == 0 || len > (NGX_HTTP_IDV_TOKEN_RAW_MAX * 4 + 2) / 3) {
         return -1;
     }
 
-    n = 0;
-    acc = 0;
-    bits = 0;
+    /* base64url to the standard alphabet; the strict decoder does the rest */
 
     for (i = 0; i < len; i++) {
-        c = ngx_http_idv_b64url_value(src[i]);
-        if (c < 0) {
+        if (src[i] == '+' || src[i] == '/' || src[i] == '=') {
             return -1;
         }
 
-        acc = acc << 6 | (uint32_t) c;
-        bits += 6;
-
-        if (bits >= 8) {
-            bits -= 8;
-            buf[n++] = (u_char) (acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
+        std[i] = (src[i] == '-') ? '+' : (src[i] == '_') ? '/' : src[i];
     }
 
-    /* leftover bits must be zero: one encoding per token */
+    n = ngx_http_idv_base64_decode(buf, std, len);
 
-    if (acc != 0) {
+    if (n == (size_t) -1) {
         return -1;
     }
 
