@@ -37,7 +37,9 @@
 /* the zones of one level's rules are locked together */
 #define NGX_HTTP_IDV_LIMIT_MAX_RULES         8
 
-#define NGX_HTTP_IDV_LIMIT_MAX_RATE          1000000     /* r/s */
+/* rates are kept in milli-requests per minute (exact for r/m too): the
+   largest fits the 32 bits a bucket keeps */
+#define NGX_HTTP_IDV_LIMIT_MAX_RATE          50000       /* r/s */
 #define NGX_HTTP_IDV_LIMIT_MAX_BURST         1000000
 
 /* buckets a full zone gives up, at most, to make room for one */
@@ -51,7 +53,7 @@ typedef struct {
     u_char                       color;
     u_char                       dummy;
     u_short                      len;
-    /* the rate of the last update, milli-requests per second: tells
+    /* the rate of the last update, milli-requests per minute: tells
        whether the bucket has drained and may be reclaimed */
     uint32_t                     rate;
     ngx_queue_t                  queue;
@@ -68,6 +70,7 @@ typedef struct {
     ngx_queue_t                  queue;
     time_t                       evict_logged;
     time_t                       nomem_logged;
+    ngx_atomic_t                 invalid_logged;    /* without the lock */
 } ngx_http_idv_limit_shctx_t;
 
 
@@ -82,11 +85,10 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t              *shm_zone;
     ngx_uint_t                   key;       /* NGX_HTTP_IDV_LIMIT_TENANT...*/
-    ngx_uint_t                   rate;      /* milli-r/s; 0: rate_value */
+    ngx_uint_t                   rate;      /* milli-r/min; 0: variable */
     ngx_http_complex_value_t    *rate_value;
     ngx_uint_t                   burst;     /* milli-requests */
     ngx_flag_t                   nodelay;
-    time_t                       invalid_logged;    /* by this worker */
 } ngx_http_idv_limit_rule_t;
 
 
@@ -366,9 +368,11 @@ static ngx_int_t
 ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_limit_rule_t *rule, ngx_http_idv_limit_hit_t *hit)
 {
-    u_char     *p;
-    size_t      len;
-    ngx_str_t   value, *name;
+    u_char                      *p;
+    size_t                       len;
+    ngx_str_t                    value, *name;
+    ngx_atomic_uint_t            last;
+    ngx_http_idv_limit_shctx_t  *sh;
 
     hit->rule = rule;
     hit->zone = rule->shm_zone->data;
@@ -386,11 +390,14 @@ ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         hit->rate = ngx_http_idv_limit_parse_rate(value.data, value.len);
 
         if (hit->rate == 0) {
-            if (ngx_time() - rule->invalid_logged
-                >= NGX_HTTP_IDV_LIMIT_LOG_EVERY)
-            {
-                rule->invalid_logged = ngx_time();
+            sh = hit->zone->sh;
+            last = sh->invalid_logged;
 
+            if ((ngx_atomic_uint_t) ngx_time() - last
+                >= NGX_HTTP_IDV_LIMIT_LOG_EVERY
+                && ngx_atomic_cmp_set(&sh->invalid_logged, last,
+                                      (ngx_atomic_uint_t) ngx_time()))
+            {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                               "idv_limit: invalid rate \"%V\" from \"%V\" "
                               "for zone \"%V\", the rule is not applied "
@@ -461,7 +468,7 @@ ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/* "10r/s", "600r/m" or "10" (per second): milli-r/s, 0 if invalid */
+/* "10r/s", "600r/m" or "10" (per second): milli-r/min, 0 if invalid */
 
 static ngx_uint_t
 ngx_http_idv_limit_parse_rate(u_char *p, size_t len)
@@ -469,23 +476,25 @@ ngx_http_idv_limit_parse_rate(u_char *p, size_t len)
     ngx_int_t   rate;
     ngx_uint_t  scale;
 
-    scale = 1;
+    scale = 60;
 
     if (len > 3 && ngx_strncmp(p + len - 3, "r/s", 3) == 0) {
         len -= 3;
 
     } else if (len > 3 && ngx_strncmp(p + len - 3, "r/m", 3) == 0) {
-        scale = 60;
+        scale = 1;
         len -= 3;
     }
 
     rate = ngx_atoi(p, len);
 
-    if (rate <= 0 || rate > NGX_HTTP_IDV_LIMIT_MAX_RATE) {
+    if (rate <= 0
+        || (ngx_uint_t) rate > NGX_HTTP_IDV_LIMIT_MAX_RATE * 60 / scale)
+    {
         return 0;
     }
 
-    return (ngx_uint_t) rate * 1000 / scale;
+    return (ngx_uint_t) rate * 1000 * scale;
 }
 
 
@@ -695,7 +704,7 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                 continue;
             }
 
-            w = ((ngx_msec_t) (hit->excess - hit->rule->burst) * 1000
+            w = ((ngx_msec_t) (hit->excess - hit->rule->burst) * 60000
                  + hit->rate - 1)
                 / hit->rate;
 
@@ -766,7 +775,7 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         hit = &lctx->hits[i];
 
         if (!hit->rule->nodelay) {
-            d = (ngx_msec_t) hit->excess * 1000 / hit->rate;
+            d = (ngx_msec_t) hit->excess * 60000 / hit->rate;
 
             if (d > delay) {
                 delay = d;
@@ -847,7 +856,7 @@ ngx_http_idv_limit_headers(ngx_http_request_t *r,
         used = hit->excess + 1000;
     }
 
-    reset = (((ngx_msec_t) used * 1000 + hit->rate - 1) / hit->rate + 999)
+    reset = (((ngx_msec_t) used * 60000 + hit->rate - 1) / hit->rate + 999)
             / 1000;
 
     if (retry) {
@@ -980,7 +989,7 @@ ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
         /* burst, plus a second of the rate less the request it admits */
 
-        full = hit->rule->burst + ngx_max(hit->rate, 1000) - 1000;
+        full = hit->rule->burst + ngx_max(hit->rate / 60, 1000) - 1000;
 
         ngx_shmtx_lock(&hit->zone->shpool->mutex);
 
@@ -1040,7 +1049,7 @@ ngx_http_idv_limit_level(ngx_http_idv_limit_node_t *lr, ngx_uint_t rate,
         ms = 3600000;
     }
 
-    return (ngx_int_t) lr->excess - (ngx_int_t) (rate * ms / 1000);
+    return (ngx_int_t) lr->excess - (ngx_int_t) (rate * ms / 60000);
 }
 
 
@@ -1347,6 +1356,7 @@ ngx_http_idv_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->sh->evict_logged = 0;
     zone->sh->nomem_logged = 0;
+    zone->sh->invalid_logged = 0;
 
     len = sizeof(" in idv_limit_zone \"\"") + shm_zone->shm.name.len;
 
@@ -1653,8 +1663,8 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (rate == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid rate \"%V\" in \"idv_limit\": "
-                                   "use \"Nr/s\" or \"Nr/m\" with N from 1 "
-                                   "to %d, or a variable", &value[i],
+                                   "use \"Nr/s\" or \"Nr/m\", at most "
+                                   "%dr/s, or a variable", &value[i],
                                    NGX_HTTP_IDV_LIMIT_MAX_RATE);
                 return NGX_CONF_ERROR;
             }
@@ -1764,7 +1774,6 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rule->rate_value = cv;
     rule->burst = burst * 1000;
     rule->nodelay = nodelay;
-    rule->invalid_logged = 0;
 
     return NGX_CONF_OK;
 }
