@@ -1,0 +1,3 @@
+module example.com/idv-example
+
+go 1.19
