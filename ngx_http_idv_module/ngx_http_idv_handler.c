@@ -16,8 +16,6 @@
 static void ngx_http_idv_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_process(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static void ngx_http_idv_req_cleanup(void *data);
 static void *ngx_http_idv_palloc(void *pool, size_t size);
 static void ngx_http_idv_resume(ngx_http_request_t *r);
@@ -248,7 +246,7 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         goto invalid;
     }
 
-    ctx->stage = NGX_HTTP_IDV_STAGE_LIMIT;
+    ctx->stage = NGX_HTTP_IDV_STAGE_FIRST;
 
     return ngx_http_idv_run(r, ctx);
 
@@ -264,7 +262,7 @@ invalid:
  * joined once.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_idv_read_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     u_char       *p;
@@ -368,8 +366,8 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         switch (ctx->stage) {
 
-        case NGX_HTTP_IDV_STAGE_LIMIT:
         case NGX_HTTP_IDV_STAGE_CACHE:
+        case NGX_HTTP_IDV_STAGE_LIMIT:
 
             hook = ngx_http_idv_hooks.stage[ctx->stage];
 

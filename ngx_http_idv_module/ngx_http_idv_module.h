@@ -50,9 +50,13 @@ typedef struct {
 #define NGX_HTTP_IDV_PASSED_NO       2
 
 
-/* the corridor's stages; other rooms hook into LIMIT and CACHE */
-#define NGX_HTTP_IDV_STAGE_LIMIT     0
-#define NGX_HTTP_IDV_STAGE_CACHE     1
+/*
+ * the corridor's stages; other rooms hook into CACHE and LIMIT.  The
+ * cache comes first: an answer it already has spends no QPS allowance.
+ */
+#define NGX_HTTP_IDV_STAGE_CACHE     0
+#define NGX_HTTP_IDV_STAGE_LIMIT     1
+#define NGX_HTTP_IDV_STAGE_FIRST     NGX_HTTP_IDV_STAGE_CACHE
 #define NGX_HTTP_IDV_STAGE_UPSTREAM  2
 #define NGX_HTTP_IDV_STAGE_WAIT      3
 #define NGX_HTTP_IDV_STAGE_DONE      4
@@ -151,6 +155,7 @@ extern ngx_http_idv_hooks_t  ngx_http_idv_hooks;
 /* handler */
 ngx_int_t ngx_http_idv_handler(ngx_http_request_t *r);
 ngx_http_idv_ctx_t *ngx_http_idv_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_idv_read_body(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 void ngx_http_idv_wakeup(ngx_http_request_t *r);
 ngx_int_t ngx_http_idv_add_answer_hook(ngx_conf_t *cf,
