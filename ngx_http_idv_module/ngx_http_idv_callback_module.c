@@ -205,7 +205,7 @@ ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
 
-    if (ctx->on_answer) {
+    if (ctx->on_answer == ngx_http_idv_cb_confirmed) {
         /* the callback's own confirmation */
         return NGX_OK;
     }
@@ -381,7 +381,7 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     }
 
     /* error lines show the request line: not with the token */
-    ngx_http_idv_log_mask(r, ctx);
+    ngx_http_idv_log_mask(r);
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return ngx_http_idv_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,

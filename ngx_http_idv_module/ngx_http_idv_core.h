@@ -46,6 +46,12 @@ typedef struct {
 size_t ngx_http_idv_pct_encoded_len(const u_char *src, size_t len);
 u_char *ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len);
 
+/*
+ * form decoding ('+' is a space, %XX in either case); dst may be src;
+ * returns the decoded length or (size_t) -1 on a malformed escape
+ */
+size_t ngx_http_idv_pct_decode(u_char *dst, const u_char *src, size_t len);
+
 /* byte-order sort by key (stable for equal keys) */
 void ngx_http_idv_params_sort(ngx_http_idv_param_t *params, size_t n);
 

@@ -135,7 +135,6 @@ struct ngx_http_idv_ctx_s {
     ngx_str_t                   transaction_id;
     ngx_str_t                   merchant_biz_id;
 
-    ngx_http_log_handler_pt     log_handler;    /* nginx's, wrapped */
     ngx_buf_t                  *replacement;    /* for nginx's own errors */
     ngx_uint_t                  passed;         /* NGX_HTTP_IDV_PASSED_* */
 
@@ -174,7 +173,7 @@ ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
 void ngx_http_idv_make_id(u_char *dst32);
-void ngx_http_idv_log_mask(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
+void ngx_http_idv_log_mask(ngx_http_request_t *r);
 
 /* envelope: answers in the API's JSON envelope */
 ngx_int_t ngx_http_idv_send_error(ngx_http_request_t *r,

@@ -21,6 +21,7 @@ static int ngx_http_idv_req_add(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, u_char *value, size_t len);
 static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
+static int ngx_http_idv_json_nul(const u_char *p, size_t len);
 static size_t ngx_http_idv_form_decode(u_char *p, size_t len);
 static int ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off,
     u_char *out, size_t n);
@@ -198,17 +199,40 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
     char                           *s;
     cJSON                          *root, *item;
     size_t                          klen;
+    const char                     *end;
     const ngx_http_idv_op_param_t  *p;
 
-    root = cJSON_ParseWithLength((const char *) body, len);
+    /*
+     * the whole body must be one JSON value: cJSON stops after the first
+     * one and would ignore whatever follows it
+     */
 
-    if (root == NULL) {
+    root = cJSON_ParseWithLengthOpts((const char *) body, len, &end, 0);
+
+    if (root != NULL) {
+        rq->json = root;
+
+        while (end < (const char *) body + len
+               && (*end == ' ' || *end == '\t' || *end == '\r'
+                   || *end == '\n'))
+        {
+            end++;
+        }
+    }
+
+    if (root == NULL || end != (const char *) body + len) {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
                                       "The request body is not valid JSON%s",
                                       NULL, 0);
     }
 
-    rq->json = root;
+    /* cJSON ends its C strings at a NUL: a value would be cut short */
+
+    if (ngx_http_idv_json_nul(body, len)) {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "The request body contains a NUL "
+                                      "character%s", NULL, 0);
+    }
 
     if (!cJSON_IsObject(root)) {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
@@ -238,7 +262,14 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
         switch (p->type) {
 
         case NGX_HTTP_IDV_T_INTEGER:
+            /*
+             * the range first: converting a double that long long cannot
+             * hold (1e300, say) is undefined behaviour
+             */
+
             if (!cJSON_IsNumber(item)
+                || !(item->valuedouble >= -9223372036854775808.0
+                     && item->valuedouble < 9223372036854775808.0)
                 || item->valuedouble != (double) (long long) item->valuedouble)
             {
                 goto wrong_type;
@@ -304,6 +335,38 @@ nomem:
 
     return ngx_http_idv_req_error(rq, 500, "Gateway.InternalError",
                                   "out of memory%s", NULL, 0);
+}
+
+
+/* a NUL byte, or the escape \u0000, anywhere in a JSON text */
+
+static int
+ngx_http_idv_json_nul(const u_char *p, size_t len)
+{
+    const u_char  *end;
+
+    if (memchr(p, '\0', len) != NULL) {
+        return 1;
+    }
+
+    end = p + len;
+
+    while (p < end) {
+
+        if (*p++ != '\\' || p == end) {
+            continue;
+        }
+
+        if (*p == 'u' && end - p >= 5
+            && p[1] == '0' && p[2] == '0' && p[3] == '0' && p[4] == '0')
+        {
+            return 1;
+        }
+
+        p++;                                /* the escaped character */
+    }
+
+    return 0;
 }
 
 

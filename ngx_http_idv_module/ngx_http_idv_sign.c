@@ -175,6 +175,65 @@ ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len)
 }
 
 
+static inline int
+ngx_http_idv_hex_value(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+size_t
+ngx_http_idv_pct_decode(u_char *dst, const u_char *src, size_t len)
+{
+    int            h, l;
+    u_char        *d;
+    const u_char  *end;
+
+    d = dst;
+    end = src + len;
+
+    while (src < end) {
+
+        if (*src == '+') {
+            *d++ = ' ';
+            src++;
+            continue;
+        }
+
+        if (*src != '%') {
+            *d++ = *src++;
+            continue;
+        }
+
+        if (end - src < 3) {
+            return (size_t) -1;
+        }
+
+        h = ngx_http_idv_hex_value(src[1]);
+        l = ngx_http_idv_hex_value(src[2]);
+
+        if (h < 0 || l < 0) {
+            return (size_t) -1;
+        }
+
+        *d++ = (u_char) (h << 4 | l);
+        src += 3;
+    }
+
+    return d - dst;
+}
+
+
 /*
  * V1 signs enc(canonical query): write enc(src) and enc(enc(src)) in one
  * pass instead of encoding the canonical query a second time.  In

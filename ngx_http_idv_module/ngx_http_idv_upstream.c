@@ -28,6 +28,8 @@ static ngx_str_t  ngx_http_idv_post_method = ngx_string("POST");
 static ngx_str_t  ngx_http_idv_form_type =
     ngx_string("application/x-www-form-urlencoded");
 
+static ngx_http_log_handler_pt  ngx_http_idv_nginx_log_handler;
+
 static uint64_t   ngx_http_idv_id_seed;
 static uint32_t   ngx_http_idv_id_count;
 
@@ -286,7 +288,7 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     sr->request_body = rb;
 
-    ngx_http_idv_log_mask(r, ctx);
+    ngx_http_idv_log_mask(r);
 
     ctx->sr = sr;
     ctx->done = 0;
@@ -449,10 +451,14 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
 
 void
-ngx_http_idv_log_mask(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_log_mask(ngx_http_request_t *r)
 {
     if (r->log_handler != ngx_http_idv_log_error) {
-        ctx->log_handler = r->log_handler;
+        /*
+         * nginx's handler is the same for every request; kept outside the
+         * ctx too, which an internal redirect (error_page) clears
+         */
+        ngx_http_idv_nginx_log_handler = r->log_handler;
         r->log_handler = ngx_http_idv_log_error;
     }
 }
@@ -472,10 +478,7 @@ ngx_http_idv_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
 {
     u_char               *p, *q;
     ngx_str_t             uri, line;
-    ngx_http_idv_ctx_t   *ctx;
     ngx_http_upstream_t  *u;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
     u = (sr && sr != r) ? sr->upstream : NULL;
 
@@ -497,7 +500,7 @@ ngx_http_idv_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
         }
     }
 
-    p = ctx->log_handler(r, sr, buf, len);
+    p = ngx_http_idv_nginx_log_handler(r, sr, buf, len);
 
     if (u) {
         u->uri = uri;

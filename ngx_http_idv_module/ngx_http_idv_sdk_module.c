@@ -1,0 +1,1602 @@
+
+/*
+ * ngx_http_idv_module: an endpoint for the official SDKs.
+ *
+ * A backend that already calls the service through an Alibaba Cloud SDK
+ * points the SDK's endpoint here and signs with a key the gateway issued
+ * (idv_tenant_keys).  The request is verified as the service would verify
+ * it (signature, timestamp window, nonce), then becomes an ordinary
+ * corridor run for the key's tenant: validation, limits, cache,
+ * callbacks and metrics apply, the call is re-signed with the master
+ * credentials, and the service's answer goes back unchanged.
+ */
+
+
+#include "ngx_http_idv_module.h"
+#include "ngx_http_idv_metrics.h"
+#include "ngx_http_idv_store.h"
+#include "ngx_http_idv_verify.h"
+
+
+#define NGX_HTTP_IDV_SDK_FILE_MAX     (1024 * 1024)
+#define NGX_HTTP_IDV_SDK_SECRET_MIN   16
+#define NGX_HTTP_IDV_SDK_NAME_MAX     128
+#define NGX_HTTP_IDV_SDK_FORM         "application/x-www-form-urlencoded"
+
+
+#define ngx_http_idv_sdk_alnum(c)                                            \
+    (((c) >= '0' && (c) <= '9') || ((c) >= 'A' && (c) <= 'Z')                \
+     || ((c) >= 'a' && (c) <= 'z'))
+
+
+typedef struct {
+    ngx_str_t                   id;             /* AccessKeyId */
+    ngx_str_t                   secret;
+    ngx_str_t                   tenant;
+    u_char                     *allowed;        /* per operation, or NULL */
+    ngx_uint_t                  line;
+} ngx_http_idv_sdk_key_t;
+
+
+typedef struct {
+    ngx_shm_zone_t             *zone;           /* the nonces */
+} ngx_http_idv_sdk_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                *keys;           /* sorted by id */
+    ngx_str_t                   file;
+    ngx_flag_t                  gateway;        /* a location has one */
+} ngx_http_idv_sdk_srv_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_uint_t                  log_level;
+} ngx_http_idv_sdk_loc_conf_t;
+
+
+typedef struct {
+    ngx_buf_t                  *replacement;    /* for nginx's own errors */
+    unsigned                    responded:1;
+    unsigned                    replaced:1;
+} ngx_http_idv_sdk_ctx_t;
+
+
+static ngx_int_t ngx_http_idv_sdk_post_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_sdk_mask(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_sdk_handler(ngx_http_request_t *r);
+static void ngx_http_idv_sdk_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_sdk_process(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_sdk_headers(ngx_http_request_t *r,
+    ngx_http_idv_verify_t *v);
+static ngx_http_idv_sdk_key_t *ngx_http_idv_sdk_find_key(ngx_array_t *keys,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_idv_sdk_nonce(ngx_http_request_t *r,
+    ngx_http_idv_verify_t *v);
+static ngx_int_t ngx_http_idv_sdk_call(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_verify_t *v);
+static ngx_int_t ngx_http_idv_sdk_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static ngx_int_t ngx_http_idv_sdk_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, ngx_str_t *message,
+    ngx_str_t *key_id);
+static ngx_int_t ngx_http_idv_sdk_verify_error(ngx_http_request_t *r,
+    ngx_http_idv_verify_t *v);
+static ngx_buf_t *ngx_http_idv_sdk_error_buf(ngx_http_request_t *r,
+    const char *code, ngx_str_t *message);
+static ngx_http_idv_sdk_ctx_t *ngx_http_idv_sdk_get_ctx(
+    ngx_http_request_t *r);
+static void *ngx_http_idv_sdk_palloc(void *pool, size_t size);
+static ngx_int_t ngx_http_idv_sdk_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idv_sdk_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+static void *ngx_http_idv_sdk_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_idv_sdk_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_sdk_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static void *ngx_http_idv_sdk_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_idv_sdk_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_idv_sdk_keys(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf,
+    ngx_http_idv_sdk_srv_conf_t *sscf, u_char *buf, size_t len);
+static ngx_int_t ngx_http_idv_sdk_key_cmp(const void *one, const void *two);
+static char *ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_idv_sdk_init(ngx_conf_t *cf);
+
+
+static ngx_conf_enum_t  ngx_http_idv_sdk_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_idv_sdk_commands[] = {
+
+    { ngx_string("idv_sdk_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_sdk_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_tenant_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_http_idv_sdk_keys,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_sdk_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_idv_sdk_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_sdk_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_sdk_loc_conf_t, log_level),
+      &ngx_http_idv_sdk_log_levels },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_idv_sdk_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_idv_sdk_init,                 /* postconfiguration */
+
+    ngx_http_idv_sdk_create_main_conf,     /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_http_idv_sdk_create_srv_conf,      /* create server configuration */
+    ngx_http_idv_sdk_merge_srv_conf,       /* merge server configuration */
+
+    ngx_http_idv_sdk_create_loc_conf,      /* create location configuration */
+    ngx_http_idv_sdk_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_idv_sdk_module = {
+    NGX_MODULE_V1,
+    &ngx_http_idv_sdk_module_ctx,          /* module context */
+    ngx_http_idv_sdk_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+/*
+ * nginx's own error log handler, for a request whose module contexts an
+ * internal redirect (error_page) has cleared: it is the same function
+ * for every request
+ */
+
+
+/* the service answers application/json;charset=utf-8: so does this */
+static ngx_str_t  ngx_http_idv_sdk_json_type =
+    ngx_string("application/json;charset=utf-8");
+
+static ngx_str_t  ngx_http_idv_sdk_version =
+    ngx_string(NGX_HTTP_IDV_API_VERSION);
+
+
+/*
+ * The SDKs put API parameters, identity data among them, in the query
+ * string: in a server with an SDK gateway, error lines show the request
+ * line without it, from the start (nginx refuses a body over
+ * client_max_body_size, with a log line, before any content handler).
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_post_read(ngx_http_request_t *r)
+{
+    ngx_http_idv_sdk_srv_conf_t  *sscf;
+
+    sscf = ngx_http_get_module_srv_conf(r, ngx_http_idv_sdk_module);
+
+    if (sscf->gateway && r == r->main
+        && ngx_http_idv_sdk_mask(r) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_mask(ngx_http_request_t *r)
+{
+    /* the module's own masking: request line and upstream URL */
+
+    ngx_http_idv_log_mask(r);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+    ngx_str_t  msg;
+
+    if (r != r->main) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (ngx_http_idv_sdk_mask(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_GET))) {
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_str_set(&msg, "This http method is not supported.");
+
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_NOT_ALLOWED,
+                                       "UnsupportedHTTPMethod", &msg, NULL);
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_idv_sdk_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_idv_sdk_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_idv_sdk_process(r);
+
+    if (rc == NGX_DONE) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * The checks in the service's order: the key, the timestamp, the
+ * signature, the nonce (only a verified request uses one up), the
+ * version and the action; then the tenant's own list of actions.
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_process(ngx_http_request_t *r)
+{
+    u_char                        *q;
+    ngx_int_t                      rc;
+    ngx_str_t                      body, msg, *ct;
+    ngx_http_idv_ctx_t            *ctx;
+    ngx_http_idv_verify_t          v;
+    ngx_http_idv_sdk_key_t        *key;
+    ngx_http_idv_loc_conf_t       *ilcf, *conf;
+    const ngx_http_idv_op_t       *op;
+    ngx_http_idv_sdk_srv_conf_t   *sscf;
+
+    sscf = ngx_http_get_module_srv_conf(r, ngx_http_idv_sdk_module);
+
+    rc = ngx_http_idv_read_body(r, &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_memzero(&v, sizeof(ngx_http_idv_verify_t));
+
+    v.method = *(ngx_http_idv_str_t *) &r->method_name;
+    v.query.data = r->args.data;
+    v.query.len = r->args.len;
+    v.body.data = body.data;
+    v.body.len = body.len;
+    v.alloc = ngx_http_idv_sdk_palloc;
+    v.alloc_data = r->pool;
+
+    /* the path as sent: the SDKs sign "/" */
+
+    v.path.data = r->unparsed_uri.data;
+    v.path.len = r->unparsed_uri.len;
+
+    q = ngx_strlchr(v.path.data, v.path.data + v.path.len, '?');
+    if (q) {
+        v.path.len = q - v.path.data;
+    }
+
+    ct = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                    : NULL;
+
+    v.form = (ct && ct->len >= sizeof(NGX_HTTP_IDV_SDK_FORM) - 1
+              && ngx_strncasecmp(ct->data, (u_char *) NGX_HTTP_IDV_SDK_FORM,
+                                 sizeof(NGX_HTTP_IDV_SDK_FORM) - 1)
+                 == 0);
+
+    if (body.len && !v.form) {
+        ngx_str_set(&msg, "The request body must be "
+                          "application/x-www-form-urlencoded.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                       "InvalidParameter", &msg, NULL);
+    }
+
+    rc = ngx_http_idv_sdk_headers(r, &v);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_idv_verify_parse(&v) != 0) {
+        return ngx_http_idv_sdk_verify_error(r, &v);
+    }
+
+    /*
+     * The corridor's context as soon as the action is known, so that the
+     * log variables and metrics see refused requests too; the tenant is
+     * set only once the signature proved it.  The operation is per
+     * request: this location's configuration is copied with it.
+     */
+
+    op = ngx_http_idv_op_find(v.action.data, v.action.len);
+    ctx = NULL;
+
+    if (op) {
+        ctx = ngx_http_idv_get_ctx(r);
+        conf = ngx_palloc(r->pool, sizeof(ngx_http_idv_loc_conf_t));
+
+        if (ctx == NULL || conf == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
+
+        *conf = *ilcf;
+        conf->op = op;
+        ngx_str_set(&conf->product, "");
+
+        ctx->conf = conf;
+    }
+
+    key = ngx_http_idv_sdk_find_key(sscf->keys,
+                                    ngx_http_idv_ngx_str(&v.access_key_id));
+    if (key == NULL) {
+        ngx_str_set(&msg, "Specified access key is not found.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_NOT_FOUND,
+                                       "InvalidAccessKeyId.NotFound", &msg,
+                                       ngx_http_idv_ngx_str(&v.access_key_id));
+    }
+
+    if (ngx_http_idv_verify_time(&v, ngx_time(), NGX_HTTP_IDV_VERIFY_WINDOW)
+        != 0
+        || ngx_http_idv_verify_signature(&v, key->secret.data,
+                                         key->secret.len)
+           != 0)
+    {
+        return ngx_http_idv_sdk_verify_error(r, &v);
+    }
+
+    rc = ngx_http_idv_sdk_nonce(r, &v);
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&msg, "Specified signature nonce was used already.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                       "SignatureNonceUsed", &msg, &key->id);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* verified: the key's tenant is the request's from here on */
+
+    if (ctx) {
+        ctx->tenant = key->tenant;
+    }
+
+    if (v.version.len != ngx_http_idv_sdk_version.len
+        || ngx_memcmp(v.version.data, ngx_http_idv_sdk_version.data,
+                      v.version.len) != 0)
+    {
+        ngx_str_set(&msg, "Specified parameter Version is not valid.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                       "InvalidVersion", &msg,
+                                       &key->id);
+    }
+
+    if (op == NULL) {
+        ngx_str_set(&msg, "Specified api is not found, please check your "
+                          "url and method.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_NOT_FOUND,
+                                       "InvalidAction.NotFound", &msg,
+                                       &key->id);
+    }
+
+    if (key->allowed && !key->allowed[op - ngx_http_idv_ops]) {
+        ngx_str_set(&msg, "The AccessKey is not allowed to call this "
+                          "action.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_FORBIDDEN,
+                                       "Forbidden.Action", &msg, &key->id);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "idv: SDK request verified, AccessKeyId \"%V\", "
+                   "tenant \"%V\"", &key->id, &key->tenant);
+
+    return ngx_http_idv_sdk_call(r, ctx, &v);
+}
+
+
+/* the request's headers for the verifier: lower-case names, values */
+
+static ngx_int_t
+ngx_http_idv_sdk_headers(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
+{
+    ngx_uint_t              i, n;
+    ngx_list_part_t        *part;
+    ngx_table_elt_t        *h;
+    ngx_http_idv_header_t  *out;
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    out = ngx_palloc(r->pool, (n ? n : 1) * sizeof(ngx_http_idv_header_t));
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            out[n].name.data = h[i].lowcase_key;
+            out[n].name.len = h[i].key.len;
+            out[n].value.data = h[i].value.data;
+            out[n].value.len = h[i].value.len;
+            n++;
+        }
+    }
+
+    v->headers = out;
+    v->nheaders = n;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_idv_sdk_key_t *
+ngx_http_idv_sdk_find_key(ngx_array_t *keys, ngx_str_t *id)
+{
+    ngx_int_t                rc;
+    ngx_uint_t               lo, hi, mid;
+    ngx_http_idv_sdk_key_t  *key;
+
+    key = keys->elts;
+    lo = 0;
+    hi = keys->nelts;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        rc = ngx_memn2cmp(id->data, key[mid].id.data, id->len,
+                          key[mid].id.len);
+
+        if (rc == 0) {
+            return &key[mid];
+        }
+
+        if (rc < 0) {
+            hi = mid;
+
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A nonce is remembered per AccessKeyId until the request could no
+ * longer pass the timestamp check.  A full zone evicts the oldest ones
+ * (and says so in the log): size it for 30 minutes of requests.
+ * NGX_OK: fresh, now used; NGX_DECLINED: used already.
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
+{
+    u_char                        *key, *p;
+    size_t                         len;
+    ngx_http_idv_store_t          *st;
+    ngx_http_idv_store_node_t     *n;
+    ngx_http_idv_sdk_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_idv_sdk_module);
+    st = smcf->zone->data;
+
+    len = v->access_key_id.len + 1 + v->nonce.len;
+
+    key = ngx_pnalloc(r->pool, len);
+    if (key == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(key, v->access_key_id.data, v->access_key_id.len);
+    *p++ = '\0';
+    ngx_memcpy(p, v->nonce.data, v->nonce.len);
+
+    ngx_http_idv_store_lock(st);
+
+    n = ngx_http_idv_store_get(st, key, len);
+
+    if (n == NULL) {
+        n = ngx_http_idv_store_set(st, key, len, 0,
+                                   v->time + NGX_HTTP_IDV_VERIFY_WINDOW + 1,
+                                   r->connection->log);
+        if (n == NULL) {
+            ngx_http_idv_store_unlock(st);
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: SDK nonce not recorded: zone \"%V\" is too "
+                          "small", &smcf->zone->shm.name);
+
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        ngx_http_idv_store_unlock(st);
+
+        return NGX_OK;
+    }
+
+    ngx_http_idv_store_unlock(st);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The verified request as the corridor's: API parameters only (the
+ * signature's own are dropped), checked against the operation's row
+ * exactly as a backend's JSON would be.
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_verify_t *v)
+{
+    u_char                         *d;
+    size_t                          i, k;
+    ngx_http_idv_req_t             *rq;
+    ngx_http_idv_param_t           *prm, *p;
+    const ngx_http_idv_op_param_t  *row;
+    u_char                          msg[128];
+
+    rq = &ctx->req;
+
+    rq->op = ctx->conf->op;
+    rq->alloc = ngx_http_idv_sdk_palloc;
+    rq->alloc_data = r->pool;
+
+    for (i = 0; i < v->nparams; i++) {
+        prm = &v->params[i];
+
+        if (ngx_http_idv_verify_system_param(prm->key.data, prm->key.len)) {
+            continue;
+        }
+
+        row = ngx_http_idv_op_param(rq->op, prm->key.data, prm->key.len);
+
+        if (row == NULL) {
+            /* the name comes from the client: a safe subset of it */
+
+            d = ngx_cpymem(msg, "Parameter ", 10);
+
+            for (k = 0; k < prm->key.len && k < 64; k++) {
+                d[k] = (ngx_http_idv_sdk_alnum(prm->key.data[k])
+                        || prm->key.data[k] == '.'
+                        || prm->key.data[k] == '_')
+                       ? prm->key.data[k] : '?';
+            }
+
+            (void) ngx_cpystrn(d + k,
+                               (u_char *) " is not accepted by this action",
+                               sizeof(" is not accepted by this action"));
+
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "InvalidParameter",
+                                           (char *) msg);
+        }
+
+        /* the row's own name: NUL-terminated, placement from the table */
+
+        if (ngx_http_idv_req_set(rq, (const char *) row->name.data,
+                                 prm->value.data, prm->value.len)
+            != 0)
+        {
+            return ngx_http_idv_send_error(r, ctx, rq->status, rq->code,
+                                           rq->message);
+        }
+    }
+
+    /* the product code is the client's here: it labels limits, metrics */
+
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "ProductCode") : NULL;
+    if (p) {
+        rq->product = p->value;
+        ctx->conf->product.data = p->value.data;
+        ctx->conf->product.len = p->value.len;
+    }
+
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "MerchantBizId") : NULL;
+    if (p) {
+        ctx->merchant_biz_id.data = p->value.data;
+        ctx->merchant_biz_id.len = p->value.len;
+    }
+
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "TransactionId") : NULL;
+    if (p) {
+        ctx->transaction_id.data = p->value.data;
+        ctx->transaction_id.len = p->value.len;
+    }
+
+    if (ngx_http_idv_req_validate(rq) != 0) {
+        return ngx_http_idv_send_error(r, ctx, rq->status, rq->code,
+                                       rq->message);
+    }
+
+    ctx->on_answer = ngx_http_idv_sdk_answer;
+    ctx->stage = NGX_HTTP_IDV_STAGE_FIRST;
+
+    return ngx_http_idv_run(r, ctx);
+}
+
+
+/*
+ * The service answered: the other rooms see the answer as for any
+ * request (cache, limits), and the client gets the service's status and
+ * bytes unchanged, which the SDK parses as it always does.
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    void *json, ngx_uint_t status)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_uint_t    i;
+    ngx_chain_t   out;
+
+    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
+        ngx_http_idv_hooks.answer[i](r, ctx, json, status);
+    }
+
+    if (json == NULL) {
+        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                           "Gateway.UpstreamTimeout",
+                                           "ID Verification did not answer "
+                                           "in time");
+        }
+
+        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "Gateway.UpstreamError",
+                                       ctx->too_large
+                                       ? "The answer of ID Verification is "
+                                         "too large for "
+                                         "subrequest_output_buffer_size"
+                                       : "The call to ID Verification failed");
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->start = ctx->response->pos;
+    b->pos = b->start;
+    b->last = ctx->response->last;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    ctx->responded = 1;
+
+    r->headers_out.status = ctx->upstream_status;
+    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
+    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_verify_error(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
+{
+    if (v->code == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_idv_sdk_refuse(r, v->status, v->code,
+                                   ngx_http_idv_ngx_str(&v->message),
+                                   v->access_key_id.len
+                                   ? ngx_http_idv_ngx_str(&v->access_key_id)
+                                   : NULL);
+}
+
+
+/* a refusal in the service's own error envelope, logged without secrets */
+
+static ngx_int_t
+ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, ngx_str_t *message, ngx_str_t *key_id)
+{
+    u_char                       safe[64];
+    size_t                       i;
+    ngx_int_t                    rc;
+    ngx_buf_t                   *b;
+    ngx_chain_t                  out;
+    ngx_http_idv_ctx_t          *ctx;
+    ngx_http_idv_sdk_ctx_t      *sctx;
+    ngx_http_idv_sdk_loc_conf_t *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
+
+    /* the AccessKeyId is the client's: printable characters only */
+
+    for (i = 0; key_id && i < key_id->len && i < sizeof(safe); i++) {
+        safe[i] = (key_id->data[i] > 0x20 && key_id->data[i] < 0x7f
+                   && key_id->data[i] != '"' && key_id->data[i] != '\\')
+                  ? key_id->data[i] : '?';
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "idv: SDK request refused: %s, AccessKeyId \"%*s\"",
+                  code, i, safe);
+
+    sctx = ngx_http_idv_sdk_get_ctx(r);
+    if (sctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_http_idv_sdk_error_buf(r, code, message);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sctx->responded = 1;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx) {
+        ctx->responded = 1;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
+    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* {"RequestId":"…","Message":"…","HostId":"…","Code":"…"} */
+
+static ngx_buf_t *
+ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, const char *code,
+    ngx_str_t *message)
+{
+    u_char              *id;
+    size_t               len, code_len;
+    uintptr_t            msg_esc, host_esc;
+    ngx_buf_t           *b;
+    ngx_str_t            host;
+    ngx_http_idv_ctx_t  *ctx;
+
+    if (r->headers_in.host) {
+        host = r->headers_in.host->value;
+
+    } else {
+        ngx_str_null(&host);
+    }
+
+    code_len = ngx_strlen(code);
+    msg_esc = ngx_escape_json(NULL, message->data, message->len);
+    host_esc = ngx_escape_json(NULL, host.data, host.len);
+
+    len = sizeof("{\"RequestId\":\"\",\"Message\":\"\",\"HostId\":\"\","
+                 "\"Code\":\"\"}") - 1
+          + 32 + message->len + msg_esc + host.len + host_esc + code_len;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
+                         sizeof("{\"RequestId\":\"") - 1);
+    id = b->last;
+    ngx_http_idv_make_id(b->last);
+    b->last += 32;
+
+    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
+                         sizeof("\",\"Message\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, message->data,
+                                         message->len);
+    b->last = ngx_cpymem(b->last, "\",\"HostId\":\"",
+                         sizeof("\",\"HostId\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, host.data, host.len);
+    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
+                         sizeof("\",\"Code\":\"") - 1);
+    b->last = ngx_cpymem(b->last, code, code_len);
+    b->last = ngx_cpymem(b->last, "\"}", 2);
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    /* what $idv_code, $idv_request_id and the metrics show */
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx) {
+        ctx->code.data = (u_char *) code;
+        ctx->code.len = code_len;
+        ctx->request_id.data = id;
+        ctx->request_id.len = 32;
+    }
+
+    return b;
+}
+
+
+static ngx_http_idv_sdk_ctx_t *
+ngx_http_idv_sdk_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_idv_sdk_ctx_t  *sctx;
+
+    sctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_sdk_module);
+
+    if (sctx == NULL) {
+        sctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_idv_sdk_ctx_t));
+        if (sctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r->main, sctx, ngx_http_idv_sdk_module);
+    }
+
+    return sctx;
+}
+
+
+static void *
+ngx_http_idv_sdk_palloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+/*
+ * nginx's own error pages in an SDK location (a body over
+ * client_max_body_size, a malformed request, a timeout) in the same
+ * JSON envelope, so that the SDKs report them as errors of their own.
+ */
+
+static ngx_int_t
+ngx_http_idv_sdk_header_filter(ngx_http_request_t *r)
+{
+    const char                   *code;
+    ngx_str_t                     msg;
+    ngx_http_idv_ctx_t           *ctx;
+    ngx_http_idv_sdk_ctx_t       *sctx;
+    ngx_http_idv_sdk_loc_conf_t  *lcf;
+
+    if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
+
+    if (!lcf->enable) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
+
+    if ((ctx && ctx->responded) || (sctx && sctx->responded)) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    sctx = ngx_http_idv_sdk_get_ctx(r);
+    if (sctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    switch (r->headers_out.status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        code = "Gateway.BodyTooLarge";
+        ngx_str_set(&msg, "The request body is larger than "
+                          "client_max_body_size.");
+        break;
+
+    case NGX_HTTP_BAD_REQUEST:
+        code = "InvalidParameter";
+        ngx_str_set(&msg, "The HTTP request is malformed.");
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        code = "Gateway.RequestTimeout";
+        ngx_str_set(&msg, "The request body was not received in time.");
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        code = "ServiceUnavailable";
+        ngx_str_set(&msg, "The request has failed due to a temporary "
+                          "failure of the server.");
+        break;
+
+    default:
+        code = (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+               ? "InternalError" : "Gateway.Error";
+        ngx_str_set(&msg, "The gateway could not process the request.");
+        break;
+    }
+
+    sctx->replacement = ngx_http_idv_sdk_error_buf(r, code, &msg);
+    if (sctx->replacement == NULL) {
+        return NGX_ERROR;
+    }
+
+    sctx->responded = 1;
+
+    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
+    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = sctx->replacement->last
+                                      - sctx->replacement->pos;
+
+    ngx_http_clear_accept_ranges(r);
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t             *cl, out;
+    ngx_http_idv_sdk_ctx_t  *sctx;
+
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
+
+    if (sctx == NULL || sctx->replacement == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* swallow nginx's error page */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (sctx->replaced) {
+        return (in == NULL) ? ngx_http_next_body_filter(r, NULL) : NGX_OK;
+    }
+
+    sctx->replaced = 1;
+
+    out.buf = sctx->replacement;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+static void *
+ngx_http_idv_sdk_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_sdk_main_conf_t));
+}
+
+
+static void *
+ngx_http_idv_sdk_create_srv_conf(ngx_conf_t *cf)
+{
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->keys = NULL;
+     *     conf->file = { 0, NULL };
+     *     conf->gateway = 0;
+     */
+
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_sdk_srv_conf_t));
+}
+
+
+static char *
+ngx_http_idv_sdk_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_idv_sdk_srv_conf_t *prev = parent;
+    ngx_http_idv_sdk_srv_conf_t *conf = child;
+
+    if (conf->keys == NULL) {
+        conf->keys = prev->keys;
+        conf->file = prev->file;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_idv_sdk_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_sdk_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_sdk_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_idv_sdk_loc_conf_t *prev = parent;
+    ngx_http_idv_sdk_loc_conf_t *conf = child;
+
+    char                          *id, *secret;
+    ngx_str_t                      s;
+    ngx_http_idv_loc_conf_t       *ilcf;
+    ngx_http_idv_sdk_srv_conf_t   *sscf;
+    ngx_http_idv_sdk_main_conf_t  *smcf;
+
+    /* like the content handler it sets, the flag is not inherited */
+
+    if (conf->enable == NGX_CONF_UNSET) {
+        conf->enable = 0;
+    }
+
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_WARN);
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_sdk_module);
+
+    if (smcf->zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_sdk_gateway\" needs \"idv_sdk_zone "
+                           "zone=NAME:SIZE\" in the http block (the memory "
+                           "of used nonces)");
+        return NGX_CONF_ERROR;
+    }
+
+    sscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_idv_sdk_module);
+
+    if (sscf->keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_sdk_gateway\" needs \"idv_tenant_keys\" in "
+                           "the server or http block (the tenants' keys)");
+        return NGX_CONF_ERROR;
+    }
+
+    sscf->gateway = 1;
+
+    /* the main module's configuration of this location: the master key */
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+
+    if (ilcf->op) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_sdk_gateway\" cannot be combined with "
+                           "\"idv_action\": the SDK request names its "
+                           "action");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ilcf->access_key_id.data == NULL) {
+        id = getenv("ALIBABA_CLOUD_ACCESS_KEY_ID");
+        secret = getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+
+        if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"idv_sdk_gateway\" has no master "
+                               "credentials to re-sign with: set "
+                               "\"idv_access_key_id\" and "
+                               "\"idv_access_key_secret\", "
+                               "\"idv_credentials\", or the environment "
+                               "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = (u_char *) id;
+        s.len = ngx_strlen(id);
+
+        ilcf->access_key_id.data = ngx_pstrdup(cf->pool, &s);
+        ilcf->access_key_id.len = s.len;
+
+        s.data = (u_char *) secret;
+        s.len = ngx_strlen(secret);
+
+        ilcf->access_key_secret.data = ngx_pstrdup(cf->pool, &s);
+        ilcf->access_key_secret.len = s.len;
+
+        if (ilcf->access_key_id.data == NULL
+            || ilcf->access_key_secret.data == NULL)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_str_set(&ilcf->credentials, "the environment");
+    }
+
+    if (ilcf->pass.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_sdk_gateway\" needs \"idv_pass\": the URI "
+                           "of an internal location that proxies to the "
+                           "ID Verification endpoint");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_idv_sdk_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_sdk_main_conf_t *smcf = conf;
+
+    ngx_str_t  *value;
+
+    if (smcf->zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    smcf->zone = ngx_http_idv_store_add(cf, &value[1],
+                                        &ngx_http_idv_sdk_module);
+    if (smcf->zone == NULL
+        || ngx_http_idv_metrics_watch(cf, smcf->zone, "sdk_nonce") != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * idv_tenant_keys FILE: one key a line,
+ *
+ *     # tenant  AccessKeyId  AccessKeySecret  [Action,Action,...]
+ *     acme      LTAIacme01   3b0c…            Initialize,CheckResult
+ *
+ * read at configuration time, so a reload reads it again.  Messages name
+ * the file, the line and the AccessKeyId, never a secret.
+ */
+
+static char *
+ngx_http_idv_sdk_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_sdk_srv_conf_t *sscf = conf;
+
+    u_char           *buf;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_int_t         rc;
+    ngx_str_t        *value, file;
+    ngx_file_info_t   fi;
+
+    if (sscf->keys) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "idv_tenant_keys: cannot open \"%V\"", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || !ngx_is_file(&fi)
+        || ngx_file_size(&fi) > NGX_HTTP_IDV_SDK_FILE_MAX)
+    {
+        (void) ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv_tenant_keys: \"%V\" is not a key file "
+                           "(a regular file of at most 1m)", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (fi.st_mode & (S_IROTH|S_IWOTH)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "idv_tenant_keys: \"%V\" is readable by other "
+                           "users; chmod 600 or 640 it", &file);
+    }
+
+    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+
+    (void) ngx_close_file(fd);
+
+    if (n < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "idv_tenant_keys: cannot read \"%V\"", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    sscf->file = file;
+
+    rc = ngx_http_idv_sdk_keys_parse(cf, sscf, buf, n);
+
+    /* the file's bytes held the secrets: do not leave them in memory */
+    ngx_explicit_memzero(buf, n);
+
+    return (rc == NGX_OK) ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
+    u_char *buf, size_t len)
+{
+    u_char                   *p, *end, *eol, *s, *e, *a;
+    ngx_str_t                 f[5], name;
+    ngx_uint_t                i, k, nf, line;
+    const ngx_http_idv_op_t  *op;
+    ngx_http_idv_sdk_key_t   *key;
+
+    sscf->keys = ngx_array_create(cf->pool, 8,
+                                  sizeof(ngx_http_idv_sdk_key_t));
+    if (sscf->keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    line = 0;
+    end = buf + len;
+
+    for (p = buf; p < end; p = eol + 1) {
+
+        line++;
+
+        eol = ngx_strlchr(p, end, '\n');
+        if (eol == NULL) {
+            eol = end;
+        }
+
+        /* fields separated by blanks; a field starting with '#' ends it */
+
+        nf = 0;
+        s = p;
+
+        for ( ;; ) {
+            while (s < eol && (*s == ' ' || *s == '\t' || *s == '\r')) {
+                s++;
+            }
+
+            if (s == eol || *s == '#') {
+                break;
+            }
+
+            e = s;
+
+            while (e < eol && *e != ' ' && *e != '\t' && *e != '\r') {
+                e++;
+            }
+
+            if (nf == 5) {
+                break;
+            }
+
+            f[nf].data = s;
+            f[nf].len = e - s;
+            nf++;
+
+            s = e;
+        }
+
+        if (nf == 0) {
+            continue;
+        }
+
+        if (nf < 3 || nf > 4) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "idv_tenant_keys: \"%V\" line %ui: expected "
+                               "\"tenant access_key_id access_key_secret "
+                               "[Action,...]\"", &sscf->file, line);
+            return NGX_ERROR;
+        }
+
+        /* names that go into logs, metrics and cache keys as they are */
+
+        for (k = 0; k < 2; k++) {
+            if (f[k].len > NGX_HTTP_IDV_SDK_NAME_MAX) {
+                goto bad_name;
+            }
+
+            for (i = 0; i < f[k].len; i++) {
+                if (!(ngx_http_idv_sdk_alnum(f[k].data[i])
+                      || f[k].data[i] == '-'
+                      || f[k].data[i] == '_' || f[k].data[i] == '.'
+                      || (k == 0 && (f[k].data[i] == ':'
+                                     || f[k].data[i] == '@'))))
+                {
+                    goto bad_name;
+                }
+            }
+        }
+
+        for (i = 0; i < f[2].len; i++) {
+            if (f[2].data[i] <= 0x20 || f[2].data[i] >= 0x7f) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "idv_tenant_keys: \"%V\" line %ui: the "
+                                   "secret of \"%V\" has a character "
+                                   "that is not printable ASCII",
+                                   &sscf->file, line, &f[1]);
+                return NGX_ERROR;
+            }
+        }
+
+        if (f[2].len < NGX_HTTP_IDV_SDK_SECRET_MIN) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "idv_tenant_keys: \"%V\" line %ui: the secret "
+                               "of \"%V\" is shorter than %d characters; "
+                               "generate one with e.g. \"openssl rand "
+                               "-base64 24\"", &sscf->file, line, &f[1],
+                               NGX_HTTP_IDV_SDK_SECRET_MIN);
+            return NGX_ERROR;
+        }
+
+        key = ngx_array_push(sscf->keys);
+        if (key == NULL) {
+            return NGX_ERROR;
+        }
+
+        key->tenant.data = ngx_pstrdup(cf->pool, &f[0]);
+        key->tenant.len = f[0].len;
+        key->id.data = ngx_pstrdup(cf->pool, &f[1]);
+        key->id.len = f[1].len;
+        key->secret.data = ngx_pstrdup(cf->pool, &f[2]);
+        key->secret.len = f[2].len;
+        key->allowed = NULL;
+        key->line = line;
+
+        if (key->tenant.data == NULL || key->id.data == NULL
+            || key->secret.data == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        if (nf == 3) {
+            continue;
+        }
+
+        /* the actions this key may call */
+
+        key->allowed = ngx_pcalloc(cf->pool, ngx_http_idv_nops);
+        if (key->allowed == NULL) {
+            return NGX_ERROR;
+        }
+
+        s = f[3].data;
+        e = f[3].data + f[3].len;
+
+        while (s <= e) {
+            a = ngx_strlchr(s, e, ',');
+            if (a == NULL) {
+                a = e;
+            }
+
+            name.data = s;
+            name.len = a - s;
+
+            op = ngx_http_idv_op_find(name.data, name.len);
+
+            if (op == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "idv_tenant_keys: \"%V\" line %ui: "
+                                   "unknown action \"%V\": it is not an "
+                                   "action of cloudauth-intl %s",
+                                   &sscf->file, line, &name,
+                                   NGX_HTTP_IDV_API_VERSION);
+                return NGX_ERROR;
+            }
+
+            key->allowed[op - ngx_http_idv_ops] = 1;
+
+            s = a + 1;
+        }
+    }
+
+    if (sscf->keys->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv_tenant_keys: \"%V\" holds no key",
+                           &sscf->file);
+        return NGX_ERROR;
+    }
+
+    ngx_sort(sscf->keys->elts, sscf->keys->nelts,
+             sizeof(ngx_http_idv_sdk_key_t), ngx_http_idv_sdk_key_cmp);
+
+    key = sscf->keys->elts;
+
+    for (i = 1; i < sscf->keys->nelts; i++) {
+        if (ngx_http_idv_sdk_key_cmp(&key[i - 1], &key[i]) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "idv_tenant_keys: \"%V\" line %ui: duplicate "
+                               "AccessKeyId \"%V\" (first on line %ui)",
+                               &sscf->file,
+                               ngx_max(key[i - 1].line, key[i].line),
+                               &key[i].id,
+                               ngx_min(key[i - 1].line, key[i].line));
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+
+bad_name:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "idv_tenant_keys: \"%V\" line %ui: the %s may hold "
+                       "only letters, digits and \"-_.%s\", up to %d "
+                       "characters", &sscf->file, line,
+                       k ? "AccessKeyId" : "tenant", k ? "" : ":@",
+                       NGX_HTTP_IDV_SDK_NAME_MAX);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_key_cmp(const void *one, const void *two)
+{
+    const ngx_http_idv_sdk_key_t  *a = one;
+    const ngx_http_idv_sdk_key_t  *b = two;
+
+    return ngx_memn2cmp(a->id.data, b->id.data, a->id.len, b->id.len);
+}
+
+
+static char *
+ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_sdk_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    lcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_idv_sdk_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_sdk_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_idv_sdk_post_read;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_idv_sdk_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_idv_sdk_body_filter;
+
+    return NGX_OK;
+}
