@@ -413,17 +413,12 @@ static ngx_int_t
 ngx_http_idv_header_filter(ngx_http_request_t *r)
 {
     const char               *code, *message;
+    ngx_buf_t                *b;
     ngx_uint_t                status;
     ngx_http_idv_ctx_t       *ctx;
     ngx_http_idv_loc_conf_t  *lcf;
 
     if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
-
-    if (lcf->op == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -433,12 +428,26 @@ ngx_http_idv_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    status = r->headers_out.status;
+
+    b = ngx_http_idv_hooks.error_page ? ngx_http_idv_hooks.error_page(r, status)
+                                      : NULL;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
+
+    if (b == NULL && lcf->op == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
     ctx = ngx_http_idv_get_ctx(r);
     if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    status = r->headers_out.status;
+    if (b) {
+        ctx->replacement = b;
+        goto replace;
+    }
 
     switch (status) {
 
@@ -478,6 +487,8 @@ ngx_http_idv_header_filter(ngx_http_request_t *r)
     if (ctx->replacement == NULL) {
         return NGX_ERROR;
     }
+
+replace:
 
     ctx->responded = 1;
 

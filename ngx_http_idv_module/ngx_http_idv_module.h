@@ -96,6 +96,13 @@ typedef struct {
 
     ngx_http_idv_answer_pt      answer[NGX_HTTP_IDV_MAX_HOOKS];
     ngx_uint_t                  nanswers;
+
+    /*
+     * the body of nginx's own error page (status >= 400) in a location of
+     * a room that shapes its errors differently, or NULL
+     */
+    ngx_buf_t                *(*error_page)(ngx_http_request_t *r,
+                                            ngx_uint_t status);
 } ngx_http_idv_hooks_t;
 
 

@@ -57,9 +57,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_buf_t                  *replacement;    /* for nginx's own errors */
     unsigned                    responded:1;
-    unsigned                    replaced:1;
 } ngx_http_idv_sdk_ctx_t;
 
 
@@ -88,9 +86,8 @@ static ngx_buf_t *ngx_http_idv_sdk_error_buf(ngx_http_request_t *r,
 static ngx_http_idv_sdk_ctx_t *ngx_http_idv_sdk_get_ctx(
     ngx_http_request_t *r);
 static void *ngx_http_idv_sdk_palloc(void *pool, size_t size);
-static ngx_int_t ngx_http_idv_sdk_header_filter(ngx_http_request_t *r);
-static ngx_int_t ngx_http_idv_sdk_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
+static ngx_buf_t *ngx_http_idv_sdk_error_page(ngx_http_request_t *r,
+    ngx_uint_t status);
 
 static void *ngx_http_idv_sdk_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_sdk_create_srv_conf(ngx_conf_t *cf);
@@ -185,8 +182,6 @@ ngx_module_t  ngx_http_idv_sdk_module = {
 };
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 /*
  * nginx's own error log handler, for a request whose module contexts an
@@ -944,38 +939,27 @@ ngx_http_idv_sdk_palloc(void *pool, size_t size)
  * JSON envelope, so that the SDKs report them as errors of their own.
  */
 
-static ngx_int_t
-ngx_http_idv_sdk_header_filter(ngx_http_request_t *r)
+static ngx_buf_t *
+ngx_http_idv_sdk_error_page(ngx_http_request_t *r, ngx_uint_t status)
 {
     const char                   *code;
     ngx_str_t                     msg;
-    ngx_http_idv_ctx_t           *ctx;
     ngx_http_idv_sdk_ctx_t       *sctx;
     ngx_http_idv_sdk_loc_conf_t  *lcf;
-
-    if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
-        return ngx_http_next_header_filter(r);
-    }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
 
     if (!lcf->enable) {
-        return ngx_http_next_header_filter(r);
+        return NULL;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
     sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
 
-    if ((ctx && ctx->responded) || (sctx && sctx->responded)) {
-        return ngx_http_next_header_filter(r);
+    if (sctx && sctx->responded) {
+        return NULL;
     }
 
-    sctx = ngx_http_idv_sdk_get_ctx(r);
-    if (sctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    switch (r->headers_out.status) {
+    switch (status) {
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         code = "Gateway.BodyTooLarge";
@@ -1000,69 +984,13 @@ ngx_http_idv_sdk_header_filter(ngx_http_request_t *r)
         break;
 
     default:
-        code = (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+        code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
                ? "InternalError" : "Gateway.Error";
         ngx_str_set(&msg, "The gateway could not process the request.");
         break;
     }
 
-    sctx->replacement = ngx_http_idv_sdk_error_buf(r, code, &msg);
-    if (sctx->replacement == NULL) {
-        return NGX_ERROR;
-    }
-
-    sctx->responded = 1;
-
-    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
-    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = sctx->replacement->last
-                                      - sctx->replacement->pos;
-
-    ngx_http_clear_accept_ranges(r);
-
-    if (r->headers_out.content_length) {
-        r->headers_out.content_length->hash = 0;
-        r->headers_out.content_length = NULL;
-    }
-
-    return ngx_http_next_header_filter(r);
-}
-
-
-static ngx_int_t
-ngx_http_idv_sdk_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_chain_t             *cl, out;
-    ngx_http_idv_sdk_ctx_t  *sctx;
-
-    if (r != r->main) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
-
-    if (sctx == NULL || sctx->replacement == NULL) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    /* swallow nginx's error page */
-
-    for (cl = in; cl; cl = cl->next) {
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-    }
-
-    if (sctx->replaced) {
-        return (in == NULL) ? ngx_http_next_body_filter(r, NULL) : NGX_OK;
-    }
-
-    sctx->replaced = 1;
-
-    out.buf = sctx->replacement;
-    out.next = NULL;
-
-    return ngx_http_next_body_filter(r, &out);
+    return ngx_http_idv_sdk_error_buf(r, code, &msg);
 }
 
 
@@ -1592,11 +1520,8 @@ ngx_http_idv_sdk_init(ngx_conf_t *cf)
 
     *h = ngx_http_idv_sdk_post_read;
 
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_idv_sdk_header_filter;
-
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_idv_sdk_body_filter;
+    /* nginx's own error pages here take the service's shape */
+    ngx_http_idv_hooks.error_page = ngx_http_idv_sdk_error_page;
 
     return NGX_OK;
 }
