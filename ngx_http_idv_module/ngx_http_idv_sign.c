@@ -115,6 +115,21 @@ static EVP_MAC_CTX   *ngx_http_idv_hmac_sha256_ctx;
 static EVP_MAC_CTX   *ngx_http_idv_hmac_sha1_ctx;
 
 
+/*
+ * The last key of each MAC context: signing with the same secret again
+ * (the usual case) restarts the context from its keyed state instead of
+ * hashing the key again.
+ */
+
+typedef struct {
+    EVP_MAC_CTX   *ctx;
+    size_t         len;
+    u_char         key[128];
+} ngx_http_idv_hmac_key_t;
+
+static ngx_http_idv_hmac_key_t  ngx_http_idv_hmac_keys[2];
+
+
 static inline u_char *
 ngx_http_idv_cpymem(u_char *dst, const void *src, size_t n)
 {
@@ -615,8 +630,14 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
 
     s->body.len = b - s->body.data;
 
-    if (ngx_http_idv_sha256_hex(s->body.data, s->body.len, s->content_sha256)
-        != 0)
+    if (s->body.len == 0) {
+        /* SHA-256 of the empty body (every Initialize without images) */
+        memcpy(s->content_sha256, "e3b0c44298fc1c149afbf4c8996fb924"
+                                  "27ae41e4649b934ca495991b7852b855", 64);
+
+    } else if (ngx_http_idv_sha256_hex(s->body.data, s->body.len,
+                                       s->content_sha256)
+               != 0)
     {
         return -1;
     }
@@ -783,6 +804,9 @@ failed:
 void
 ngx_http_idv_sign_cleanup(void)
 {
+    /* the remembered keys belong to the contexts freed here */
+    OPENSSL_cleanse(ngx_http_idv_hmac_keys, sizeof(ngx_http_idv_hmac_keys));
+
     EVP_MAC_CTX_free(ngx_http_idv_hmac_sha1_ctx);
     EVP_MAC_CTX_free(ngx_http_idv_hmac_sha256_ctx);
     EVP_MAC_free(ngx_http_idv_hmac_mac);
@@ -829,12 +853,30 @@ static int
 ngx_http_idv_hmac(EVP_MAC_CTX *ctx, const u_char *key, size_t key_len,
     const u_char *data, size_t len, u_char *out, size_t size)
 {
-    size_t  n;
+    size_t                    n;
+    ngx_http_idv_hmac_key_t  *k;
 
     /* a NULL key would silently reuse the previous call's key */
     if (key == NULL) {
         key = (const u_char *) "";
         key_len = 0;
+    }
+
+    k = &ngx_http_idv_hmac_keys[ctx == ngx_http_idv_hmac_sha1_ctx];
+
+    if (k->ctx == ctx && k->len == key_len && key_len != 0
+        && CRYPTO_memcmp(k->key, key, key_len) == 0)
+    {
+        key = NULL;
+        key_len = 0;
+
+    } else if (key_len != 0 && key_len <= sizeof(k->key)) {
+        k->ctx = ctx;
+        k->len = key_len;
+        memcpy(k->key, key, key_len);
+
+    } else {
+        k->ctx = NULL;
     }
 
     if (EVP_MAC_init(ctx, key, key_len, NULL) != 1
