@@ -351,10 +351,14 @@ ngx_http_idv_json_nul(const u_char *p, size_t len)
 
     end = p + len;
 
+    /* from one backslash to the next: memchr is vectorised */
+
     while (p < end) {
 
-        if (*p++ != '\\' || p == end) {
-            continue;
+        p = memchr(p, '\\', end - p);
+
+        if (p == NULL || ++p == end) {
+            return 0;
         }
 
         if (*p == 'u' && end - p >= 5
