@@ -22,6 +22,13 @@ static int ngx_http_idv_req_add(ngx_http_idv_req_t *rq,
 static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
+static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p, cJSON *item);
+static u_char *ngx_http_idv_json_ws(u_char *p, u_char *end);
+static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
+static int ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str,
+    size_t *len);
+static u_char *ngx_http_idv_json_skip(u_char *p, u_char *end);
 static size_t ngx_http_idv_form_decode(u_char *p, size_t len);
 static int ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off,
     u_char *out, size_t n);
@@ -193,148 +200,464 @@ ngx_http_idv_req_set(ngx_http_idv_req_t *rq, const char *name, u_char *value,
 }
 
 
+/*
+ * The backend's JSON object, parsed in place: string values (the images
+ * among them) are unescaped where they lie, which never makes them longer,
+ * so a 1 MB image is not copied here.  Only the rare typed values
+ * (integers, booleans, arrays, objects) go through cJSON, one at a time.
+ */
+
 int
 ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
 {
     char                           *s;
-    cJSON                          *root, *item;
-    size_t                          klen;
-    const char                     *end;
-    const ngx_http_idv_op_param_t  *p;
+    u_char                         *p, *end, *key, *val, *vend;
+    cJSON                          *holder, *item;
+    size_t                          klen, vlen;
+    const char                     *cend;
+    const ngx_http_idv_op_param_t  *prm;
 
-    /*
-     * the whole body must be one JSON value: cJSON stops after the first
-     * one and would ignore whatever follows it
-     */
+    p = body;
+    end = body + len;
 
-    root = cJSON_ParseWithLengthOpts((const char *) body, len, &end, 0);
+    p = ngx_http_idv_json_ws(p, end);
 
-    if (root != NULL) {
-        rq->json = root;
-
-        while (end < (const char *) body + len
-               && (*end == ' ' || *end == '\t' || *end == '\r'
-                   || *end == '\n'))
-        {
-            end++;
-        }
-    }
-
-    if (root == NULL || end != (const char *) body + len) {
-        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                      "The request body is not valid JSON%s",
-                                      NULL, 0);
-    }
-
-    /* cJSON ends its C strings at a NUL: a value would be cut short */
-
-    if (ngx_http_idv_json_nul(body, len)) {
-        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                      "The request body contains a NUL "
-                                      "character%s", NULL, 0);
-    }
-
-    if (!cJSON_IsObject(root)) {
+    if (p == end || *p != '{') {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
                                       "The request body must be a JSON "
                                       "object%s", NULL, 0);
     }
 
-    for (item = root->child; item; item = item->next) {
+    p = ngx_http_idv_json_ws(p + 1, end);
 
-        klen = strlen(item->string);
+    if (p < end && *p == '}') {
+        p++;
+        goto done;
+    }
 
-        p = ngx_http_idv_req_lookup(rq, (u_char *) item->string, klen);
-        if (p == NULL) {
-            return -1;
+    for ( ;; ) {
+
+        if (p == end || *p != '"'
+            || ngx_http_idv_json_string(&p, end, &key, &klen) != 0)
+        {
+            goto invalid;
         }
 
-        if (cJSON_IsString(item)) {
-            s = item->valuestring;
+        p = ngx_http_idv_json_ws(p, end);
 
-            if (ngx_http_idv_req_add(rq, p, (u_char *) s, strlen(s)) != 0) {
+        if (p == end || *p != ':') {
+            goto invalid;
+        }
+
+        p = ngx_http_idv_json_ws(p + 1, end);
+
+        if (p == end) {
+            goto invalid;
+        }
+
+        if (*p == '"') {
+            if (ngx_http_idv_json_string(&p, end, &val, &vlen) != 0) {
+                goto invalid;
+            }
+
+            prm = ngx_http_idv_req_lookup(rq, key, klen);
+            if (prm == NULL) {
                 return -1;
             }
 
+            if (ngx_http_idv_req_add(rq, prm, val, vlen) != 0) {
+                return -1;
+            }
+
+        } else {
+            val = p;
+            vend = ngx_http_idv_json_skip(p, end);
+
+            if (vend == NULL) {
+                goto invalid;
+            }
+
+            p = vend;
+
+            /* cJSON's strings end at a NUL: a value would be cut short */
+
+            if (ngx_http_idv_json_nul(val, vend - val)) {
+                return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                              "The request body contains a "
+                                              "NUL character%s", NULL, 0);
+            }
+
+            item = cJSON_ParseWithLengthOpts((const char *) val, vend - val,
+                                             &cend, 0);
+
+            if (item == NULL || cend != (const char *) vend) {
+                cJSON_Delete(item);
+                goto invalid;
+            }
+
+            /* kept with the request: freed by ngx_http_idv_req_free() */
+
+            holder = rq->json;
+
+            if (holder == NULL) {
+                holder = cJSON_CreateArray();
+                if (holder == NULL) {
+                    cJSON_Delete(item);
+                    goto nomem;
+                }
+
+                rq->json = holder;
+            }
+
+            cJSON_AddItemToArray(holder, item);
+
+            prm = ngx_http_idv_req_lookup(rq, key, klen);
+            if (prm == NULL) {
+                return -1;
+            }
+
+            s = ngx_http_idv_json_typed(rq, prm, item);
+            if (s == NULL) {
+                return -1;
+            }
+
+            if (ngx_http_idv_req_add(rq, prm, (u_char *) s, strlen(s)) != 0) {
+                return -1;
+            }
+        }
+
+        p = ngx_http_idv_json_ws(p, end);
+
+        if (p < end && *p == ',') {
+            p = ngx_http_idv_json_ws(p + 1, end);
             continue;
         }
 
-        switch (p->type) {
-
-        case NGX_HTTP_IDV_T_INTEGER:
-            /*
-             * the range first: converting a double that long long cannot
-             * hold (1e300, say) is undefined behaviour
-             */
-
-            if (!cJSON_IsNumber(item)
-                || !(item->valuedouble >= -9223372036854775808.0
-                     && item->valuedouble < 9223372036854775808.0)
-                || item->valuedouble != (double) (long long) item->valuedouble)
-            {
-                goto wrong_type;
-            }
-
-            s = rq->alloc(rq->alloc_data, 24);
-            if (s == NULL) {
-                goto nomem;
-            }
-
-            snprintf(s, 24, "%lld", (long long) item->valuedouble);
+        if (p < end && *p == '}') {
+            p++;
             break;
-
-        case NGX_HTTP_IDV_T_BOOLEAN:
-            if (!cJSON_IsBool(item)) {
-                goto wrong_type;
-            }
-
-            s = cJSON_IsTrue(item) ? "true" : "false";
-            break;
-
-        case NGX_HTTP_IDV_T_ARRAY:
-        case NGX_HTTP_IDV_T_OBJECT:
-            if (!(p->type == NGX_HTTP_IDV_T_ARRAY ? cJSON_IsArray(item)
-                                                  : cJSON_IsObject(item)))
-            {
-                goto wrong_type;
-            }
-
-            /* serialised compactly, as the SDK's JSON.stringify() does */
-
-            s = cJSON_PrintUnformatted(item);
-            if (s == NULL) {
-                goto nomem;
-            }
-
-            /* the tree owns it from now on: cJSON_Delete() frees it */
-
-            item->type = cJSON_Raw;
-            item->valuestring = s;
-            break;
-
-        default:
-            goto wrong_type;
         }
 
-        if (ngx_http_idv_req_add(rq, p, (u_char *) s, strlen(s)) != 0) {
-            return -1;
-        }
+        goto invalid;
+    }
+
+done:
+
+    if (ngx_http_idv_json_ws(p, end) != end) {
+        goto invalid;
     }
 
     return 0;
 
-wrong_type:
+invalid:
 
     return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                  p->type == NGX_HTTP_IDV_T_STRING
-                                  ? "Parameter %s must be a string"
-                                  : "Parameter %s has a wrong type",
-                                  p->name.data, p->name.len);
+                                  "The request body is not valid JSON%s",
+                                  NULL, 0);
 
 nomem:
 
     return ngx_http_idv_req_error(rq, 500, "Gateway.InternalError",
                                   "out of memory%s", NULL, 0);
+}
+
+
+/* a non-string value as the text the API takes, or NULL with the error */
+
+static char *
+ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p, cJSON *item)
+{
+    char  *s;
+
+    switch (p->type) {
+
+    case NGX_HTTP_IDV_T_INTEGER:
+        /*
+         * the range first: converting a double that long long cannot
+         * hold (1e300, say) is undefined behaviour
+         */
+
+        if (!cJSON_IsNumber(item)
+            || !(item->valuedouble >= -9223372036854775808.0
+                 && item->valuedouble < 9223372036854775808.0)
+            || item->valuedouble != (double) (long long) item->valuedouble)
+        {
+            goto wrong_type;
+        }
+
+        s = rq->alloc(rq->alloc_data, 24);
+        if (s == NULL) {
+            goto nomem;
+        }
+
+        snprintf(s, 24, "%lld", (long long) item->valuedouble);
+        return s;
+
+    case NGX_HTTP_IDV_T_BOOLEAN:
+        if (!cJSON_IsBool(item)) {
+            goto wrong_type;
+        }
+
+        return cJSON_IsTrue(item) ? "true" : "false";
+
+    case NGX_HTTP_IDV_T_ARRAY:
+    case NGX_HTTP_IDV_T_OBJECT:
+        if (!(p->type == NGX_HTTP_IDV_T_ARRAY ? cJSON_IsArray(item)
+                                              : cJSON_IsObject(item)))
+        {
+            goto wrong_type;
+        }
+
+        /* serialised compactly, as the SDK's JSON.stringify() does */
+
+        s = cJSON_PrintUnformatted(item);
+        if (s == NULL) {
+            goto nomem;
+        }
+
+        /* the tree owns it from now on: cJSON_Delete() frees it */
+
+        cJSON_Delete(item->child);
+        item->child = NULL;
+        item->type = cJSON_Raw;
+        item->valuestring = s;
+
+        return s;
+
+    default:
+        goto wrong_type;
+    }
+
+wrong_type:
+
+    (void) ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                  p->type == NGX_HTTP_IDV_T_STRING
+                                  ? "Parameter %s must be a string"
+                                  : "Parameter %s has a wrong type",
+                                  p->name.data, p->name.len);
+    return NULL;
+
+nomem:
+
+    (void) ngx_http_idv_req_error(rq, 500, "Gateway.InternalError",
+                                  "out of memory%s", NULL, 0);
+    return NULL;
+}
+
+
+static u_char *
+ngx_http_idv_json_ws(u_char *p, u_char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+static int
+ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp)
+{
+    size_t    i;
+    uint32_t  v;
+    u_char    c;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+        v <<= 4;
+
+        if (c >= '0' && c <= '9') {
+            v |= c - '0';
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            v |= (c | 0x20) - 'a' + 10;
+
+        } else {
+            return -1;
+        }
+    }
+
+    *cp = v;
+
+    return 0;
+}
+
+
+/*
+ * *pp points at the opening quote; the string is unescaped in place (the
+ * output never outruns the input), *pp ends after the closing quote
+ */
+
+static int
+ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str, size_t *len)
+{
+    u_char    *r, *w, c;
+    uint32_t   cp, lo;
+
+    r = *pp + 1;
+    w = r;
+    *str = r;
+
+    while (r < end) {
+        c = *r++;
+
+        if (c == '"') {
+            *len = w - *str;
+            *pp = r;
+            return 0;
+        }
+
+        if (c < 0x20) {
+            return -1;                      /* control characters, NUL */
+        }
+
+        if (c != '\\') {
+            *w++ = c;
+            continue;
+        }
+
+        if (r == end) {
+            return -1;
+        }
+
+        c = *r++;
+
+        switch (c) {
+        case '"': case '\\': case '/':
+            *w++ = c;
+            continue;
+        case 'b':
+            *w++ = '\b';
+            continue;
+        case 'f':
+            *w++ = '\f';
+            continue;
+        case 'n':
+            *w++ = '\n';
+            continue;
+        case 'r':
+            *w++ = '\r';
+            continue;
+        case 't':
+            *w++ = '\t';
+            continue;
+        case 'u':
+            break;
+        default:
+            return -1;
+        }
+
+        if (end - r < 4 || ngx_http_idv_json_hex4(r, &cp) != 0) {
+            return -1;
+        }
+
+        r += 4;
+
+        if (cp >= 0xdc00 && cp <= 0xdfff) {
+            return -1;                      /* a lone low surrogate */
+        }
+
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (end - r < 6 || r[0] != '\\' || r[1] != 'u'
+                || ngx_http_idv_json_hex4(r + 2, &lo) != 0
+                || lo < 0xdc00 || lo > 0xdfff)
+            {
+                return -1;
+            }
+
+            r += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        }
+
+        if (cp == 0) {
+            return -1;                      /* \u0000 */
+        }
+
+        if (cp < 0x80) {
+            *w++ = (u_char) cp;
+
+        } else if (cp < 0x800) {
+            *w++ = (u_char) (0xc0 | cp >> 6);
+            *w++ = (u_char) (0x80 | (cp & 0x3f));
+
+        } else if (cp < 0x10000) {
+            *w++ = (u_char) (0xe0 | cp >> 12);
+            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+            *w++ = (u_char) (0x80 | (cp & 0x3f));
+
+        } else {
+            *w++ = (u_char) (0xf0 | cp >> 18);
+            *w++ = (u_char) (0x80 | ((cp >> 12) & 0x3f));
+            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+            *w++ = (u_char) (0x80 | (cp & 0x3f));
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * the end of a non-string value: a literal or number up to a delimiter,
+ * an array or object up to its matching bracket (strings inside skipped);
+ * cJSON then checks what lies between
+ */
+
+static u_char *
+ngx_http_idv_json_skip(u_char *p, u_char *end)
+{
+    size_t  depth;
+
+    if (*p != '[' && *p != '{') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' '
+               && *p != '\t' && *p != '\r' && *p != '\n')
+        {
+            p++;
+        }
+
+        return p;
+    }
+
+    depth = 0;
+
+    while (p < end) {
+
+        switch (*p++) {
+
+        case '[':
+        case '{':
+            depth++;
+            break;
+
+        case ']':
+        case '}':
+            if (--depth == 0) {
+                return p;
+            }
+            break;
+
+        case '"':
+            while (p < end && *p != '"') {
+                if (*p == '\\' && p + 1 < end) {
+                    p++;
+                }
+                p++;
+            }
+
+            if (p == end) {
+                return NULL;
+            }
+
+            p++;
+            break;
+        }
+    }
+
+    return NULL;
 }
 
 
