@@ -17,7 +17,6 @@ static void ngx_http_idv_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_process(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_req_cleanup(void *data);
-static void *ngx_http_idv_palloc(void *pool, size_t size);
 static void ngx_http_idv_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_respond(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
@@ -336,7 +335,9 @@ ngx_http_idv_req_cleanup(void *data)
 }
 
 
-static void *
+/* the pure core's allocators: aligned (structures), unaligned (bytes) */
+
+void *
 ngx_http_idv_palloc(void *pool, size_t size)
 {
     return ngx_palloc(pool, size);

@@ -168,6 +168,7 @@ ngx_int_t ngx_http_idv_add_answer_hook(ngx_conf_t *cf,
     ngx_http_idv_answer_pt hook);
 ngx_int_t ngx_http_idv_add_prepare_hook(ngx_conf_t *cf,
     ngx_http_idv_stage_pt hook);
+void *ngx_http_idv_palloc(void *pool, size_t size);
 void *ngx_http_idv_alloc(void *pool, size_t size);
 
 /* upstream: sign and send the call as a subrequest */

@@ -85,7 +85,6 @@ static ngx_buf_t *ngx_http_idv_sdk_error_buf(ngx_http_request_t *r,
     const char *code, ngx_str_t *message);
 static ngx_http_idv_sdk_ctx_t *ngx_http_idv_sdk_get_ctx(
     ngx_http_request_t *r);
-static void *ngx_http_idv_sdk_palloc(void *pool, size_t size);
 static ngx_buf_t *ngx_http_idv_sdk_error_page(ngx_http_request_t *r,
     ngx_uint_t status);
 
@@ -318,7 +317,7 @@ ngx_http_idv_sdk_process(ngx_http_request_t *r)
     v.query.len = r->args.len;
     v.body.data = body.data;
     v.body.len = body.len;
-    v.alloc = ngx_http_idv_sdk_palloc;
+    v.alloc = ngx_http_idv_palloc;
     v.alloc_data = r->pool;
 
     /* the path as sent: the SDKs sign "/" */
@@ -609,7 +608,7 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     rq = &ctx->req;
 
     rq->op = ctx->conf->op;
-    rq->alloc = ngx_http_idv_sdk_palloc;
+    rq->alloc = ngx_http_idv_palloc;
     rq->alloc_data = r->pool;
 
     for (i = 0; i < v->nparams; i++) {
@@ -923,13 +922,6 @@ ngx_http_idv_sdk_get_ctx(ngx_http_request_t *r)
     }
 
     return sctx;
-}
-
-
-static void *
-ngx_http_idv_sdk_palloc(void *pool, size_t size)
-{
-    return ngx_palloc(pool, size);
 }
 
 
