@@ -270,6 +270,17 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
             }
 
         } else {
+            /*
+             * a JSON value must start here: cJSON, which reads it below,
+             * would first skip a UTF-8 byte-order mark or control bytes
+             */
+
+            if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == 't'
+                  || *p == 'f' || *p == 'n' || *p == '[' || *p == '{'))
+            {
+                goto invalid;
+            }
+
             val = p;
             vend = ngx_http_idv_json_skip(p, end);
 
