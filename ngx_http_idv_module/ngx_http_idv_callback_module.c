@@ -636,11 +636,6 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
 
-    out = cJSON_CreateObject();
-    if (out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     /* the bound fields are not NUL-terminated: copied for cJSON */
 
     out = cJSON_CreateObject();

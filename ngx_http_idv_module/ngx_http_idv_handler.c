@@ -305,7 +305,10 @@ ngx_http_idv_read_body(ngx_http_request_t *r, ngx_str_t *body)
         b = cl->buf;
 
         if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            if (b->last != b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
             continue;
         }
 
@@ -520,6 +523,7 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char      *start, *end;
     cJSON       *root, *result, *passed;
+    const char  *tail;
     ngx_int_t    rc;
     ngx_uint_t   status, level;
 
@@ -563,9 +567,18 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     start = ctx->response->pos;
     end = ctx->response->last;
 
-    root = cJSON_ParseWithLength((char *) start, end - start);
+    root = cJSON_ParseWithLengthOpts((char *) start, end - start, &tail, 0);
 
-    if (root == NULL || !cJSON_IsObject(root)
+    /* one JSON object and nothing but white space after it */
+
+    while (root && tail < (const char *) end
+           && (*tail == ' ' || *tail == '\t' || *tail == '\r'
+               || *tail == '\n'))
+    {
+        tail++;
+    }
+
+    if (root == NULL || tail != (const char *) end || !cJSON_IsObject(root)
         || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "Code")))
     {
         cJSON_Delete(root);

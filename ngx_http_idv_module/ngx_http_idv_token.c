@@ -54,15 +54,21 @@ ngx_http_idv_token_encode(u_char *dst, const ngx_http_idv_token_t *t,
     *p++ = (u_char) t->expire;
 
     *p++ = (u_char) t->tenant.len;
-    memcpy(p, t->tenant.data, t->tenant.len);
+    if (t->tenant.len) {
+        memcpy(p, t->tenant.data, t->tenant.len);
+    }
     p += t->tenant.len;
 
     *p++ = (u_char) t->product.len;
-    memcpy(p, t->product.data, t->product.len);
+    if (t->product.len) {
+        memcpy(p, t->product.data, t->product.len);
+    }
     p += t->product.len;
 
     *p++ = (u_char) t->merchant_biz_id.len;
-    memcpy(p, t->merchant_biz_id.data, t->merchant_biz_id.len);
+    if (t->merchant_biz_id.len) {
+        memcpy(p, t->merchant_biz_id.data, t->merchant_biz_id.len);
+    }
     p += t->merchant_biz_id.len;
 
     if (ngx_http_idv_hmac_sha256(key, key_len, raw, p - raw, mac) != 0) {

@@ -263,9 +263,13 @@ sub offer {
 
         $passed += $pass;
 
-        cmp_ok(abs($pass - $expect), '<=', 2,
+        # the window is measured by the client: under the sanitizers
+        # nginx is several times slower and the two clocks drift further
+        my $tol = $ENV{ASAN_OPTIONS} ? 4 : 2;
+
+        cmp_ok(abs($pass - $expect), '<=', $tol,
                "$tenant: 10r/s burst=5 admits 6 + 10/s over the "
-               . "window (55 ± 2 over 5 s)")
+               . "window (55 ± $tol over 5 s)")
             or diag sprintf('passed %d, expected %.1f over %.3f s',
                             $pass, $expect, $span);
         diag sprintf('%s: %d passed, %d refused, window %.3f s',
