@@ -36,7 +36,7 @@
 #                        (default build/demo)
 #   IDV_DEMO_NO_CALL=1   the demo prints the example call without making it
 #   IDV_KEEP=1           keep the t/tmp/ directories of passing tests
-#   IDV_DEBIAN_MIRROR, IDV_DEBIAN_SECURITY_MIRROR
+#   IDV_DEBIAN_MIRROR
 #                        Debian mirrors for the source packages (nginx for
 #                        --asan, cjson for fuzz; default: those apt uses)
 #   IDV_FUZZ_JOBS        fuzz targets run at a time (default: nproc)
@@ -486,7 +486,7 @@ APT_SRC=$BUILD/apt-src
 APT_SRC_READY=
 
 apt_source() {
-    local dir=$1 apt=$APT_SRC codename mirror security keyring opts
+    local dir=$1 apt=$APT_SRC codename mirror keyring opts
     shift
 
     opts=(-o "Dir::Etc::SourceList=$apt/sources.list"
@@ -503,10 +503,6 @@ apt_source() {
         codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
         [ -n "$codename" ] || codename=bookworm
         mirror=$(debian_mirror "$codename")
-        security=$(IDV_DEBIAN_MIRROR=${IDV_DEBIAN_SECURITY_MIRROR:-} \
-                   debian_mirror "$codename-security")
-        [ "$security" = http://deb.debian.org/debian ] \
-            && security=http://deb.debian.org/debian-security
 
         keyring=
         [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] \
@@ -516,10 +512,12 @@ apt_source() {
         mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" \
                  "$apt/parts"
         {
+            # the main suite only: the security suite's index can name
+            # revisions whose files the reachable mirror does not hold,
+            # and the orig tarballs (all that is built) are the same in
+            # every revision
             printf 'deb-src %s%s %s main\n' "$keyring" "$mirror" "$codename"
             printf 'deb-src %s%s %s-updates main\n' "$keyring" "$mirror" \
-                   "$codename"
-            printf 'deb-src %s%s %s-security main\n' "$keyring" "$security" \
                    "$codename"
         } > "$apt/sources.list"
 
@@ -667,7 +665,18 @@ fetch_cjson_source() {
     say "build.sh: fetching Debian's cjson $ver source" >&2
 
     rm -rf "$dir/tmp"
-    apt_source "$dir/tmp" "cjson=$ver"
+
+    # the installed revision, or the main suite's when that one is not
+    # indexed there (same upstream 1.7.15)
+    if apt-cache -o Dir::Etc::SourceList="$APT_SRC/sources.list" \
+           -o Dir::Etc::SourceParts="$APT_SRC/parts" \
+           -o Dir::State::Lists="$APT_SRC/lists" \
+           showsrc "cjson=$ver" 2>/dev/null | grep -q '^Package: cjson'
+    then
+        apt_source "$dir/tmp" "cjson=$ver"
+    else
+        apt_source "$dir/tmp" cjson
+    fi
 
     set -- "$dir"/tmp/cjson-*/cJSON.c
     [ -f "$1" ] || die "apt-get source cjson=$ver brought no cJSON.c"
