@@ -307,7 +307,11 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     n = ngx_http_idv_store_get(st, tx->value.data, tx->value.len);
 
-    if (n && n->state == NGX_HTTP_IDV_CB_DELIVERED && n->vlen) {
+    /* a result is kept only when it was not forwarded: more than the tenant */
+
+    if (n && n->state == NGX_HTTP_IDV_CB_DELIVERED
+        && n->vlen > 1 + (size_t) ngx_http_idv_store_value(n)[0])
+    {
 
         /* the stored value: tenant length (1), tenant, result JSON */
 
@@ -725,7 +729,9 @@ ngx_http_idv_cb_forwarded(ngx_http_request_t *r)
         return;
     }
 
-    if (!ctx->failed && ctx->upstream_status >= 200
+    /* the backend's 2xx is what counts, not how long its answer was */
+
+    if ((!ctx->failed || ctx->too_large) && ctx->upstream_status >= 200
         && ctx->upstream_status < 300)
     {
         rc = ngx_http_idv_cb_finish(r, ctx);

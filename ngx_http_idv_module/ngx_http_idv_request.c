@@ -903,9 +903,11 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
             }
         }
 
-        if ((p->name.len == 13
-             && (memcmp(p->name.data, "MerchantBizId", 13) == 0
-                 || memcmp(p->name.data, "TransactionId", 13) == 0))
+        if (((p->name.len == 13
+              && (memcmp(p->name.data, "MerchantBizId", 13) == 0
+                  || memcmp(p->name.data, "TransactionId", 13) == 0))
+             || (p->name.len == 11
+                 && memcmp(p->name.data, "ProductCode", 11) == 0))
             && ngx_http_idv_id_check(v->value.data, v->value.len) != 0)
         {
             return ngx_http_idv_req_error(rq, 400, "InvalidParameter",

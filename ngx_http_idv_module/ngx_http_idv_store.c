@@ -9,6 +9,8 @@
 
 static ngx_int_t ngx_http_idv_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_idv_store_cmp(ngx_rbtree_key_t hash, u_char *key,
+    size_t klen, ngx_http_idv_store_node_t *n);
 static void ngx_http_idv_store_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_idv_store_expire(ngx_http_idv_store_t *st, time_t now,
@@ -139,17 +141,39 @@ ngx_http_idv_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
+/* the order of the tree: the hash, then the key's bytes, then its length */
+
+static ngx_int_t
+ngx_http_idv_store_cmp(ngx_rbtree_key_t hash, u_char *key, size_t klen,
+    ngx_http_idv_store_node_t *n)
+{
+    if (hash != n->node.key) {
+        return (hash < n->node.key) ? -1 : 1;
+    }
+
+    return ngx_memn2cmp(key, n->data, klen, n->klen);
+}
+
+
 static void
 ngx_http_idv_store_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_rbtree_node_t  **p;
+    ngx_rbtree_node_t          **p;
+    ngx_http_idv_store_node_t   *n;
+
+    n = (ngx_http_idv_store_node_t *) node;
 
     for ( ;; ) {
 
-        /* equal hashes go right: lookups compare the whole key */
+        /*
+         * colliding hashes are ordered by their keys, so that a lookup
+         * walks one path and finds every key
+         */
 
-        p = (node->key < temp->key) ? &temp->left : &temp->right;
+        p = (ngx_http_idv_store_cmp(node->key, n->data, n->klen,
+                                    (ngx_http_idv_store_node_t *) temp) < 0)
+            ? &temp->left : &temp->right;
 
         if (*p == sentinel) {
             break;
@@ -184,6 +208,7 @@ ngx_http_idv_store_node_t *
 ngx_http_idv_store_get(ngx_http_idv_store_t *st, u_char *key, size_t klen)
 {
     uint32_t                    hash;
+    ngx_int_t                   rc;
     ngx_rbtree_node_t          *node, *sentinel;
     ngx_http_idv_store_node_t  *n;
 
@@ -194,32 +219,29 @@ ngx_http_idv_store_get(ngx_http_idv_store_t *st, u_char *key, size_t klen)
 
     while (node != sentinel) {
 
-        if (hash < node->key) {
+        n = (ngx_http_idv_store_node_t *) node;
+
+        rc = ngx_http_idv_store_cmp(hash, key, klen, n);
+
+        if (rc < 0) {
             node = node->left;
             continue;
         }
 
-        if (hash > node->key) {
+        if (rc > 0) {
             node = node->right;
             continue;
         }
 
-        n = (ngx_http_idv_store_node_t *) node;
-
-        if (n->klen == klen && ngx_memcmp(n->data, key, klen) == 0) {
-
-            if (n->expire <= ngx_time()) {
-                ngx_http_idv_store_delete(st, n);
-                return NULL;
-            }
-
-            ngx_queue_remove(&n->lru);
-            ngx_queue_insert_head(&st->sh->lru, &n->lru);
-
-            return n;
+        if (n->expire <= ngx_time()) {
+            ngx_http_idv_store_delete(st, n);
+            return NULL;
         }
 
-        node = node->right;
+        ngx_queue_remove(&n->lru);
+        ngx_queue_insert_head(&st->sh->lru, &n->lru);
+
+        return n;
     }
 
     return NULL;

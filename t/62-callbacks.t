@@ -158,6 +158,15 @@ is($f->{status}, 200, 'duplicate callback: 200');
 is(scalar(delivered($t)), 1, 'duplicate callback: not forwarded again');
 
 
+# a forwarded result is not kept: CheckResult asks upstream, valid JSON
+my $calls0 = $t->mock_stats->{calls};
+my $cr0 = $t->post('/idv/result', { MerchantBizId => 'cb001',
+                   TransactionId => $tx }, 'X-Tenant' => 'acme');
+is($cr0->{status}, 200, 'CheckResult after a forwarded callback: 200');
+ok(defined $cr0->{json}, 'CheckResult after a forwarded callback: JSON');
+is($t->mock_stats->{calls}, $calls0 + 1,
+   'CheckResult after a forwarded callback: asks upstream');
+
 # forged, tampered, foreign and expired tokens
 
 my $r = $t->get("/idv/callback?callbackToken=AAAA&transactionId=$tx");
@@ -241,6 +250,20 @@ my $t4 = gateway(mock_port => $t->mock_port, key => "$dir/new.key");
 $r = $t4->get("/idv/callback?callbackToken=$token7&transactionId=$tx7");
 is($r->{status}, 403, 'once the old key is gone, its tokens are refused');
 $t4->stop;
+
+# TransactionIds whose CRC32 collide are still told apart by the guard
+my (undef, $tokc) = initialize($t, 'cbcol');
+my $before = scalar(delivered($t));
+for my $id ('3aa9ef9a346718b265cf3bd508c02723',
+            '0b29827805dde8fd5e233bb34be8240e',
+            'ffffffffffffffffffffffffffffffff',
+            '3aa9ef9a346718b265cf3bd508c02723')
+{
+    fire($t, $id, token => $tokc);
+}
+is(scalar(delivered($t)) - $before, 3,
+   'colliding TransactionIds: each delivered once');
+
 
 $t->ignore_log(qr/connect\(\) failed/);
 $t->stop;
