@@ -1,11 +1,30 @@
 
 /*
- * ngx_http_idv_module: a small keyed store in shared memory.
+ * ngx_http_idv_module: the keyed store.
  *
- * An rbtree keyed by a hash of the key, an LRU queue, an expiry per
- * entry; full zones evict the least recently used entries.  The state is
- * reused across reloads.  Callers hold the zone's mutex around every call
- * (ngx_http_idv_store_lock/unlock).
+ * The one place that keeps request state: rate-limit buckets, single
+ * flights and cached answers, ownership records, replay guards, nonces.
+ * A store is a named zone declared by a directive ("zone=NAME:SIZE"),
+ * served by a backend (shared memory today; Redis next) behind the same
+ * interface, so that no caller knows which backend answers.
+ *
+ * Callers describe what they want as a batch of operations on keys; the
+ * batch runs atomically (one lock in shared memory, one script in Redis)
+ * and may complete later: ngx_http_idv_store_run() returns NGX_AGAIN and
+ * calls the batch's handler when the results are in.  Shared memory
+ * always completes at once, but every caller is written for both.
+ *
+ * Keys are bytes of any length; a backend keeps a keyed 128-bit hash of
+ * them (SipHash with a random key per zone), never the key itself.
+ *
+ * Every entry has a lifetime.  An entry whose loss is harmless (a cached
+ * answer) is written without "keep" and may be evicted, least recently
+ * used first, to make room; an entry whose loss would break a guarantee
+ * (an in-flight marker, an ownership record, a nonce, a replay guard, a
+ * bucket) is written with "keep" and stays until it expires.  A zone that
+ * cannot make room fails the batch with NGX_HTTP_IDV_STORE_FULL: nothing
+ * of it is applied, an [error] line names the zone, a counter counts it,
+ * and the caller refuses the request (503 Gateway.StateFull).
  */
 
 
@@ -17,47 +36,158 @@
 #include <ngx_core.h>
 
 
+/* operations */
+#define NGX_HTTP_IDV_STORE_GET      1   /* the value, if the entry lives */
+#define NGX_HTTP_IDV_STORE_ADD      2   /* create, only if absent */
+#define NGX_HTTP_IDV_STORE_SET      3   /* create or replace */
+#define NGX_HTTP_IDV_STORE_INCR     4   /* add delta to a counter (int64) */
+#define NGX_HTTP_IDV_STORE_DELETE   5
+#define NGX_HTTP_IDV_STORE_CAS      6   /* replace if the value is "expect" */
+#define NGX_HTTP_IDV_STORE_BUCKET   7   /* leaky bucket: check and charge */
+
+/* a batch's outcome besides NGX_OK and NGX_ERROR */
+#define NGX_HTTP_IDV_STORE_FULL     NGX_BUSY
+
+
+typedef struct ngx_http_idv_store_s        ngx_http_idv_store_t;
+typedef struct ngx_http_idv_store_batch_s  ngx_http_idv_store_batch_t;
+
+
+/*
+ * One operation.  Results:
+ *
+ *   rc      NGX_OK: done (GET found, ADD created, CAS replaced, DELETE
+ *           removed, BUCKET admitted and charged);
+ *           NGX_DECLINED: GET or DELETE found nothing, ADD found a live
+ *           entry, CAS found another value or none, BUCKET refused;
+ *   value   GET, and ADD/CAS when declined: the entry's current value,
+ *           copied into the batch's pool;
+ *   number  INCR: the counter after the increment; BUCKET: the bucket's
+ *           level with this request, in milli-requests (as limit_req);
+ *   age     GET, and ADD/CAS when declined: milliseconds since the
+ *           entry was last written.
+ */
+
 typedef struct {
-    ngx_rbtree_node_t           node;           /* key: hash of the key */
-    ngx_queue_t                 lru;
-    time_t                      expire;
-    uint32_t                    vlen;
-    uint16_t                    klen;
-    u_char                      state;          /* the caller's */
-    u_char                      data[1];        /* key, then value */
-} ngx_http_idv_store_node_t;
+    ngx_http_idv_store_t       *store;
+    ngx_uint_t                  op;
+    ngx_str_t                   key;
 
+    ngx_str_t                   value;      /* ADD, SET, CAS: to write */
+    ngx_str_t                   expect;     /* CAS: the value replaced */
+    ngx_msec_t                  ttl;        /* ADD, SET, CAS; INCR when it
+                                               creates the counter */
+    int64_t                     delta;      /* INCR */
+
+    /* BUCKET: "rate" milli-requests per minute drain; a request costs
+       1000; refused when the level would exceed "burst" */
+    ngx_uint_t                  rate;
+    ngx_uint_t                  burst;
+    ngx_uint_t                  cost;       /* 0: look, charge nothing */
+
+    unsigned                    keep:1;     /* never evicted */
+    unsigned                    fill:1;     /* BUCKET: raise the level to
+                                               at least "cost", refuse
+                                               nothing */
+
+    /* results */
+    ngx_int_t                   rc;
+    ngx_str_t                   result;
+    int64_t                     number;
+    ngx_msec_t                  age;
+} ngx_http_idv_store_op_t;
+
+
+typedef void (*ngx_http_idv_store_handler_pt)(ngx_http_idv_store_batch_t *b);
+
+
+struct ngx_http_idv_store_batch_s {
+    ngx_http_idv_store_op_t    *ops;
+    ngx_uint_t                  nops;
+
+    ngx_pool_t                 *pool;       /* results are copied here */
+    ngx_log_t                  *log;
+
+    /* called when a batch that returned NGX_AGAIN completes */
+    ngx_http_idv_store_handler_pt  handler;
+    void                       *data;
+
+    /*
+     * NGX_OK, NGX_HTTP_IDV_STORE_FULL (nothing was applied), or
+     * NGX_ERROR (the backend failed: nothing may be assumed applied)
+     */
+    ngx_int_t                   rc;
+
+    /*
+     * all or nothing: when an ADD, CAS or BUCKET of the batch is
+     * declined, no write of the batch is applied (reads still report)
+     */
+    unsigned                    atomic:1;
+};
+
+
+/* a backend: what a store needs to run batches and report itself */
 
 typedef struct {
-    ngx_rbtree_t                rbtree;
-    ngx_rbtree_node_t           sentinel;
-    ngx_queue_t                 lru;
-    ngx_atomic_t                entries;
-    ngx_atomic_t                evictions;
-    time_t                      logged;         /* last "zone full" line */
-} ngx_http_idv_store_sh_t;
+    const char                 *name;
+
+    /* NGX_OK (b->rc set) or NGX_AGAIN (b->handler will be called) */
+    ngx_int_t                 (*run)(ngx_http_idv_store_batch_t *b);
+
+    /* occupancy for idv_zone_used_ratio, 0..1 */
+    double                    (*used)(ngx_http_idv_store_t *st);
+
+    /* counters: batches refused as full, entries evicted, entries */
+    ngx_uint_t                (*full)(ngx_http_idv_store_t *st);
+    ngx_uint_t                (*evicted)(ngx_http_idv_store_t *st);
+    ngx_uint_t                (*entries)(ngx_http_idv_store_t *st);
+} ngx_http_idv_store_backend_t;
 
 
-typedef struct {
-    ngx_http_idv_store_sh_t    *sh;
-    ngx_slab_pool_t            *shpool;
+struct ngx_http_idv_store_s {
     ngx_str_t                   name;
-} ngx_http_idv_store_t;
+    const char                 *kind;       /* "cache", "limit", ... */
+    void                       *tag;        /* the declaring module */
+
+    const ngx_http_idv_store_backend_t  *backend;
+    void                       *data;       /* the backend's */
+    ngx_shm_zone_t             *shm_zone;   /* shared memory backend */
+};
 
 
-#define ngx_http_idv_store_value(n)  ((n)->data + (n)->klen)
+/* what a zone directive declared, before the store exists */
+
+typedef struct {
+    ngx_str_t                   name;
+    ssize_t                     size;
+} ngx_http_idv_store_conf_t;
 
 
-ngx_shm_zone_t *ngx_http_idv_store_add(ngx_conf_t *cf, ngx_str_t *value,
-    void *tag);
-void ngx_http_idv_store_lock(ngx_http_idv_store_t *st);
-void ngx_http_idv_store_unlock(ngx_http_idv_store_t *st);
-ngx_http_idv_store_node_t *ngx_http_idv_store_get(ngx_http_idv_store_t *st,
-    u_char *key, size_t klen);
-ngx_http_idv_store_node_t *ngx_http_idv_store_set(ngx_http_idv_store_t *st,
-    u_char *key, size_t klen, size_t vlen, time_t expire, ngx_log_t *log);
-void ngx_http_idv_store_delete(ngx_http_idv_store_t *st,
-    ngx_http_idv_store_node_t *n);
+/*
+ * Parses a parameter of a zone directive that belongs to the store
+ * ("zone=NAME:SIZE"): NGX_OK when taken, NGX_DECLINED when it is the
+ * caller's, NGX_ERROR after an [emerg].
+ */
+ngx_int_t ngx_http_idv_store_param(ngx_conf_t *cf,
+    ngx_http_idv_store_conf_t *sc, ngx_str_t *value);
+
+/*
+ * Declares the store once every parameter is parsed: refuses a missing
+ * zone=, a duplicate name, and a size change on reload (the same message
+ * for every kind of zone); a zone of the same name and size is reused
+ * with its entries across reloads.
+ */
+ngx_http_idv_store_t *ngx_http_idv_store_add(ngx_conf_t *cf,
+    ngx_http_idv_store_conf_t *sc, const char *kind, void *tag);
+
+/* a store declared in this configuration, by name and declaring module */
+ngx_http_idv_store_t *ngx_http_idv_store_find(ngx_conf_t *cf,
+    ngx_str_t *name, void *tag);
+
+/* every store of the running configuration (for metrics), or NULL */
+ngx_array_t *ngx_http_idv_store_all(void);
+
+ngx_int_t ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b);
 
 
 #endif /* _NGX_HTTP_IDV_STORE_H_INCLUDED_ */
