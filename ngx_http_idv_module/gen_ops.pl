@@ -2,10 +2,11 @@
 
 # gen_ops.pl: write the operations table of ngx_http_idv_module.
 #
-# Reads data/actions.json (the API metadata: parameter placement and type)
-# and data/ops-overlay.json (hand-written: required sets, PII, image and
-# URL checks, alternatives, billable) next to this script and prints
-# ngx_http_idv_ops_table.c on stdout:
+# Reads data/actions.json (the API metadata: parameter placement and type,
+# result fields) and data/ops-overlay.json (hand-written: required sets,
+# PII, image and URL checks, alternatives, billable, what the action does
+# to transactions, retry safety, product codes) next to this script and
+# prints ngx_http_idv_ops_table.c on stdout:
 #
 #     perl ngx_http_idv_module/gen_ops.pl \
 #         > ngx_http_idv_module/ngx_http_idv_ops_table.c
@@ -15,7 +16,8 @@
 #
 # Any inconsistency between the two files (an unknown action or
 # parameter, an action without an overlay entry, a parameter both
-# required and required per product, ...) is fatal: the table is never
+# required and required per product, an action said to read by
+# TransactionId without that parameter, ...) is fatal: the table is never
 # generated from data that does not agree.
 
 use strict;
@@ -45,6 +47,20 @@ my @PFLAGS = qw(BODY PII IMAGE URL REQUIRED);
 
 # by_name and per-action flag lists of the overlay
 my %LISTS = (pii => 'PII', image => 'IMAGE', url => 'URL');
+
+# true/false keys of an action's overlay entry -> operation flags
+my @OPKEYS = (
+    [billable   => 'BILLABLE'],
+    [creates_tx => 'CREATES_TX'],
+    [reads_tx   => 'READS_TX'],
+    [reads_biz  => 'READS_BIZ'],
+    [retry_safe => 'RETRY_SAFE'],
+    [result     => 'RESULT'],
+);
+
+# output order of the flags of an operation (FORM is derived)
+my @OPFLAGS = qw(BILLABLE FORM CREATES_TX READS_TX READS_BIZ RETRY_SAFE
+                 RESULT);
 
 my $NAME_RE = qr/^[A-Za-z][A-Za-z0-9_]*$/;
 my $PRODUCT_RE = qr/^[A-Za-z0-9_.\-]+$/;
@@ -86,7 +102,8 @@ sub is_list_of_names {
 }
 
 
-# actions.json -> { Action => { params => { Param => { body, type } } } }
+# actions.json -> { Action => { params => { Param => { body, type } },
+#                                result_fields => { Field => 1 } } }
 
 sub load_actions {
     my ($path) = @_;
@@ -128,7 +145,17 @@ sub load_actions {
             };
         }
 
-        $ops{$action} = { params => \%params };
+        # the fields of Result in a successful answer
+
+        my $rf = $meta->{result_fields} // [];
+
+        die "$path: $action: \"result_fields\" is not a list of names\n"
+            unless is_list_of_names($rf);
+
+        $ops{$action} = {
+            params => \%params,
+            result_fields => { map { $_ => 1 } @$rf },
+        };
     }
 
     die "$path: no actions\n" unless %ops;
@@ -215,6 +242,14 @@ sub apply_overlay {
         apply_action($ops, $action, $entry, $path);
     }
 
+    # the callback confirms a verification with the one RESULT action
+
+    my @result = grep { $ops->{$_}{flags}{RESULT} } sort keys %$ops;
+
+    die "$path: \"result\" must be true for exactly one action, not "
+        . (@result ? join(', ', @result) : 'none') . "\n"
+        unless @result == 1;
+
     return $ops;
 }
 
@@ -232,19 +267,70 @@ sub apply_action {
             unless exists $params->{$name};
     };
 
+    my %opkey = map { $_->[0] => $_->[1] } @OPKEYS;
+
     for my $k (sort keys %$entry) {
         next if $k =~ /^_/;
         die "$where: unknown key \"$k\"\n"
-            unless $k =~ /^(billable|required|required_for|alternatives)$/
-                   || exists $LISTS{$k};
+            unless $k =~ /^(required|required_for|alternatives|products)$/
+                   || exists $LISTS{$k} || exists $opkey{$k};
     }
 
-    my $billable = $entry->{billable};
+    die "$where: \"billable\" must be given\n"
+        unless exists $entry->{billable};
 
-    die "$where: \"billable\" must be true or false\n"
-        unless defined $billable && JSON::PP::is_bool($billable);
+    # an action that names a transaction must say whether it reads it:
+    # silence would let it past the checks of the readers
 
-    $ops->{$action}{billable} = $billable ? 1 : 0;
+    die "$where: has a TransactionId parameter: \"reads_tx\" must be given\n"
+        if exists $params->{TransactionId} && !exists $entry->{reads_tx};
+
+    my $flags = $ops->{$action}{flags} = {};
+
+    for my $pair (@OPKEYS) {
+        my ($key, $flag) = @$pair;
+
+        next unless exists $entry->{$key};
+
+        my $v = $entry->{$key};
+
+        die "$where: \"$key\" must be true or false\n"
+            unless defined $v && JSON::PP::is_bool($v);
+
+        $flags->{$flag} = $v ? 1 : 0;
+    }
+
+    die "$where: reads_tx without a TransactionId parameter\n"
+        if $flags->{READS_TX} && !exists $params->{TransactionId};
+    die "$where: reads_biz without a MerchantBizId parameter\n"
+        if $flags->{READS_BIZ} && !exists $params->{MerchantBizId};
+    die "$where: creates_tx, but actions.json lists no TransactionId"
+        . " among its result fields\n"
+        if $flags->{CREATES_TX}
+           && !$ops->{$action}{result_fields}{TransactionId};
+    die "$where: both retry_safe and billable\n"
+        if $flags->{RETRY_SAFE} && $flags->{BILLABLE};
+    die "$where: both retry_safe and creates_tx (a repeat creates two)\n"
+        if $flags->{RETRY_SAFE} && $flags->{CREATES_TX};
+    die "$where: both reads_biz and creates_tx\n"
+        if $flags->{READS_BIZ} && $flags->{CREATES_TX};
+    die "$where: result, but not reads_tx and retry_safe\n"
+        if $flags->{RESULT} && !($flags->{READS_TX} && $flags->{RETRY_SAFE});
+
+    my $products;
+
+    if (exists $entry->{products}) {
+        $products = $entry->{products};
+
+        die "$where.products: the action has no ProductCode parameter\n"
+            unless exists $params->{ProductCode};
+        die "$where.products: not a non-empty list\n"
+            unless ref $products eq 'ARRAY' && @$products;
+
+        check_products("$where.products", $products);
+
+        $ops->{$action}{products} = product_string($products);
+    }
 
     for my $list (sort keys %LISTS) {
         next unless exists $entry->{$list};
@@ -281,25 +367,24 @@ sub apply_action {
         die "$where.required_for: \"$name\" is also in \"required\"\n"
             if $params->{$name}{flags}{REQUIRED};
 
-        my $products = $rf->{$name};
+        my $codes = $rf->{$name};
 
         die "$where.required_for.$name: not a non-empty list\n"
-            unless ref $products eq 'ARRAY' && @$products;
+            unless ref $codes eq 'ARRAY' && @$codes;
 
-        my %dup;
+        check_products("$where.required_for.$name", $codes);
 
-        for my $pc (@$products) {
-            die "$where.required_for.$name: bad product code\n"
-                if !defined $pc || ref $pc || $pc !~ $PRODUCT_RE;
-            die "$where.required_for.$name: \"$pc\" listed twice\n"
-                if $dup{$pc}++;
+        if (defined $products) {
+            my %known = map { $_ => 1 } @$products;
+
+            for my $pc (@$codes) {
+                die "$where.required_for.$name: \"$pc\" is not in"
+                    . " \"products\"\n"
+                    unless $known{$pc};
+            }
         }
 
-        # case-insensitive order, then bytes: " eKYC IDR_GLOBAL KYC_GLOBAL "
-
-        my @sorted = sort { lc($a) cmp lc($b) or $a cmp $b } @$products;
-
-        $params->{$name}{required_for} = ' ' . join(' ', @sorted) . ' ';
+        $params->{$name}{required_for} = product_string($codes);
     }
 
     my $alts = $entry->{alternatives} // [];
@@ -332,6 +417,32 @@ sub apply_action {
         die "$where.$name: both an image and a URL\n"
             if $p->{flags}{IMAGE} && $p->{flags}{URL};
     }
+}
+
+
+# a list of product codes: each well-formed, none twice
+
+sub check_products {
+    my ($where, $codes) = @_;
+
+    my %dup;
+
+    for my $pc (@$codes) {
+        die "$where: bad product code\n"
+            if !defined $pc || ref $pc || $pc !~ $PRODUCT_RE;
+        die "$where: \"$pc\" listed twice\n" if $dup{$pc}++;
+    }
+}
+
+
+# case-insensitive order, then bytes: " eKYC IDR_GLOBAL KYC_GLOBAL "
+
+sub product_string {
+    my ($codes) = @_;
+
+    my @sorted = sort { lc($a) cmp lc($b) or $a cmp $b } @$codes;
+
+    return ' ' . join(' ', @sorted) . ' ';
 }
 
 
@@ -407,7 +518,8 @@ sub generate {
  * ngx_http_idv_module: the rows of the operations table, one per action
  * of cloudauth-intl 2022-08-09: data/actions.json (placement and type)
  * merged with data/ops-overlay.json (required sets, PII, image and URL
- * checks, alternatives, billable).  Regenerate from the repository root:
+ * checks, alternatives, billable, transactions, retry safety, product
+ * codes).  Regenerate from the repository root:
  *
  *     perl ngx_http_idv_module/gen_ops.pl \
  *         > ngx_http_idv_module/ngx_http_idv_ops_table.c
@@ -455,16 +567,19 @@ EOT
         my $params = $ops->{$action}{params};
         my $n = scalar keys %$params;
         my $ind = ' ' x 6;
-        my @flags;
+        my %set = %{ $ops->{$action}{flags} };
 
-        push @flags, 'BILLABLE' if $ops->{$action}{billable};
-        push @flags, 'FORM' if grep { $_->{body} } values %$params;
+        $set{FORM} = 1 if grep { $_->{body} } values %$params;
+
+        my @flags = grep { $set{$_} } @OPFLAGS;
 
         $out .= "\n";
         $out .= "    { ngx_http_idv_string(\"$action\"),\n";
         $out .= $ind . ($n ? "ngx_http_idv_params_$action" : 'NULL') . ",\n";
         $out .= "$ind$n,\n";
-        $out .= $ind . flags_expr('NGX_HTTP_IDV_OP_', $ind, ' },', @flags)
+        $out .= $ind . flags_expr('NGX_HTTP_IDV_OP_', $ind, ',', @flags)
+                . "\n";
+        $out .= $ind . c_string($ops->{$action}{products}, $ind, ' },')
                 . "\n";
     }
 

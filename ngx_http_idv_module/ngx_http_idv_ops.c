@@ -13,6 +13,8 @@
 #include "ngx_http_idv_ops.h"
 
 
+static int ngx_http_idv_op_word(const char *list, const u_char *word,
+    size_t len);
 static int ngx_http_idv_op_cmp(const u_char *a, size_t alen,
     const u_char *b, size_t blen);
 
@@ -90,17 +92,10 @@ ngx_http_idv_op_param(const ngx_http_idv_op_t *op, const u_char *name,
 }
 
 
-/*
- * required_for is " CODE CODE ... ": the product must equal one whole
- * word, so neither "KYC" nor "eKYC IDR_GLOBAL" matches " eKYC IDR_GLOBAL "
- */
-
 int
 ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
     const u_char *product, size_t len)
 {
-    const char  *s, *word;
-
     if (p == NULL) {
         return 0;
     }
@@ -109,11 +104,50 @@ ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
         return 1;
     }
 
-    if (p->required_for == NULL || product == NULL || len == 0) {
+    if (p->required_for == NULL) {
         return 0;
     }
 
-    s = p->required_for;
+    return ngx_http_idv_op_word(p->required_for, product, len);
+}
+
+
+/*
+ * A row without products either has no ProductCode or does not know its
+ * values: nothing to check against, so every code passes.
+ */
+
+int
+ngx_http_idv_op_product_known(const ngx_http_idv_op_t *op,
+    const u_char *product, size_t len)
+{
+    if (op == NULL) {
+        return 0;
+    }
+
+    if (op->products == NULL) {
+        return 1;
+    }
+
+    return ngx_http_idv_op_word(op->products, product, len);
+}
+
+
+/*
+ * list is " CODE CODE ... ": the word must equal one whole code, so
+ * neither "KYC" nor "eKYC IDR_GLOBAL" is in " eKYC IDR_GLOBAL "
+ */
+
+static int
+ngx_http_idv_op_word(const char *list, const u_char *word, size_t len)
+{
+    const char  *s, *w;
+
+    if (word == NULL || len == 0) {
+        return 0;
+    }
+
+    s = list;
 
     for ( ;; ) {
         while (*s == ' ') {
@@ -124,13 +158,13 @@ ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
             return 0;
         }
 
-        word = s;
+        w = s;
 
         while (*s != ' ' && *s != '\0') {
             s++;
         }
 
-        if ((size_t) (s - word) == len && memcmp(word, product, len) == 0) {
+        if ((size_t) (s - w) == len && memcmp(w, word, len) == 0) {
             return 1;
         }
     }

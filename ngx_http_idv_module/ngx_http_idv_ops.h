@@ -5,8 +5,8 @@
  * One row per action of cloudauth-intl 2022-08-09.  The rows are
  * generated from data/actions.json by gen_ops.pl (placement and type)
  * merged with data/ops-overlay.json (required sets, PII, image and URL
- * checks, retry safety); t/unit/test_ops.c proves the table and the JSON
- * agree.
+ * checks, what the action does to transactions, retry safety, product
+ * codes); t/unit/test_ops.c proves the table and the JSON agree.
  */
 
 
@@ -31,9 +31,21 @@
 #define NGX_HTTP_IDV_P_URL          0x08    /* must be an http(s) URL */
 #define NGX_HTTP_IDV_P_REQUIRED     0x10    /* required for every product */
 
-/* operation flags */
+/*
+ * operation flags; the overlay's comment says which action has which and
+ * why.  CREATES_TX: a successful answer carries a new Result.TransactionId
+ * for later calls.  READS_TX, READS_BIZ: the TransactionId, MerchantBizId
+ * parameter names an earlier transaction.  RETRY_SAFE: a repeat after a
+ * transport failure, throttling or a transient 5xx cannot bill or change
+ * anything twice.  RESULT: the final answer is the authoritative result.
+ */
 #define NGX_HTTP_IDV_OP_BILLABLE    0x01    /* a repeat may bill twice */
 #define NGX_HTTP_IDV_OP_FORM        0x02    /* SDK always sends a form body */
+#define NGX_HTTP_IDV_OP_CREATES_TX  0x04    /* issues a TransactionId */
+#define NGX_HTTP_IDV_OP_READS_TX    0x08    /* reads by TransactionId */
+#define NGX_HTTP_IDV_OP_READS_BIZ   0x10    /* reads by MerchantBizId */
+#define NGX_HTTP_IDV_OP_RETRY_SAFE  0x20    /* a repeat cannot bill twice */
+#define NGX_HTTP_IDV_OP_RESULT      0x40    /* the authoritative result */
 
 
 typedef struct {
@@ -54,6 +66,9 @@ typedef struct {
     const ngx_http_idv_op_param_t  *params;     /* sorted by name (bytes) */
     size_t                      nparams;
     unsigned                    flags;
+    /* space-separated product codes the action documents, e.g.
+       " eKYC_MIN ", or NULL: no ProductCode, or its values unknown */
+    const char                 *products;
 } ngx_http_idv_op_t;
 
 
@@ -65,6 +80,8 @@ const ngx_http_idv_op_t *ngx_http_idv_op_find(const u_char *name, size_t len);
 const ngx_http_idv_op_param_t *ngx_http_idv_op_param(
     const ngx_http_idv_op_t *op, const u_char *name, size_t len);
 int ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
+    const u_char *product, size_t len);
+int ngx_http_idv_op_product_known(const ngx_http_idv_op_t *op,
     const u_char *product, size_t len);
 
 

@@ -28,12 +28,32 @@
                          |NGX_HTTP_IDV_P_URL|NGX_HTTP_IDV_P_REQUIRED)
 
 
+/* the true/false keys of an overlay entry and the flag each sets */
+
+static const struct {
+    const char  *key;
+    unsigned     flag;
+} test_op_keys[] = {
+    { "billable",   NGX_HTTP_IDV_OP_BILLABLE },
+    { "creates_tx", NGX_HTTP_IDV_OP_CREATES_TX },
+    { "reads_tx",   NGX_HTTP_IDV_OP_READS_TX },
+    { "reads_biz",  NGX_HTTP_IDV_OP_READS_BIZ },
+    { "retry_safe", NGX_HTTP_IDV_OP_RETRY_SAFE },
+    { "result",     NGX_HTTP_IDV_OP_RESULT },
+    { NULL, 0 }
+};
+
+
 static cJSON *test_load(const char *path);
 static const ngx_http_idv_op_t *test_op(const char *name);
 static const ngx_http_idv_op_param_t *test_param(const ngx_http_idv_op_t *op,
     const char *name);
 static int test_required(const ngx_http_idv_op_param_t *p,
     const char *product);
+static int test_known(const ngx_http_idv_op_t *op, const char *product);
+static int test_words_in(const char *list, const ngx_http_idv_op_t *op);
+static int test_op_key(const char *key);
+static int test_list_format(const char *s);
 static int test_cmp(const ngx_http_idv_str_t *a, const ngx_http_idv_str_t *b);
 static int test_is(const ngx_http_idv_str_t *s, const char *name);
 static int test_in_list(const cJSON *list, const char *name);
@@ -41,6 +61,8 @@ static int test_listed(const cJSON *by_name, const cJSON *entry,
     const char *list, const char *name);
 static int test_words(const char *s);
 static const cJSON *test_json_param(const cJSON *action, const char *name);
+static const cJSON *test_json_action(const cJSON *actions,
+    const ngx_http_idv_str_t *name);
 static int test_type(const char *type);
 static int test_near_misses(const ngx_http_idv_str_t *name,
     const ngx_http_idv_op_t *op, const ngx_http_idv_op_param_t *p);
@@ -54,6 +76,8 @@ static void test_overlay_rows(const cJSON *overlay);
 static void test_required_for_format(void);
 static void test_initialize(void);
 static void test_seed_actions(void);
+static void test_semantics(const cJSON *actions);
+static void test_products(void);
 static void test_pii(void);
 static void test_images(void);
 
@@ -86,6 +110,8 @@ main(int argc, char **argv)
     test_required_for_format();
     test_initialize();
     test_seed_actions();
+    test_semantics(actions);
+    test_products();
     test_pii();
     test_images();
 
@@ -431,7 +457,37 @@ test_overlay_names(const cJSON *actions, const cJSON *overlay)
         }
 
         cJSON_ArrayForEach(v, entry) {
-            if (v->string[0] == '_' || strcmp(v->string, "billable") == 0) {
+            if (v->string[0] == '_') {
+                continue;
+            }
+
+            if (test_op_key(v->string) >= 0) {
+                if (!cJSON_IsBool(v)) {
+                    printf("# %s: \"%s\" is not true or false\n",
+                           entry->string, v->string);
+                    ok = 0;
+                }
+
+                continue;
+            }
+
+            if (strcmp(v->string, "products") == 0) {
+                if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0
+                    || test_json_param(action, "ProductCode") == NULL)
+                {
+                    printf("# %s.products: not a non-empty list, or no "
+                           "ProductCode parameter\n", entry->string);
+                    ok = 0;
+                }
+
+                cJSON_ArrayForEach(item, v) {
+                    if (!cJSON_IsString(item)) {
+                        printf("# %s.products: not a string\n",
+                               entry->string);
+                        ok = 0;
+                    }
+                }
+
                 continue;
             }
 
@@ -516,9 +572,9 @@ test_overlay_names(const cJSON *actions, const cJSON *overlay)
 static void
 test_overlay_rows(const cJSON *overlay)
 {
-    int                             ok, billable;
-    size_t                          i, j;
-    unsigned                        want;
+    int                             ok, set;
+    size_t                          i, j, k;
+    unsigned                        want, known;
     const char                     *alt, *x, *y;
     const cJSON                    *by_name, *entries, *entry, *rf;
     const cJSON                    *products, *pc, *pair;
@@ -545,13 +601,55 @@ test_overlay_rows(const cJSON *overlay)
             continue;
         }
 
-        billable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry,
-                                                                 "billable"));
+        /* every operation flag but FORM is the overlay's; no others */
 
-        if (billable != ((op->flags & NGX_HTTP_IDV_OP_BILLABLE) != 0)) {
-            printf("# %s: billable %d in the overlay\n", entry->string,
-                   billable);
+        known = NGX_HTTP_IDV_OP_FORM;
+
+        for (k = 0; test_op_keys[k].key != NULL; k++) {
+            known |= test_op_keys[k].flag;
+            set = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry,
+                                                      test_op_keys[k].key));
+
+            if (set != ((op->flags & test_op_keys[k].flag) != 0)) {
+                printf("# %s: %s is %s in the overlay, %s in the table\n",
+                       entry->string, test_op_keys[k].key,
+                       set ? "true" : "false", set ? "clear" : "set");
+                ok = 0;
+            }
+        }
+
+        if (op->flags & ~known) {
+            printf("# %s: unknown operation flags 0x%x\n", entry->string,
+                   op->flags & ~known);
             ok = 0;
+        }
+
+        /* products: the same set of codes, or NULL for none */
+
+        products = cJSON_GetObjectItemCaseSensitive(entry, "products");
+
+        if ((products == NULL) != (op->products == NULL)) {
+            printf("# %s: products %s\n", entry->string,
+                   op->products ? op->products : "NULL");
+            ok = 0;
+
+        } else if (products != NULL) {
+            if (test_words(op->products) != cJSON_GetArraySize(products)) {
+                printf("# %s: products \"%s\" has other codes\n",
+                       entry->string, op->products);
+                ok = 0;
+            }
+
+            cJSON_ArrayForEach(pc, products) {
+                if (!cJSON_IsString(pc)
+                    || test_known(op, pc->valuestring) != 1)
+                {
+                    printf("# %s: %s is not a known product\n",
+                           entry->string,
+                           cJSON_IsString(pc) ? pc->valuestring : "?");
+                    ok = 0;
+                }
+            }
         }
 
         rf = cJSON_GetObjectItemCaseSensitive(entry, "required_for");
@@ -659,8 +757,9 @@ test_overlay_rows(const cJSON *overlay)
             }
         }
 
-        tap_ok(ok, "%s: billable, flags, required sets and alternatives "
-               "are the overlay's", entry->string);
+        tap_ok(ok, "%s: operation flags, products, parameter flags, "
+               "required sets and alternatives are the overlay's",
+               entry->string);
     }
 }
 
@@ -669,7 +768,7 @@ static void
 test_required_for_format(void)
 {
     int                             ok;
-    size_t                          i, j, len;
+    size_t                          i, j;
     const char                     *s;
     const ngx_http_idv_op_param_t  *p;
 
@@ -684,10 +783,7 @@ test_required_for_format(void)
                 continue;
             }
 
-            len = strlen(s);
-
-            if (len < 3 || s[0] != ' ' || s[len - 1] != ' '
-                || strstr(s, "  ") != NULL
+            if (!test_list_format(s)
                 || (p->flags & NGX_HTTP_IDV_P_REQUIRED))
             {
                 printf("# %.*s: required_for \"%s\"\n",
@@ -831,12 +927,14 @@ test_seed_actions(void)
             NULL },
           { "FacePictureBase64", "FacePictureUrl", "IdOcrPictureBase64",
             "IdOcrPictureUrl" },
-          NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM },
+          NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM
+          |NGX_HTTP_IDV_OP_CREATES_TX },
 
         { "CheckResult",
           { "MerchantBizId", "TransactionId", NULL },
           { "IsReturnImage", NULL },
-          0 },
+          NGX_HTTP_IDV_OP_READS_TX|NGX_HTTP_IDV_OP_READS_BIZ
+          |NGX_HTTP_IDV_OP_RETRY_SAFE|NGX_HTTP_IDV_OP_RESULT },
 
         { "Id2MetaVerifyIntl",
           { "ProductCode", "ParamType", "IdentifyNum", "UserName", NULL },
@@ -880,13 +978,257 @@ test_seed_actions(void)
     op = test_op("CheckResult");
 
     tap_ok(op != NULL && op->nparams == 5
-           && !(op->flags & NGX_HTTP_IDV_OP_BILLABLE),
+           && !(op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+           && (op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE),
            "CheckResult: a read, safe to retry");
 
     op = test_op("Id2MetaVerifyIntl");
 
     tap_ok(op != NULL && !(op->flags & NGX_HTTP_IDV_OP_FORM),
            "Id2MetaVerifyIntl: query only, no form body");
+}
+
+
+/* what each action does to transactions, and which may be repeated */
+
+static void
+test_semantics(const cJSON *actions)
+{
+    int                       ok, n, tx;
+    size_t                    i;
+    const cJSON              *fields;
+    const ngx_http_idv_op_t  *op, *result;
+
+    static const char  *creates[] = {
+        "Initialize", "EkycVerify", "FaceLiveness", "DocOcr", "DocOcrMax",
+        "CardOcr", "FaceCompare", "CredentialSubmitIntl", NULL
+    };
+
+    static const char  *reads[] = {
+        "CheckResult", "CheckVerifyLog", "CredentialGetResultIntl",
+        "DeleteVerifyResult", NULL
+    };
+
+    op = test_op("Initialize");
+
+    tap_ok(op != NULL && (op->flags & NGX_HTTP_IDV_OP_CREATES_TX)
+           && (op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+           && !(op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE),
+           "Initialize: creates a transaction, billable, never retried");
+
+    op = test_op("CheckResult");
+
+    tap_ok(op != NULL && (op->flags & NGX_HTTP_IDV_OP_READS_TX)
+           && (op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE)
+           && (op->flags & NGX_HTTP_IDV_OP_RESULT)
+           && !(op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+           && !(op->flags & NGX_HTTP_IDV_OP_CREATES_TX),
+           "CheckResult: reads by TransactionId, safe to retry, the "
+           "authoritative result, not billable");
+
+    op = test_op("CheckVerifyLog");
+
+    tap_ok(op != NULL && (op->flags & NGX_HTTP_IDV_OP_READS_BIZ)
+           && (op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE)
+           && !(op->flags & NGX_HTTP_IDV_OP_CREATES_TX),
+           "CheckVerifyLog: reads by MerchantBizId, safe to retry");
+
+    for (i = 0; creates[i] != NULL; i++) {
+        op = test_op(creates[i]);
+
+        tap_ok(op != NULL && (op->flags & NGX_HTTP_IDV_OP_CREATES_TX),
+               "%s: creates a transaction", creates[i]);
+    }
+
+    for (i = 0; reads[i] != NULL; i++) {
+        op = test_op(reads[i]);
+
+        tap_ok(op != NULL && (op->flags & NGX_HTTP_IDV_OP_READS_TX)
+               && !(op->flags & NGX_HTTP_IDV_OP_CREATES_TX),
+               "%s: reads by TransactionId, creates none", reads[i]);
+    }
+
+    op = test_op("Id2MetaVerifyIntl");
+
+    tap_ok(op != NULL && !(op->flags & NGX_HTTP_IDV_OP_CREATES_TX),
+           "Id2MetaVerifyIntl: its answer has no TransactionId, so it "
+           "creates none");
+
+    ok = 1;
+    n = 0;
+    result = NULL;
+
+    for (i = 0; i < ngx_http_idv_nops; i++) {
+        op = &ngx_http_idv_ops[i];
+
+        if ((op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+            && (op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE))
+        {
+            printf("# %.*s: both billable and retry_safe\n",
+                   (int) op->name.len, (char *) op->name.data);
+            ok = 0;
+        }
+
+        if (op->flags & NGX_HTTP_IDV_OP_RESULT) {
+            result = op;
+            n++;
+        }
+    }
+
+    tap_ok(ok, "no action is both billable and safe to retry");
+
+    tap_ok(n == 1 && result == test_op("CheckResult"),
+           "CheckResult is the one action with the authoritative result "
+           "(%d)", n);
+
+    ok = 1;
+
+    for (i = 0; i < ngx_http_idv_nops; i++) {
+        op = &ngx_http_idv_ops[i];
+        tx = (test_param(op, "TransactionId") != NULL);
+
+        if (tx != ((op->flags & NGX_HTTP_IDV_OP_READS_TX) != 0)
+            || ((op->flags & NGX_HTTP_IDV_OP_READS_BIZ)
+                && test_param(op, "MerchantBizId") == NULL))
+        {
+            printf("# %.*s: reads a transaction without the parameter "
+                   "that names it, or the reverse\n",
+                   (int) op->name.len, (char *) op->name.data);
+            ok = 0;
+        }
+    }
+
+    tap_ok(ok, "an action reads by TransactionId exactly when it has that "
+           "parameter, by MerchantBizId only when it has that one");
+
+    ok = 1;
+
+    for (i = 0; i < ngx_http_idv_nops; i++) {
+        op = &ngx_http_idv_ops[i];
+
+        if (!(op->flags & NGX_HTTP_IDV_OP_CREATES_TX)) {
+            continue;
+        }
+
+        fields = cJSON_GetObjectItemCaseSensitive(
+                     test_json_action(actions, &op->name), "result_fields");
+
+        if (!test_in_list(fields, "TransactionId")
+            || (op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE)
+            || (op->flags & NGX_HTTP_IDV_OP_READS_BIZ))
+        {
+            printf("# %.*s: creates a transaction, but its answer has no "
+                   "TransactionId, or it is retried or reads by "
+                   "MerchantBizId\n",
+                   (int) op->name.len, (char *) op->name.data);
+            ok = 0;
+        }
+    }
+
+    tap_ok(ok, "every action that creates a transaction answers with a "
+           "TransactionId, is never retried and reads none by "
+           "MerchantBizId");
+}
+
+
+/* the documented product codes of an action, and the check against them */
+
+static void
+test_products(void)
+{
+    int                             ok;
+    size_t                          i, j;
+    const ngx_http_idv_op_t        *op;
+    const ngx_http_idv_op_param_t  *p;
+
+    static const char  *initialize_yes[] = {
+        "eKYC", "ID_OCR", "IDR_GLOBAL", "KYC_GLOBAL", "OCR_GLOBAL",
+        "FACE_LIVENESS", NULL
+    };
+
+    static const char  *initialize_no[] = {
+        "X1", "", "eKY", "EKYC", "ekyc", "eKYC ", " eKYC", "eKYC ID_OCR",
+        "ID_2META", " ", NULL
+    };
+
+    static const char  *unlisted[] = {
+        "CheckResult", "KeepaliveIntl", "FaceCompare", "CardOcr", NULL
+    };
+
+    ok = 1;
+
+    for (i = 0; i < ngx_http_idv_nops; i++) {
+        op = &ngx_http_idv_ops[i];
+
+        if (op->products == NULL) {
+            continue;
+        }
+
+        if (!test_list_format(op->products)
+            || test_param(op, "ProductCode") == NULL)
+        {
+            printf("# %.*s: products \"%s\"\n", (int) op->name.len,
+                   (char *) op->name.data, op->products);
+            ok = 0;
+        }
+
+        /* a product that requires a parameter is a product of the action */
+
+        for (j = 0; j < op->nparams; j++) {
+            p = &op->params[j];
+
+            if (p->required_for != NULL
+                && !test_words_in(p->required_for, op))
+            {
+                printf("# %.*s.%.*s: required for an unlisted product\n",
+                       (int) op->name.len, (char *) op->name.data,
+                       (int) p->name.len, (char *) p->name.data);
+                ok = 0;
+            }
+        }
+    }
+
+    tap_ok(ok, "products are \" CODE ... CODE \", only of actions with a "
+           "ProductCode, and include every code of required_for");
+
+    op = test_op("Initialize");
+
+    for (i = 0; initialize_yes[i] != NULL; i++) {
+        tap_ok(test_known(op, initialize_yes[i]) == 1,
+               "Initialize: %s is a documented product", initialize_yes[i]);
+    }
+
+    for (i = 0; initialize_no[i] != NULL; i++) {
+        tap_ok(test_known(op, initialize_no[i]) == 0,
+               "Initialize: \"%s\" is not a documented product",
+               initialize_no[i]);
+    }
+
+    op = test_op("EkycVerify");
+
+    tap_ok(test_known(op, "eKYC_MIN") == 1 && test_known(op, "eKYC") == 0,
+           "EkycVerify: eKYC_MIN is its product, eKYC is not");
+
+    op = test_op("Id2MetaVerifyIntl");
+
+    tap_ok(test_known(op, "ID_2META") == 1 && test_known(op, "X1") == 0
+           && test_known(op, "ID_2MET") == 0
+           && test_known(op, "ID_2METAX") == 0,
+           "Id2MetaVerifyIntl: ID_2META is its product, X1 and near "
+           "misses are not");
+
+    for (i = 0; unlisted[i] != NULL; i++) {
+        op = test_op(unlisted[i]);
+
+        tap_ok(op != NULL && op->products == NULL
+               && test_known(op, "X1") == 1 && test_known(op, "") == 1,
+               "%s: lists no products, so any code passes", unlisted[i]);
+    }
+
+    tap_ok(ngx_http_idv_op_product_known(NULL, (u_char *) "eKYC", 4) == 0,
+           "a NULL action knows no product");
+    tap_ok(ngx_http_idv_op_product_known(test_op("Initialize"), NULL, 0)
+           == 0, "Initialize: a NULL product is not documented");
 }
 
 
@@ -1230,6 +1572,88 @@ test_required(const ngx_http_idv_op_param_t *p, const char *product)
 }
 
 
+static int
+test_known(const ngx_http_idv_op_t *op, const char *product)
+{
+    int      rc;
+    size_t   len;
+    u_char  *buf;
+
+    len = strlen(product);
+    buf = malloc(len ? len : 1);
+
+    if (buf == NULL) {
+        return -1;
+    }
+
+    memcpy(buf, product, len);
+    rc = ngx_http_idv_op_product_known(op, buf, len);
+    free(buf);
+
+    return rc;
+}
+
+
+/* every code of a " CODE ... CODE " list is a product of the action */
+
+static int
+test_words_in(const char *list, const ngx_http_idv_op_t *op)
+{
+    const char  *s, *w;
+
+    s = list;
+
+    for ( ;; ) {
+        while (*s == ' ') {
+            s++;
+        }
+
+        if (*s == '\0') {
+            return 1;
+        }
+
+        w = s;
+
+        while (*s != ' ' && *s != '\0') {
+            s++;
+        }
+
+        if (ngx_http_idv_op_product_known(op, (u_char *) w, s - w) != 1) {
+            return 0;
+        }
+    }
+}
+
+
+static int
+test_op_key(const char *key)
+{
+    int  k;
+
+    for (k = 0; test_op_keys[k].key != NULL; k++) {
+        if (strcmp(test_op_keys[k].key, key) == 0) {
+            return k;
+        }
+    }
+
+    return -1;
+}
+
+
+/* " CODE ... CODE ": spaces around, one between, at least one code */
+
+static int
+test_list_format(const char *s)
+{
+    size_t  len;
+
+    len = strlen(s);
+
+    return len >= 3 && s[0] == ' ' && s[len - 1] == ' '
+           && strstr(s, "  ") == NULL;
+}
+
+
 /* an independent byte-order comparison: strcmp() of the two names */
 
 static int
@@ -1339,6 +1763,21 @@ test_json_param(const cJSON *action, const char *name)
 
         if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0) {
             return param;
+        }
+    }
+
+    return NULL;
+}
+
+
+static const cJSON *
+test_json_action(const cJSON *actions, const ngx_http_idv_str_t *name)
+{
+    const cJSON  *action;
+
+    cJSON_ArrayForEach(action, actions) {
+        if (test_is(name, action->string)) {
+            return action;
         }
     }
 
