@@ -230,8 +230,9 @@ static ngx_int_t ngx_http_idv_cache_send_result(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idv_cache_age(ngx_http_request_t *r,
     ngx_msec_t age);
 
-static void ngx_http_idv_cache_answer(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static ngx_int_t ngx_http_idv_cache_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_cache_json_cleanup(void *data);
 static void ngx_http_idv_cache_land(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx, cJSON *root);
 static void ngx_http_idv_cache_fail(ngx_http_request_t *r,
@@ -419,7 +420,7 @@ ngx_http_idv_cache_stage(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    cctx = ctx->cache;
+    cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
 
     if (cctx == NULL) {
         cctx = ngx_http_idv_cache_create(r, ctx, conf);
@@ -427,7 +428,7 @@ ngx_http_idv_cache_stage(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->cache = cctx;
+        ngx_http_set_ctx(r, cctx, ngx_http_idv_cache_module);
     }
 
     switch (cctx->kind) {
@@ -491,10 +492,12 @@ ngx_http_idv_cache_create(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         return NULL;
     }
 
-    if (ctx->conf->op->name.len == sizeof("Initialize") - 1
-        && ngx_strncmp(ctx->conf->op->name.data, "Initialize",
-                       sizeof("Initialize") - 1) == 0)
+    if (ctx->conf->op->flags & NGX_HTTP_IDV_OP_CREATES_TX
+        && ctx->conf->op->flags & NGX_HTTP_IDV_OP_BILLABLE
+        && ngx_http_idv_op_param(ctx->conf->op, (u_char *) "CallbackToken",
+                                 sizeof("CallbackToken") - 1))
     {
+        /* an Initialize: a transaction the client completes later */
         cctx->kind = NGX_HTTP_IDV_CACHE_INITIALIZE;
 
     } else if (ctx->transaction_id.len) {
@@ -771,11 +774,11 @@ conflict:
                   "within the ttl of idv_cache zone \"%V\"",
                   &ctx->merchant_biz_id, &zone->shm_zone->shm.name);
 
-    return ngx_http_idv_send_error(r, ctx, NGX_HTTP_CONFLICT,
-                                   "Gateway.IdempotencyConflict",
-                                   "This MerchantBizId was used with other "
-                                   "parameters; use a new MerchantBizId for "
-                                   "a new verification");
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
+                              "Gateway.IdempotencyConflict",
+                              "This MerchantBizId was used with other "
+                              "parameters; use a new MerchantBizId for a new "
+                              "verification");
 }
 
 
@@ -840,11 +843,11 @@ ngx_http_idv_cache_wait(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_CONFLICT,
-                                       "Gateway.IdempotencyInProgress",
-                                       "An identical Initialize is still "
-                                       "waiting for ID Verification; retry "
-                                       "with the same MerchantBizId");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
+                                  "Gateway.IdempotencyInProgress",
+                                  "An identical Initialize is still waiting "
+                                  "for ID Verification; retry with the same "
+                                  "MerchantBizId");
     }
 
     if (!cctx->queued) {
@@ -975,10 +978,10 @@ forbidden:
 
     /* one answer for "another tenant's" and "unknown": no oracle */
 
-    return ngx_http_idv_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
-                                   "Forbidden.Tenant",
-                                   "The TransactionId does not belong to "
-                                   "this tenant");
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                              "Forbidden.Tenant",
+                              "The TransactionId does not belong to this "
+                              "tenant");
 }
 
 
@@ -993,10 +996,7 @@ ngx_http_idv_cache_result_allowed(ngx_http_idv_ctx_t *ctx)
     size_t                 i;
     ngx_http_idv_param_t  *p;
 
-    if (ctx->conf->op->name.len != sizeof("CheckResult") - 1
-        || ngx_strncmp(ctx->conf->op->name.data, "CheckResult",
-                       sizeof("CheckResult") - 1) != 0)
-    {
+    if (!(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)) {
         return 0;
     }
 
@@ -1131,7 +1131,7 @@ ngx_http_idv_cache_send_data(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                    "MerchantBizId \"%V\"",
                    &ctx->transaction_id, age, &ctx->merchant_biz_id);
 
-    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, NULL, start, p);
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, start, p, NULL);
 }
 
 
@@ -1162,8 +1162,8 @@ ngx_http_idv_cache_send_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     ctx->cached = 1;
 
-    return ngx_http_idv_send_error(r, ctx, err->status, (char *) code,
-                                   (char *) message);
+    return ngx_http_idv_error(r, ctx, err->status, (char *) code,
+                              (char *) message);
 }
 
 
@@ -1172,7 +1172,8 @@ ngx_http_idv_cache_send_result(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_result_t *res,
     ngx_msec_t age)
 {
-    cJSON  *root;
+    cJSON               *root;
+    ngx_pool_cleanup_t  *cln;
 
     if (ngx_http_idv_cache_age(r, age) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1181,18 +1182,33 @@ ngx_http_idv_cache_send_result(ngx_http_request_t *r,
     root = NULL;
 
     if (ctx->conf->expand_json) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         root = cJSON_ParseWithLength((char *) res->data, res->len);
         if (root == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        cln->handler = ngx_http_idv_cache_json_cleanup;
+        cln->data = root;
     }
 
     ctx->cached = 1;
     ctx->passed = res->passed;
     ctx->code = ngx_http_idv_cache_success;
 
-    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, root, res->data,
-                                      res->data + res->len);
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, res->data,
+                              res->data + res->len, root);
+}
+
+
+static void
+ngx_http_idv_cache_json_cleanup(void *data)
+{
+    cJSON_Delete(data);
 }
 
 
@@ -1214,22 +1230,33 @@ ngx_http_idv_cache_age(ngx_http_request_t *r, ngx_msec_t age)
 }
 
 
-/* every upstream answer passes here */
+/* every answer passes here; those of the service are kept */
 
-static void
-ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    void *json, ngx_uint_t status)
+static ngx_int_t
+ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     cJSON                     *root;
+    ngx_uint_t                 status;
     ngx_http_idv_cache_ctx_t  *cctx;
 
-    cctx = ctx->cache;
+    cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
 
     if (cctx == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
-    root = json;
+    if (ctx->attempts == 0) {
+        /* refused before the call: a flight this request led is free */
+
+        if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
+            ngx_http_idv_cache_release(cctx);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    root = ctx->answer.upstream ? ctx->answer.json : NULL;
+    status = ctx->answer.status;
 
     if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
 
@@ -1241,11 +1268,11 @@ ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         }
 
         cctx->role = 0;
-        return;
+        return NGX_DECLINED;
     }
 
     if (status != NGX_HTTP_OK || root == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
     if (cctx->store) {
@@ -1254,6 +1281,8 @@ ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     } else if (cctx->record) {
         ngx_http_idv_cache_record(r, ctx, cctx, root);
     }
+
+    return NGX_DECLINED;
 }
 
 
@@ -1683,7 +1712,7 @@ ngx_http_idv_cache_release(ngx_http_idv_cache_ctx_t *cctx)
 static void
 ngx_http_idv_cache_poll_handler(ngx_event_t *ev)
 {
-    ngx_http_idv_wakeup(ev->data);
+    ngx_http_idv_resume(ev->data);
 }
 
 
@@ -2435,12 +2464,9 @@ static ngx_int_t
 ngx_http_idv_cache_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_idv_ctx_t        *ctx;
     ngx_http_idv_cache_ctx_t  *cctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_module);
-
-    cctx = ctx ? ctx->cache : NULL;
+    cctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_cache_module);
 
     if (cctx == NULL || cctx->status.len == 0) {
         v->not_found = 1;
@@ -2460,10 +2486,15 @@ ngx_http_idv_cache_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_idv_cache_init(ngx_conf_t *cf)
 {
-    ngx_http_idv_hooks.stage[NGX_HTTP_IDV_STAGE_CACHE] =
-                                                      ngx_http_idv_cache_stage;
+    if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_STATE,
+                                 ngx_http_idv_cache_stage)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    return ngx_http_idv_add_answer_hook(cf, ngx_http_idv_cache_answer);
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_ANSWER,
+                                    ngx_http_idv_cache_answer);
 }
 
 

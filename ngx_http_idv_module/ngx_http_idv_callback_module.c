@@ -51,10 +51,13 @@ typedef struct {
 } ngx_http_idv_cb_loc_conf_t;
 
 
+/* a callback request's own state */
 typedef struct {
     ngx_str_t                   transaction_id;
     ngx_str_t                   result;         /* the JSON sent on */
     unsigned                    marked:1;
+    unsigned                    forwarding:1;
+    unsigned                    finished:1;
 } ngx_http_idv_cb_ctx_t;
 
 
@@ -66,8 +69,9 @@ static ngx_int_t ngx_http_idv_cb_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_cb_reject(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t event, const char *reason);
 static ngx_int_t ngx_http_idv_cb_confirmed(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
-static void ngx_http_idv_cb_forwarded(ngx_http_request_t *r);
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_cb_forwarded(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cb_ctx_t *cb);
 static ngx_int_t ngx_http_idv_cb_finish(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_cb_ack(ngx_http_request_t *r,
@@ -205,17 +209,6 @@ ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
 
-    if (ctx->on_answer == ngx_http_idv_cb_confirmed) {
-        /* the callback's own confirmation */
-        return NGX_OK;
-    }
-
-    if (ctx->conf->op->name.len == 11
-        && ngx_strncmp(ctx->conf->op->name.data, "CheckResult", 11) == 0)
-    {
-        return ngx_http_idv_cb_answer_stored(r, ctx);
-    }
-
     if (lcf->url.len == 0
         || ngx_http_idv_op_param(ctx->conf->op, (u_char *) "CallbackToken",
                                  13) == NULL)
@@ -227,11 +220,10 @@ ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         && (ngx_http_idv_req_get(&ctx->req, "CallbackUrl")
             || ngx_http_idv_req_get(&ctx->req, "CallbackToken")))
     {
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                       "InvalidParameter",
-                                       "CallbackUrl and CallbackToken are "
-                                       "set by the gateway for this "
-                                       "location");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                  "InvalidParameter",
+                                  "CallbackUrl and CallbackToken are set by "
+                                  "the gateway for this location");
     }
 
     p = ngx_http_idv_req_get(&ctx->req, "MerchantBizId");
@@ -255,11 +247,11 @@ ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     len = ngx_http_idv_token_encode(token, &t, key[0].key.data,
                                     key[0].key.len);
     if (len == 0) {
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                       "InvalidParameter",
-                                       "The tenant, product code and "
-                                       "MerchantBizId must each be shorter "
-                                       "than 256 bytes");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                  "InvalidParameter",
+                                  "The tenant, product code and "
+                                  "MerchantBizId must each be shorter than "
+                                  "256 bytes");
     }
 
     if (ngx_http_idv_req_set(&ctx->req, "CallbackUrl", lcf->url.data,
@@ -290,8 +282,12 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
 
-    if (cmcf->zone == NULL) {
-        return NGX_OK;
+    if (cmcf->zone == NULL
+        || !(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)
+        || ngx_http_get_module_ctx(r, ngx_http_idv_callback_module))
+    {
+        /* not a CheckResult, or the callback's own confirmation */
+        return NGX_DECLINED;
     }
 
     tx = ngx_http_idv_req_get(&ctx->req, "TransactionId");
@@ -350,8 +346,7 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     ctx->cached = 1;
 
-    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, NULL, body,
-                                      body + len);
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, body, body + len, NULL);
 }
 
 
@@ -388,9 +383,10 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     ngx_http_idv_log_mask(r);
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
-                                       "Gateway.MethodNotAllowed",
-                                       "Result callbacks are GET requests");
+        (void) ngx_http_idv_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                  "Gateway.MethodNotAllowed",
+                                  "Result callbacks are GET requests");
+        return ngx_http_idv_run(r, ctx);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -404,8 +400,9 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     if (ngx_http_idv_cb_arg(r, "callbackToken", &token) != NGX_OK
         || ngx_http_idv_cb_arg(r, "transactionId", &tx) != NGX_OK)
     {
-        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+        (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
                                           "no token or transactionId");
+        return ngx_http_idv_run(r, ctx);
     }
 
     for (i = 0; i < tx.len; i++) {
@@ -413,21 +410,24 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
               || ((tx.data[i] | 0x20) >= 'a' && (tx.data[i] | 0x20) <= 'z')
               || tx.data[i] == '-' || tx.data[i] == '_'))
         {
-            return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+            (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
                                           "malformed transactionId");
+        return ngx_http_idv_run(r, ctx);
         }
     }
 
     if (tx.len == 0 || tx.len > 64) {
-        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+        (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
                                           "malformed transactionId");
+        return ngx_http_idv_run(r, ctx);
     }
 
     ngx_memzero(&t, sizeof(ngx_http_idv_token_t));
 
     if (ngx_http_idv_token_decode(token.data, token.len, raw, &t) != 0) {
-        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
+        (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_MALFORMED,
                                           "malformed token");
+        return ngx_http_idv_run(r, ctx);
     }
 
     /* the key the token names: the current one or the one rotated out */
@@ -446,13 +446,15 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     }
 
     if (!found) {
-        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_FORGED,
+        (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_FORGED,
                                           "forged token or unknown key");
+        return ngx_http_idv_run(r, ctx);
     }
 
     if ((time_t) t.expire < ngx_time()) {
-        return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_EXPIRED,
+        (void) ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_EXPIRED,
                                           "expired token");
+        return ngx_http_idv_run(r, ctx);
     }
 
     ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_VERIFIED);
@@ -477,7 +479,7 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->callback = cb;
+    ngx_http_set_ctx(r, cb, ngx_http_idv_callback_module);
     cb->transaction_id = tx;
 
     /*
@@ -501,15 +503,19 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
 
         if (rc == NGX_HTTP_IDV_CB_DELIVERED) {
             ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_DUPLICATE);
-            return ngx_http_idv_cb_ack(r, ctx, "already delivered");
+            cb->finished = 1;
+            (void) ngx_http_idv_cb_ack(r, ctx, "already delivered");
+            return ngx_http_idv_run(r, ctx);
         }
 
         ngx_http_idv_set_header(r, "Retry-After", &ngx_http_idv_cb_retry, 0);
 
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_CONFLICT,
-                                       "Callback.InProgress",
-                                       "This transaction's callback is "
-                                       "being processed; retry later");
+        cb->finished = 1;
+        (void) ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
+                                  "Callback.InProgress",
+                                  "This transaction's callback is being "
+                                  "processed; retry later");
+        return ngx_http_idv_run(r, ctx);
     }
 
     n = ngx_http_idv_store_set(st, tx.data, tx.len, 1 + t.tenant.len,
@@ -559,8 +565,8 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     ctx->req.op = ctx->conf->op;
     ctx->req.params = params;
     ctx->req.nparams = 2;
-    ctx->on_answer = ngx_http_idv_cb_confirmed;
-    ctx->stage = NGX_HTTP_IDV_STAGE_UPSTREAM;
+    ctx->phase = NGX_HTTP_IDV_PHASE_CHECK;
+    ctx->index = 0;
 
     r->main->count++;
 
@@ -591,29 +597,42 @@ ngx_http_idv_cb_reject(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_log_error(lcf->log_level, r->connection->log, 0,
                   "idv: callback rejected: %s", reason);
 
-    return ngx_http_idv_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
-                                   "Callback.InvalidToken",
-                                   "The callback token is not valid for "
-                                   "this transaction");
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                              "Callback.InvalidToken",
+                              "The callback token is not valid for this "
+                              "transaction");
 }
 
 
 /* CheckResult answered: forward the verified result, or keep it */
 
 static ngx_int_t
-ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    void *json, ngx_uint_t status)
+ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     char                          *printed;
     cJSON                         *root, *result, *out, *item;
     size_t                         len;
     ngx_str_t                      empty = ngx_null_string;
+    ngx_uint_t                     status;
     ngx_http_request_t            *sr;
     ngx_http_idv_cb_ctx_t         *cb;
     ngx_http_idv_cb_loc_conf_t    *lcf;
 
-    cb = ctx->callback;
-    root = json;
+    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
+
+    if (cb == NULL || cb->finished || ctx->attempts == 0) {
+        /* not a callback, answered already, or refused before the call */
+        return NGX_DECLINED;
+    }
+
+    if (cb->forwarding) {
+        return ngx_http_idv_cb_forwarded(r, ctx, cb);
+    }
+
+    cb->finished = 1;
+
+    root = ctx->answer.json;
+    status = ctx->answer.status;
 
     if (root == NULL || status != NGX_HTTP_OK) {
 
@@ -632,10 +651,10 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                       "failed (HTTP %ui, code \"%V\")", &cb->transaction_id,
                       status, &ctx->code);
 
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "Gateway.UpstreamError",
-                                       "The result could not be confirmed; "
-                                       "retry later");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                  "Gateway.UpstreamError",
+                                  "The result could not be confirmed; retry "
+                                  "later");
     }
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
@@ -711,46 +730,45 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->write_event_handler = ngx_http_idv_cb_forwarded;
+    cb->finished = 0;
+    cb->forwarding = 1;
 
     return NGX_AGAIN;
 }
 
 
-static void
-ngx_http_idv_cb_forwarded(ngx_http_request_t *r)
+/* the backend has answered the forwarded result */
+
+static ngx_int_t
+ngx_http_idv_cb_forwarded(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_cb_ctx_t *cb)
 {
-    ngx_int_t            rc;
-    ngx_http_idv_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
-
-    if (ctx == NULL || !ctx->done || ctx->responded) {
-        return;
+    if (!ctx->done) {
+        return NGX_AGAIN;
     }
+
+    cb->forwarding = 0;
+    cb->finished = 1;
 
     /* the backend's 2xx is what counts, not how long its answer was */
 
     if ((!ctx->failed || ctx->too_large) && ctx->upstream_status >= 200
         && ctx->upstream_status < 300)
     {
-        rc = ngx_http_idv_cb_finish(r, ctx);
-
-    } else {
-        ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_BACKEND_ERROR);
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "idv: callback for TransactionId \"%V\": the backend "
-                      "answered HTTP %ui; the caller will retry",
-                      &ctx->transaction_id, ctx->upstream_status);
-
-        rc = ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                     "Callback.BackendError",
-                                     "The backend did not accept the "
-                                     "result; retry later");
+        return ngx_http_idv_cb_finish(r, ctx);
     }
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_BACKEND_ERROR);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "idv: callback for TransactionId \"%V\": the backend "
+                  "answered HTTP %ui; the caller will retry",
+                  &ctx->transaction_id, ctx->upstream_status);
+
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                              "Callback.BackendError",
+                              "The backend did not accept the result; retry "
+                              "later");
 }
 
 
@@ -767,7 +785,7 @@ ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_http_idv_cb_loc_conf_t   *lcf;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
-    cb = ctx->callback;
+    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
     st = cmcf->zone->data;
@@ -825,8 +843,7 @@ ngx_http_idv_cb_ack(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     ngx_sprintf(body, "{\"Code\":\"Success\",\"Message\":\"%s\"}", message);
 
-    return ngx_http_idv_send_envelope(r, ctx, NGX_HTTP_OK, NULL, body,
-                                      body + len);
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, body, body + len, NULL);
 }
 
 
@@ -837,14 +854,12 @@ ngx_http_idv_cb_release(void *data)
 {
     ngx_http_request_t  *r = data;
 
-    ngx_http_idv_ctx_t           *ctx;
     ngx_http_idv_store_t         *st;
     ngx_http_idv_cb_ctx_t        *cb;
     ngx_http_idv_store_node_t    *n;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
-    cb = ctx ? ctx->callback : NULL;
+    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
 
     if (cb == NULL || !cb->marked) {
         return;
@@ -1193,5 +1208,16 @@ ngx_http_idv_cb(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_idv_cb_init(ngx_conf_t *cf)
 {
-    return ngx_http_idv_add_prepare_hook(cf, ngx_http_idv_cb_prepare);
+    if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_STATE,
+                                 ngx_http_idv_cb_answer_stored)
+        != NGX_OK
+        || ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_PREPARE,
+                                    ngx_http_idv_cb_prepare)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_ANSWER,
+                                    ngx_http_idv_cb_confirmed);
 }

@@ -2,11 +2,14 @@
 /*
  * ngx_http_idv_module: answers in the API's envelope.
  *
- * An upstream envelope goes back byte for byte with a "Gateway" member
- * spliced in before its closing brace; errors the gateway raises itself
- * use the same shape.  A filter gives nginx's own error pages in idv
- * locations (413 for a body over client_max_body_size, 500, ...) the
- * same JSON shape.
+ * Every answer of an idv location is rendered here, in the location's
+ * dialect.  The gateway's: an upstream envelope goes back byte for byte
+ * with a "Gateway" member spliced in before its closing brace, and
+ * errors the gateway raises itself use the same shape.  The SDK
+ * endpoint's: the service's answer goes back unchanged, and errors take
+ * the service's own error shape, which the official SDKs parse.  A filter
+ * gives nginx's own error pages in these locations (413 for a body over
+ * client_max_body_size, 500, ...) the same shape.
  */
 
 
@@ -19,7 +22,12 @@ static u_char *ngx_http_idv_gateway_json(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, size_t *len);
 static ngx_buf_t *ngx_http_idv_error_buf(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, const char *code,
-    const char *message);
+    const char *message, ngx_uint_t service);
+static ngx_buf_t *ngx_http_idv_sdk_error_buf(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, const char *code, const char *message);
+static ngx_int_t ngx_http_idv_send_envelope(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, void *json, u_char *start,
+    u_char *end);
 static ngx_int_t ngx_http_idv_output(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, ngx_chain_t *out,
     off_t len);
@@ -34,6 +42,51 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_idv_json_type = ngx_string("application/json");
+
+/* the service answers application/json;charset=utf-8: so does the SDK's */
+static ngx_str_t  ngx_http_idv_sdk_json_type =
+    ngx_string("application/json;charset=utf-8");
+
+
+/* nginx's own error pages, in each dialect */
+
+typedef struct {
+    ngx_uint_t                  status;
+    const char                 *code;
+    const char                 *message;
+    const char                 *sdk_code;
+    const char                 *sdk_message;
+} ngx_http_idv_error_page_t;
+
+
+static ngx_http_idv_error_page_t  ngx_http_idv_error_pages[] = {
+
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+      "Gateway.BodyTooLarge",
+      "The request body is larger than client_max_body_size",
+      "Gateway.BodyTooLarge",
+      "The request body is larger than client_max_body_size." },
+
+    { NGX_HTTP_BAD_REQUEST,
+      "InvalidParameter", "The HTTP request is malformed",
+      "InvalidParameter", "The HTTP request is malformed." },
+
+    { NGX_HTTP_REQUEST_TIME_OUT,
+      "Gateway.RequestTimeout", "The request body was not received in time",
+      "Gateway.RequestTimeout",
+      "The request body was not received in time." },
+
+    { NGX_HTTP_TOO_MANY_REQUESTS,
+      "Gateway.Throttled", "Too many requests",
+      "Throttling", "Request was denied due to request throttling." },
+
+    { NGX_HTTP_SERVICE_UNAVAILABLE,
+      "Gateway.Unavailable", "The gateway cannot take the request now",
+      "ServiceUnavailable",
+      "The request has failed due to a temporary failure of the server." },
+
+    { 0, NULL, NULL, NULL, NULL }
+};
 
 
 static u_char *
@@ -103,11 +156,16 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
 static ngx_buf_t *
 ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_uint_t status, const char *code, const char *message)
+    ngx_uint_t status, const char *code, const char *message,
+    ngx_uint_t service)
 {
     u_char     *gw, *id;
     size_t      gw_len, code_len, msg_len, msg_esc;
     ngx_buf_t  *b;
+
+    if (service || ctx->conf->op == NULL) {
+        return ngx_http_idv_sdk_error_buf(r, ctx, code, message);
+    }
 
     gw = ngx_http_idv_gateway_json(r, ctx, status, &gw_len);
     if (gw == NULL) {
@@ -156,26 +214,170 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-ngx_int_t
-ngx_http_idv_send_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_uint_t status, const char *code, const char *message)
-{
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+/* {"RequestId":"…","Message":"…","HostId":"…","Code":"…"} */
 
-    b = ngx_http_idv_error_buf(r, ctx, status, code, message);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+static ngx_buf_t *
+ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    const char *code, const char *message)
+{
+    u_char     *id;
+    size_t      len, code_len, msg_len;
+    uintptr_t   code_esc, msg_esc, host_esc;
+    ngx_buf_t  *b;
+    ngx_str_t   host;
+
+    if (r->headers_in.host) {
+        host = r->headers_in.host->value;
+
+    } else {
+        ngx_str_null(&host);
     }
 
-    out.buf = b;
-    out.next = NULL;
+    code_len = ngx_strlen(code);
+    msg_len = ngx_strlen(message);
+    code_esc = ngx_escape_json(NULL, (u_char *) code, code_len);
+    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len);
+    host_esc = ngx_escape_json(NULL, host.data, host.len);
 
-    return ngx_http_idv_output(r, ctx, status, &out, b->last - b->pos);
+    len = sizeof("{\"RequestId\":\"\",\"Message\":\"\",\"HostId\":\"\","
+                 "\"Code\":\"\"}") - 1
+          + 32 + msg_len + msg_esc + host.len + host_esc + code_len
+          + code_esc;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
+                         sizeof("{\"RequestId\":\"") - 1);
+    id = b->last;
+    ngx_http_idv_make_id(b->last);
+    b->last += 32;
+
+    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
+                         sizeof("\",\"Message\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) message,
+                                         msg_len);
+    b->last = ngx_cpymem(b->last, "\",\"HostId\":\"",
+                         sizeof("\",\"HostId\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, host.data, host.len);
+    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
+                         sizeof("\",\"Code\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) code, code_len);
+    b->last = ngx_cpymem(b->last, "\"}", 2);
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    /* what $idv_code, $idv_request_id and the metrics show */
+
+    ctx->code.data = (u_char *) code;
+    ctx->code.len = code_len;
+    ctx->request_id.data = id;
+    ctx->request_id.len = 32;
+
+    return b;
+}
+
+
+/*
+ * A request's answer is one of these two; ngx_http_idv_send_answer()
+ * renders it once every answer handler has seen it.
+ */
+
+ngx_int_t
+ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message)
+{
+    ngx_memzero(&ctx->answer, sizeof(ngx_http_idv_answer_t));
+
+    ctx->answer.status = status;
+    ctx->answer.message = message;
+    ctx->answer.error = 1;
+
+    ctx->code.data = (u_char *) code;
+    ctx->code.len = ngx_strlen(code);
+
+    return NGX_HTTP_IDV_ANSWER;
 }
 
 
 ngx_int_t
+ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, u_char *start, u_char *end, void *json)
+{
+    ngx_memzero(&ctx->answer, sizeof(ngx_http_idv_answer_t));
+
+    ctx->answer.status = status;
+    ctx->answer.start = start;
+    ctx->answer.end = end;
+    ctx->answer.json = json;
+
+    return NGX_HTTP_IDV_ANSWER;
+}
+
+
+ngx_int_t
+ngx_http_idv_send_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_buf_t              *b;
+    ngx_chain_t             out;
+    ngx_http_idv_answer_t  *a;
+
+    a = &ctx->answer;
+
+    if (a->error || a->start == NULL) {
+        b = ngx_http_idv_error_buf(r, ctx,
+                                   a->status ? a->status
+                                             : NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   (char *) (ctx->code.len ? ctx->code.data
+                                             : (u_char *)
+                                               "Gateway.InternalError"),
+                                   a->message ? a->message
+                                              : "The gateway could not "
+                                                "process the request",
+                                   a->service);
+        if (b == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        out.buf = b;
+        out.next = NULL;
+
+        return ngx_http_idv_output(r, ctx, a->status, &out, b->last - b->pos);
+    }
+
+    if (a->upstream && ctx->conf->dialect == NGX_HTTP_IDV_DIALECT_SDK) {
+
+        /* the service's status and bytes, which the SDK parses */
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->start = a->start;
+        b->pos = a->start;
+        b->last = a->end;
+        b->end = a->end;
+        b->memory = 1;
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+
+        out.buf = b;
+        out.next = NULL;
+
+        return ngx_http_idv_output(r, ctx, ctx->upstream_status, &out,
+                                   b->last - b->pos);
+    }
+
+    return ngx_http_idv_send_envelope(r, ctx, a->status, a->json, a->start,
+                                      a->end);
+}
+
+
+static ngx_int_t
 ngx_http_idv_send_envelope(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, void *json, u_char *start, u_char *end)
 {
@@ -191,7 +393,6 @@ ngx_http_idv_send_envelope(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         ngx_http_idv_expand_json(root);
 
         printed = (u_char *) cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
 
         if (printed == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -209,9 +410,6 @@ ngx_http_idv_send_envelope(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         cJSON_free(printed);
 
         end = start + len;
-
-    } else {
-        cJSON_Delete(root);
     }
 
     /* the envelope is a valid object: splice before its closing brace */
@@ -274,13 +472,17 @@ static ngx_int_t
 ngx_http_idv_output(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, ngx_chain_t *out, off_t len)
 {
-    ngx_int_t  rc;
+    ngx_int_t   rc;
+    ngx_str_t  *type;
 
-    ctx->responded = 1;
+    ctx->sent = 1;
+
+    type = (ctx->conf->dialect == NGX_HTTP_IDV_DIALECT_SDK)
+           ? &ngx_http_idv_sdk_json_type : &ngx_http_idv_json_type;
 
     r->headers_out.status = status;
-    r->headers_out.content_type = ngx_http_idv_json_type;
-    r->headers_out.content_type_len = ngx_http_idv_json_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = len;
 
@@ -412,11 +614,12 @@ ngx_http_idv_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_idv_header_filter(ngx_http_request_t *r)
 {
-    const char               *code, *message;
-    ngx_buf_t                *b;
-    ngx_uint_t                status;
-    ngx_http_idv_ctx_t       *ctx;
-    ngx_http_idv_loc_conf_t  *lcf;
+    const char                 *code, *message;
+    ngx_str_t                  *type;
+    ngx_uint_t                  status, sdk;
+    ngx_http_idv_ctx_t         *ctx;
+    ngx_http_idv_loc_conf_t    *lcf;
+    ngx_http_idv_error_page_t  *page;
 
     if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
         return ngx_http_next_header_filter(r);
@@ -424,18 +627,13 @@ ngx_http_idv_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
-    if (ctx && ctx->responded) {
+    if (ctx && ctx->sent) {
         return ngx_http_next_header_filter(r);
     }
 
-    status = r->headers_out.status;
-
-    b = ngx_http_idv_hooks.error_page ? ngx_http_idv_hooks.error_page(r, status)
-                                      : NULL;
-
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
 
-    if (b == NULL && lcf->op == NULL) {
+    if (lcf->op == NULL && lcf->dialect != NGX_HTTP_IDV_DIALECT_SDK) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -444,56 +642,46 @@ ngx_http_idv_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (b) {
-        ctx->replacement = b;
-        goto replace;
+    status = r->headers_out.status;
+    sdk = (lcf->dialect == NGX_HTTP_IDV_DIALECT_SDK);
+
+    for (page = ngx_http_idv_error_pages; page->status; page++) {
+        if (page->status == status) {
+            break;
+        }
     }
 
-    switch (status) {
+    if (page->status) {
+        code = sdk ? page->sdk_code : page->code;
+        message = sdk ? page->sdk_message : page->message;
 
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        code = "Gateway.BodyTooLarge";
-        message = "The request body is larger than client_max_body_size";
-        break;
+    } else if (sdk) {
+        code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+               ? "InternalError" : "Gateway.Error";
+        message = "The gateway could not process the request.";
 
-    case NGX_HTTP_BAD_REQUEST:
-        code = "InvalidParameter";
-        message = "The HTTP request is malformed";
-        break;
-
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        code = "Gateway.RequestTimeout";
-        message = "The request body was not received in time";
-        break;
-
-    case NGX_HTTP_TOO_MANY_REQUESTS:
-        code = "Gateway.Throttled";
-        message = "Too many requests";
-        break;
-
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        code = "Gateway.Unavailable";
-        message = "The gateway cannot take the request now";
-        break;
-
-    default:
+    } else {
         code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
                ? "Gateway.InternalError" : "Gateway.Error";
         message = "The gateway could not process the request";
-        break;
     }
 
-    ctx->replacement = ngx_http_idv_error_buf(r, ctx, status, code, message);
+    if (ctx->conf->op == NULL && !sdk) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx->replacement = ngx_http_idv_error_buf(r, ctx, status, code, message,
+                                              sdk);
     if (ctx->replacement == NULL) {
         return NGX_ERROR;
     }
 
-replace:
+    ctx->sent = 1;
 
-    ctx->responded = 1;
+    type = sdk ? &ngx_http_idv_sdk_json_type : &ngx_http_idv_json_type;
 
-    r->headers_out.content_type = ngx_http_idv_json_type;
-    r->headers_out.content_type_len = ngx_http_idv_json_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = ctx->replacement->last
                                       - ctx->replacement->pos;

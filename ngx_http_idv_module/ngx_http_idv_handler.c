@@ -1,10 +1,11 @@
 
 /*
- * ngx_http_idv_module: the content handler.
+ * ngx_http_idv_module: the content handler and the request pipeline.
  *
- * One corridor per request: read the body, map it onto the operation's
- * row, sign, send the call as a POST subrequest to the idv_pass location,
- * map the upstream envelope, answer.
+ * A request reads its body, maps it onto the operation's row, then walks
+ * the phases of the pipeline (see ngx_http_idv_module.h): the checks that
+ * modules registered, the signed upstream call as a POST subrequest to
+ * the idv_pass location, the answer handlers, and the answer itself.
  */
 
 
@@ -13,15 +14,20 @@
 #include <cjson/cJSON.h>
 
 
+#define NGX_HTTP_IDV_MAX_HANDLERS  8
+
+
 static void ngx_http_idv_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_process(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_req_cleanup(void *data);
-static void ngx_http_idv_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_idv_respond(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_upstream_step(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_answer(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_json_cleanup(void *data);
 static ngx_int_t ngx_http_idv_retry(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_retry_handler(ngx_event_t *ev);
@@ -31,7 +37,16 @@ static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
     const char *name, ngx_str_t *dst);
 
 
-ngx_http_idv_hooks_t  ngx_http_idv_hooks;
+/*
+ * The handlers of each phase, in the order they registered.  Rebuilt by
+ * every configuration (ngx_http_idv_handlers_reset() in the core's
+ * preconfiguration); the functions are the same in every configuration
+ * of one binary, so a reload that fails leaves nothing wrong behind.
+ */
+
+static ngx_http_idv_handler_pt
+    ngx_http_idv_handlers[NGX_HTTP_IDV_PHASE_DONE][NGX_HTTP_IDV_MAX_HANDLERS];
+static ngx_uint_t  ngx_http_idv_nhandlers[NGX_HTTP_IDV_PHASE_DONE];
 
 
 ngx_int_t
@@ -66,10 +81,12 @@ ngx_http_idv_handler(ngx_http_request_t *r)
         ngx_str_set(&allow->key, "Allow");
         ngx_str_set(&allow->value, "POST");
 
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
-                                       "Gateway.MethodNotAllowed",
-                                       "Use POST with a JSON object or a "
-                                       "form body");
+        (void) ngx_http_idv_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                  "Gateway.MethodNotAllowed",
+                                  "Use POST with a JSON object or a form "
+                                  "body");
+
+        return ngx_http_idv_run(r, ctx);
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_http_idv_body_handler);
@@ -129,7 +146,6 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_str_t                 body, *ct;
     ngx_pool_cleanup_t       *cln;
     ngx_http_idv_req_t       *rq;
-    ngx_http_idv_param_t     *p;
     ngx_http_idv_loc_conf_t  *conf;
 
     conf = ctx->conf;
@@ -143,10 +159,11 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         }
 
         if (ctx->tenant.len == 0) {
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                           "Gateway.TenantRequired",
-                                           "The request names no tenant "
-                                           "(idv_tenant is empty)");
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "Gateway.TenantRequired",
+                                      "The request names no tenant "
+                                      "(idv_tenant is empty)");
+            return ngx_http_idv_run(r, ctx);
         }
     }
 
@@ -189,30 +206,52 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         rc = ngx_http_idv_req_parse_json(rq, body.data, body.len);
 
     } else {
-        return ngx_http_idv_send_error(r, ctx,
-                                       NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                       "Gateway.UnsupportedMediaType",
-                                       "Send application/json or "
-                                       "application/x-www-form-urlencoded");
+        (void) ngx_http_idv_error(r, ctx, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                  "Gateway.UnsupportedMediaType",
+                                  "Send application/json or "
+                                  "application/x-www-form-urlencoded");
+        return ngx_http_idv_run(r, ctx);
     }
 
     if (rc != 0) {
-        goto invalid;
+        (void) ngx_http_idv_error(r, ctx, rq->status, rq->code, rq->message);
+        return ngx_http_idv_run(r, ctx);
     }
+
+    return ngx_http_idv_start(r, ctx);
+}
+
+
+/*
+ * The request's parameters are in ctx->req, from a backend's body or an
+ * SDK's signed request: the location's product code, the ids the logs
+ * show, the operation's rules; then the pipeline.
+ */
+
+ngx_int_t
+ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_http_idv_req_t       *rq;
+    ngx_http_idv_param_t     *p;
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ctx->conf;
+    rq = &ctx->req;
 
     /* the location's product code is the gateway's to set */
 
-    p = ngx_http_idv_req_get(rq, "ProductCode");
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "ProductCode") : NULL;
 
     if (conf->product.len) {
         if (p && (p->value.len != conf->product.len
                   || ngx_memcmp(p->value.data, conf->product.data,
                                 p->value.len) != 0))
         {
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                           "InvalidParameter",
-                                           "ProductCode is set by the "
-                                           "gateway for this location");
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "InvalidParameter",
+                                      "ProductCode is set by the gateway for "
+                                      "this location");
+            return ngx_http_idv_run(r, ctx);
         }
 
         if (ngx_http_idv_req_set(rq, "ProductCode", conf->product.data,
@@ -229,13 +268,13 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         rq->product = p->value;
     }
 
-    p = ngx_http_idv_req_get(rq, "MerchantBizId");
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "MerchantBizId") : NULL;
     if (p) {
         ctx->merchant_biz_id.data = p->value.data;
         ctx->merchant_biz_id.len = p->value.len;
     }
 
-    p = ngx_http_idv_req_get(rq, "TransactionId");
+    p = rq->nparams ? ngx_http_idv_req_get(rq, "TransactionId") : NULL;
     if (p) {
         ctx->transaction_id.data = p->value.data;
         ctx->transaction_id.len = p->value.len;
@@ -245,13 +284,16 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         goto invalid;
     }
 
-    ctx->stage = NGX_HTTP_IDV_STAGE_FIRST;
+    ctx->phase = NGX_HTTP_IDV_PHASE_CHECK;
+    ctx->index = 0;
 
     return ngx_http_idv_run(r, ctx);
 
 invalid:
 
-    return ngx_http_idv_send_error(r, ctx, rq->status, rq->code, rq->message);
+    (void) ngx_http_idv_error(r, ctx, rq->status, rq->code, rq->message);
+
+    return ngx_http_idv_run(r, ctx);
 }
 
 
@@ -355,86 +397,98 @@ ngx_http_idv_alloc(void *pool, size_t size)
 
 
 /*
- * The corridor: limits, cache, upstream call, answer.  Returns NGX_DONE
- * while the request waits (for a subrequest, a timer or another room),
- * otherwise the rc to finalize the request with.
+ * The pipeline.  Returns NGX_DONE while the request waits (for a
+ * subrequest, a timer, a store), otherwise the rc to finalize it with.
  */
 
 ngx_int_t
 ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    ngx_int_t               rc;
-    ngx_http_idv_stage_pt   hook;
+    ngx_int_t   rc;
+    ngx_uint_t  phase;
+
+    if (ctx->answer.status && ctx->phase < NGX_HTTP_IDV_PHASE_ANSWER) {
+        /* answered before the pipeline started (a refused request) */
+        ctx->phase = NGX_HTTP_IDV_PHASE_ANSWER;
+        ctx->index = 0;
+    }
 
     for ( ;; ) {
 
-        switch (ctx->stage) {
+        phase = ctx->phase;
 
-        case NGX_HTTP_IDV_STAGE_CACHE:
-        case NGX_HTTP_IDV_STAGE_LIMIT:
+        switch (phase) {
 
-            hook = ngx_http_idv_hooks.stage[ctx->stage];
+        case NGX_HTTP_IDV_PHASE_UPSTREAM:
 
-            if (hook) {
-                rc = hook(r, ctx);
+            rc = ngx_http_idv_upstream_step(r, ctx);
 
-                if (rc == NGX_AGAIN && !ctx->responded) {
-                    return NGX_DONE;
-                }
-
-                /* a hook that answered may have got NGX_OK from sending */
-
-                if (ctx->responded || (rc != NGX_OK && rc != NGX_DECLINED)) {
-                    ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
-                    return rc;
-                }
+            if (rc == NGX_AGAIN) {
+                return NGX_DONE;
             }
 
-            ctx->stage++;
+            if (rc != NGX_OK && rc != NGX_HTTP_IDV_ANSWER) {
+                (void) ngx_http_idv_failure(r, ctx, rc);
+            }
+
+            if (ctx->phase == NGX_HTTP_IDV_PHASE_UPSTREAM) {
+                ctx->phase = NGX_HTTP_IDV_PHASE_ANSWER;
+                ctx->index = 0;
+            }
+
             break;
 
-        case NGX_HTTP_IDV_STAGE_UPSTREAM:
+        case NGX_HTTP_IDV_PHASE_SEND:
 
-            rc = ngx_http_idv_upstream_call(r, ctx);
+            ctx->phase = NGX_HTTP_IDV_PHASE_DONE;
+            r->write_event_handler = ngx_http_request_empty_handler;
 
-            if (rc != NGX_OK || ctx->responded) {
-                ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
-                return rc;
-            }
+            return ngx_http_idv_send_answer(r, ctx);
 
-            ctx->stage = NGX_HTTP_IDV_STAGE_WAIT;
-            r->write_event_handler = ngx_http_idv_resume;
-
+        case NGX_HTTP_IDV_PHASE_DONE:
             return NGX_DONE;
 
-        case NGX_HTTP_IDV_STAGE_WAIT:
+        default:
 
-            if (!ctx->done) {
+            if (ctx->index >= ngx_http_idv_nhandlers[phase]) {
+                ctx->phase++;
+                ctx->index = 0;
+                break;
+            }
+
+            rc = ngx_http_idv_handlers[phase][ctx->index](r, ctx);
+
+            if (rc == NGX_OK || rc == NGX_DECLINED) {
+                ctx->index++;
+                break;
+            }
+
+            if (rc == NGX_AGAIN) {
                 return NGX_DONE;
             }
 
-            ctx->stage = NGX_HTTP_IDV_STAGE_DONE;
-
-            rc = ngx_http_idv_respond(r, ctx);
-
-            if (rc == NGX_AGAIN && !ctx->responded) {
-                /* a retry is scheduled, or another room took over */
-                return NGX_DONE;
+            if (rc != NGX_HTTP_IDV_ANSWER) {
+                (void) ngx_http_idv_failure(r, ctx, rc);
             }
 
-            return rc;
+            if (phase == NGX_HTTP_IDV_PHASE_ANSWER) {
+                /* a replaced answer: the later handlers see the new one */
+                ctx->index++;
+                break;
+            }
 
-        default: /* NGX_HTTP_IDV_STAGE_DONE */
-            return NGX_DONE;
+            ctx->phase = NGX_HTTP_IDV_PHASE_ANSWER;
+            ctx->index = 0;
+            break;
         }
     }
 }
 
 
-/* for the rooms that suspended a request: go on from where it stopped */
+/* for the modules that suspended a request: go on from where it stopped */
 
 void
-ngx_http_idv_wakeup(ngx_http_request_t *r)
+ngx_http_idv_resume(ngx_http_request_t *r)
 {
     ngx_int_t            rc;
     ngx_connection_t    *c;
@@ -454,15 +508,17 @@ ngx_http_idv_wakeup(ngx_http_request_t *r)
 }
 
 
-static void
-ngx_http_idv_resume(ngx_http_request_t *r)
+/* the main request's write event while a subrequest of the pipeline runs */
+
+void
+ngx_http_idv_wait_handler(ngx_http_request_t *r)
 {
     ngx_int_t            rc;
     ngx_http_idv_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
-    if (ctx == NULL || ctx->stage != NGX_HTTP_IDV_STAGE_WAIT || !ctx->done) {
+    if (ctx == NULL || (ctx->sr && !ctx->done)) {
         return;
     }
 
@@ -475,57 +531,117 @@ ngx_http_idv_resume(ngx_http_request_t *r)
 
 
 ngx_int_t
-ngx_http_idv_add_answer_hook(ngx_conf_t *cf, ngx_http_idv_answer_pt hook)
+ngx_http_idv_add_handler(ngx_conf_t *cf, ngx_uint_t phase,
+    ngx_http_idv_handler_pt handler)
 {
-    ngx_uint_t  i;
+    ngx_uint_t  i, n;
 
-    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
-        if (ngx_http_idv_hooks.answer[i] == hook) {
+    if (phase >= NGX_HTTP_IDV_PHASE_DONE
+        || phase == NGX_HTTP_IDV_PHASE_UPSTREAM
+        || phase == NGX_HTTP_IDV_PHASE_SEND)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv: no handlers in pipeline phase %ui", phase);
+        return NGX_ERROR;
+    }
+
+    n = ngx_http_idv_nhandlers[phase];
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_idv_handlers[phase][i] == handler) {
             return NGX_OK;
         }
     }
 
-    if (ngx_http_idv_hooks.nanswers == NGX_HTTP_IDV_MAX_HOOKS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "idv: too many answer hooks");
+    if (n == NGX_HTTP_IDV_MAX_HANDLERS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "idv: too many handlers in pipeline phase %ui",
+                           phase);
         return NGX_ERROR;
     }
 
-    ngx_http_idv_hooks.answer[ngx_http_idv_hooks.nanswers++] = hook;
+    ngx_http_idv_handlers[phase][n] = handler;
+    ngx_http_idv_nhandlers[phase] = n + 1;
 
     return NGX_OK;
 }
 
 
-ngx_int_t
-ngx_http_idv_add_prepare_hook(ngx_conf_t *cf, ngx_http_idv_stage_pt hook)
+void
+ngx_http_idv_handlers_reset(void)
 {
-    ngx_uint_t  i;
-
-    for (i = 0; i < ngx_http_idv_hooks.nprepares; i++) {
-        if (ngx_http_idv_hooks.prepare[i] == hook) {
-            return NGX_OK;
-        }
-    }
-
-    if (ngx_http_idv_hooks.nprepares == NGX_HTTP_IDV_MAX_HOOKS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "idv: too many hooks");
-        return NGX_ERROR;
-    }
-
-    ngx_http_idv_hooks.prepare[ngx_http_idv_hooks.nprepares++] = hook;
-
-    return NGX_OK;
+    ngx_memzero(ngx_http_idv_nhandlers, sizeof(ngx_http_idv_nhandlers));
 }
 
+
+/* an internal failure of a handler becomes the request's answer */
 
 static ngx_int_t
-ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_failure(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_int_t rc)
 {
-    u_char      *start, *end;
-    cJSON       *root, *result, *passed;
-    const char  *tail;
-    ngx_int_t    rc;
-    ngx_uint_t   status, level;
+    ngx_uint_t  status;
+
+    status = (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? (ngx_uint_t) rc
+                                               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return ngx_http_idv_error(r, ctx, status, "Gateway.InternalError",
+                                  "The gateway could not process the "
+                                  "request");
+    }
+
+    return ngx_http_idv_error(r, ctx, status, "Gateway.Error",
+                              "The gateway could not process the request");
+}
+
+
+/*
+ * The core's phase: the signed call (PREPARE ran before each attempt),
+ * then, once the subrequest is done, its answer or a retry.  NGX_OK with
+ * the answer set, NGX_AGAIN while waiting, or an internal failure.
+ */
+
+static ngx_int_t
+ngx_http_idv_upstream_step(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->index == 0) {
+        rc = ngx_http_idv_upstream_call(r, ctx);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ctx->index = 1;
+
+        return NGX_AGAIN;
+    }
+
+    if (!ctx->done) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_idv_upstream_answer(r, ctx);
+}
+
+
+/*
+ * The subrequest is done: the service's envelope becomes the answer, or
+ * a failure becomes the gateway's error; a retry where it is safe.
+ * NGX_OK with the answer set, NGX_AGAIN when a retry is scheduled.
+ */
+
+static ngx_int_t
+ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char              *start, *end;
+    cJSON               *root, *result, *passed;
+    const char          *tail;
+    ngx_int_t            rc;
+    ngx_uint_t           status, level;
+    ngx_pool_cleanup_t  *cln;
 
     if (ctx->failed || ctx->response == NULL) {
 
@@ -540,28 +656,19 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ngx_http_idv_ngx_str(&ctx->conf->op->name),
                       ctx->upstream_status, &ctx->merchant_biz_id);
 
-        if (ctx->on_answer) {
-            return ctx->on_answer(r, ctx, NULL, NGX_HTTP_BAD_GATEWAY);
-        }
-
         if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            (void) ngx_http_idv_answer(r, ctx, NULL,
-                                       NGX_HTTP_GATEWAY_TIME_OUT);
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
-                                           "Gateway.UpstreamTimeout",
-                                           "ID Verification did not answer "
-                                           "in time");
+            return ngx_http_idv_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                      "Gateway.UpstreamTimeout",
+                                      "ID Verification did not answer in "
+                                      "time");
         }
 
-        (void) ngx_http_idv_answer(r, ctx, NULL, NGX_HTTP_BAD_GATEWAY);
-
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "Gateway.UpstreamError",
-                                       ctx->too_large
-                                       ? "The answer of ID Verification is "
-                                         "too large for "
-                                         "subrequest_output_buffer_size"
-                                       : "The call to ID Verification failed");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                  "Gateway.UpstreamError",
+                                  ctx->too_large
+                                  ? "The answer of ID Verification is too "
+                                    "large for subrequest_output_buffer_size"
+                                  : "The call to ID Verification failed");
     }
 
     start = ctx->response->pos;
@@ -590,36 +697,34 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ctx->upstream_status, (size_t) (end - start),
                       &ctx->merchant_biz_id);
 
-        status = (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT)
-                 ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
-
-        if (ctx->on_answer) {
-            return ctx->on_answer(r, ctx, NULL, status);
+        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            return ngx_http_idv_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                      "Gateway.UpstreamTimeout",
+                                      "ID Verification did not answer in "
+                                      "time");
         }
 
-        (void) ngx_http_idv_answer(r, ctx, NULL, status);
-
-        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
-                                           "Gateway.UpstreamTimeout",
-                                           "ID Verification did not answer "
-                                           "in time");
-        }
-
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "Gateway.UpstreamError",
-                                       "ID Verification answered with "
-                                       "something that is not its JSON "
-                                       "envelope");
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                  "Gateway.UpstreamError",
+                                  "ID Verification answered with something "
+                                  "that is not its JSON envelope");
     }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        cJSON_Delete(root);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_idv_json_cleanup;
+    cln->data = root;
 
     if (ngx_http_idv_copy_string(r->pool, root, "Code", &ctx->code) != NGX_OK
         || ngx_http_idv_copy_string(r->pool, root, "RequestId",
                                     &ctx->request_id)
            != NGX_OK)
     {
-        cJSON_Delete(root);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
@@ -648,8 +753,7 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                     &ctx->transaction_id)
            != NGX_OK)
     {
-        cJSON_Delete(root);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     if (ctx->upstream_status == NGX_HTTP_OK
@@ -676,7 +780,6 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         rc = ngx_http_idv_retry(r, ctx);
         if (rc != NGX_DECLINED) {
-            cJSON_Delete(root);
             return rc;
         }
 
@@ -694,37 +797,26 @@ ngx_http_idv_respond(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       &ctx->transaction_id, &ctx->merchant_biz_id);
     }
 
-    if (ctx->on_answer) {
-        rc = ctx->on_answer(r, ctx, root, status);
-        cJSON_Delete(root);
-        return rc;
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        ngx_str_t  one = ngx_string("1");
+
+        if (ngx_http_idv_set_header(r, "Retry-After", &one, 0) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
-    if (ngx_http_idv_answer(r, ctx, root, status) != NGX_OK) {
-        cJSON_Delete(root);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    (void) ngx_http_idv_reply(r, ctx, status, start, end, root);
 
-    return ngx_http_idv_send_envelope(r, ctx, status, root, start, end);
+    ctx->answer.upstream = 1;
+
+    return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_idv_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    void *json, ngx_uint_t status)
+static void
+ngx_http_idv_json_cleanup(void *data)
 {
-    ngx_uint_t  i;
-    ngx_str_t   one = ngx_string("1");
-
-    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
-        ngx_http_idv_hooks.answer[i](r, ctx, json, status);
-    }
-
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
-        return ngx_http_idv_set_header(r, "Retry-After", &one, 0);
-    }
-
-    return NGX_OK;
+    cJSON_Delete(data);
 }
 
 
@@ -798,7 +890,11 @@ ngx_http_idv_retry(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     ctx->code.len = 0;
     ctx->request_id.len = 0;
-    ctx->stage = NGX_HTTP_IDV_STAGE_UPSTREAM;
+    ctx->phase = NGX_HTTP_IDV_PHASE_PREPARE;
+    ctx->index = 0;
+
+    /* the timer, not the finished subrequest, wakes the request now */
+    r->write_event_handler = ngx_http_request_empty_handler;
 
     ngx_add_timer(&ctx->retry, delay);
 
@@ -809,7 +905,7 @@ ngx_http_idv_retry(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 static void
 ngx_http_idv_retry_handler(ngx_event_t *ev)
 {
-    ngx_http_idv_wakeup(ev->data);
+    ngx_http_idv_resume(ev->data);
 }
 
 

@@ -118,7 +118,7 @@ typedef struct {
 } ngx_http_idv_limit_hit_t;
 
 
-/* ctx->limit */
+/* the request's, ngx_http_get_module_ctx() */
 typedef struct {
     ngx_uint_t                   status;    /* NGX_HTTP_IDV_LIMIT_* */
     ngx_http_idv_limit_hit_t    *hits;
@@ -153,8 +153,8 @@ static void ngx_http_idv_limit_log(ngx_http_request_t *r,
     ngx_http_idv_limit_hit_t *hit);
 static void ngx_http_idv_limit_delay_handler(ngx_event_t *ev);
 static void ngx_http_idv_limit_delay_cleanup(void *data);
-static void ngx_http_idv_limit_answer(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
+static ngx_int_t ngx_http_idv_limit_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 
 static ngx_int_t ngx_http_idv_limit_level(ngx_http_idv_limit_node_t *lr,
     ngx_uint_t rate, ngx_msec_t now, ngx_msec_int_t *msp);
@@ -298,7 +298,7 @@ ngx_http_idv_limit_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_http_idv_limit_rule_t      *rules;
     ngx_http_idv_limit_loc_conf_t  *lcf;
 
-    lctx = ctx->limit;
+    lctx = ngx_http_get_module_ctx(r, ngx_http_idv_limit_module);
 
     if (lctx) {
         /* woken up when the delay is over */
@@ -319,7 +319,7 @@ ngx_http_idv_limit_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     }
 
     lctx->hits = (ngx_http_idv_limit_hit_t *) &lctx[1];
-    ctx->limit = lctx;
+    ngx_http_set_ctx(r, lctx, ngx_http_idv_limit_module);
 
     rules = lcf->rules.elts;
 
@@ -757,8 +757,8 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
             break;
         }
 
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                                       "Gateway.Throttled", message);
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                                  "Gateway.Throttled", message);
     }
 
     /*
@@ -931,7 +931,7 @@ ngx_http_idv_limit_log(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 static void
 ngx_http_idv_limit_delay_handler(ngx_event_t *ev)
 {
-    ngx_http_idv_wakeup(ev->data);
+    ngx_http_idv_resume(ev->data);
 }
 
 
@@ -954,9 +954,8 @@ ngx_http_idv_limit_delay_cleanup(void *data)
  * worth of its rate, if that is longer), then resumes at its rate.
  */
 
-static void
-ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    void *json, ngx_uint_t status)
+static ngx_int_t
+ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     ngx_int_t                       level;
     ngx_uint_t                      i, full;
@@ -967,15 +966,15 @@ ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_limit_node_t      *lr;
     ngx_http_idv_limit_loc_conf_t  *lcf;
 
-    lctx = ctx->limit;
+    lctx = ngx_http_get_module_ctx(r, ngx_http_idv_limit_module);
 
-    if (lctx == NULL || lctx->nhits == 0
+    if (lctx == NULL || lctx->nhits == 0 || !ctx->answer.upstream
         || ctx->code.len < 10
         || ngx_strlcasestrn(ctx->code.data, ctx->code.data + ctx->code.len,
                             (u_char *) "Throttling", 10 - 1)
            == NULL)
     {
-        return;
+        return NGX_DECLINED;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_limit_module);
@@ -1016,6 +1015,8 @@ ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                                    "upstream throttling, backing off", hit);
         }
     }
+
+    return NGX_DECLINED;
 }
 
 
@@ -1405,12 +1406,9 @@ static ngx_int_t
 ngx_http_idv_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_idv_ctx_t        *ctx;
     ngx_http_idv_limit_ctx_t  *lctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_module);
-
-    lctx = ctx ? ctx->limit : NULL;
+    lctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_limit_module);
 
     if (lctx == NULL || lctx->status == 0) {
         v->not_found = 1;
@@ -1430,10 +1428,15 @@ ngx_http_idv_limit_status_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_idv_limit_init(ngx_conf_t *cf)
 {
-    ngx_http_idv_hooks.stage[NGX_HTTP_IDV_STAGE_LIMIT] =
-                                                    ngx_http_idv_limit_handler;
+    if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_CHARGE,
+                                 ngx_http_idv_limit_handler)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    return ngx_http_idv_add_answer_hook(cf, ngx_http_idv_limit_answer);
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_ANSWER,
+                                    ngx_http_idv_limit_answer);
 }
 
 

@@ -210,6 +210,9 @@ ngx_http_idv_add_variables(ngx_conf_t *cf)
 {
     ngx_http_variable_t  *var, *v;
 
+    /* the pipeline's handlers register anew in every configuration */
+    ngx_http_idv_handlers_reset();
+
     for (v = ngx_http_idv_vars; v->name.len; v++) {
         var = ngx_http_add_variable(cf, &v->name, v->flags);
         if (var == NULL) {

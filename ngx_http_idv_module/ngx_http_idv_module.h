@@ -41,6 +41,8 @@ typedef struct {
     ngx_msec_t                  retry_budget;
 
     ngx_flag_t                  expand_json;
+
+    ngx_uint_t                  dialect;    /* NGX_HTTP_IDV_DIALECT_* */
 } ngx_http_idv_loc_conf_t;
 
 
@@ -51,82 +53,82 @@ typedef struct {
 
 
 /*
- * the corridor's stages; other rooms hook into CACHE and LIMIT.  The
- * cache comes first: an answer it already has spends no QPS allowance.
+ * The request pipeline.  Modules register handlers in phases at
+ * configuration time (ngx_http_idv_add_handler); a request walks them in
+ * order:
+ *
+ *   CHECK    local checks that charge nothing (tenancy, ...)
+ *   STATE    answers the gateway already has (cached answers, single
+ *            flights)
+ *   CHARGE   what a request spends once it passed every check (limits)
+ *   PREPARE  before each upstream call is signed (callback tokens)
+ *            then the signed call, retried where safe
+ *   ANSWER   the final answer, whoever made it: observe, keep, replace
+ *            (may start subrequests)
+ *
+ * A handler returns NGX_OK or NGX_DECLINED to go on; NGX_AGAIN to suspend
+ * the request (its module calls ngx_http_idv_resume() later, and the same
+ * handler runs again); NGX_HTTP_IDV_ANSWER once it has set the answer
+ * with ngx_http_idv_error() or ngx_http_idv_reply() (the request skips to
+ * the ANSWER phase); anything else (NGX_ERROR, an HTTP status) is an
+ * internal failure, answered as a JSON error.  Every handler keeps its
+ * request state in its own module ctx.
  */
-#define NGX_HTTP_IDV_STAGE_CACHE     0
-#define NGX_HTTP_IDV_STAGE_LIMIT     1
-#define NGX_HTTP_IDV_STAGE_FIRST     NGX_HTTP_IDV_STAGE_CACHE
-#define NGX_HTTP_IDV_STAGE_UPSTREAM  2
-#define NGX_HTTP_IDV_STAGE_WAIT      3
-#define NGX_HTTP_IDV_STAGE_DONE      4
+
+#define NGX_HTTP_IDV_PHASE_CHECK     0
+#define NGX_HTTP_IDV_PHASE_STATE     1
+#define NGX_HTTP_IDV_PHASE_CHARGE    2
+#define NGX_HTTP_IDV_PHASE_PREPARE   3
+#define NGX_HTTP_IDV_PHASE_UPSTREAM  4     /* the core's: sign, call, wait */
+#define NGX_HTTP_IDV_PHASE_ANSWER    5
+#define NGX_HTTP_IDV_PHASE_SEND      6     /* the core's: render, send */
+#define NGX_HTTP_IDV_PHASE_DONE      7
+
+#define NGX_HTTP_IDV_ANSWER          1     /* see above */
+
+
+/*
+ * answers are rendered in the dialect of the location: the gateway's
+ * envelope with a "Gateway" member, or on the SDK endpoint the service's
+ * answers byte for byte (its refusals and nginx's error pages in the
+ * service's error shape, the gateway's own checks in its envelope)
+ */
+#define NGX_HTTP_IDV_DIALECT_GATEWAY 0
+#define NGX_HTTP_IDV_DIALECT_SDK     1
 
 
 typedef struct ngx_http_idv_ctx_s  ngx_http_idv_ctx_t;
 
-
-/*
- * A stage hook returns NGX_OK or NGX_DECLINED to let the request go on,
- * NGX_AGAIN to suspend it (the hook's owner calls ngx_http_idv_wakeup()
- * later and the hook runs again), or the rc of a response it has sent.
- */
-typedef ngx_int_t (*ngx_http_idv_stage_pt)(ngx_http_request_t *r,
+typedef ngx_int_t (*ngx_http_idv_handler_pt)(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 
-/*
- * An answer hook sees every upstream answer before it goes to the
- * backend: json is the parsed envelope (a cJSON *), or NULL when the call
- * failed; status is what the backend will get.
- */
-typedef void (*ngx_http_idv_answer_pt)(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
 
-
-#define NGX_HTTP_IDV_MAX_HOOKS  8
+/* what the backend will get */
 
 typedef struct {
-    ngx_http_idv_stage_pt       stage[NGX_HTTP_IDV_STAGE_UPSTREAM];
-
-    /*
-     * run before each upstream call is signed: may add parameters, or
-     * answer the request itself (return its rc) so that no call is made
-     */
-    ngx_http_idv_stage_pt       prepare[NGX_HTTP_IDV_MAX_HOOKS];
-    ngx_uint_t                  nprepares;
-
-    ngx_http_idv_answer_pt      answer[NGX_HTTP_IDV_MAX_HOOKS];
-    ngx_uint_t                  nanswers;
-
-    /*
-     * the body of nginx's own error page (status >= 400) in a location of
-     * a room that shapes its errors differently, or NULL
-     */
-    ngx_buf_t                *(*error_page)(ngx_http_request_t *r,
-                                            ngx_uint_t status);
-} ngx_http_idv_hooks_t;
+    ngx_uint_t                  status;
+    const char                 *message;    /* an error's Message */
+    u_char                     *start;      /* an envelope's bytes */
+    u_char                     *end;
+    void                       *json;       /* it parsed (cJSON *), or NULL */
+    unsigned                    error:1;    /* rendered from code, message */
+    unsigned                    upstream:1; /* the service's own answer */
+    unsigned                    service:1;  /* an error in the service's
+                                               shape (SDK refusals) */
+} ngx_http_idv_answer_t;
 
 
 struct ngx_http_idv_ctx_s {
     ngx_http_idv_loc_conf_t    *conf;
     ngx_http_idv_req_t          req;
-    ngx_uint_t                  stage;
     ngx_str_t                   tenant;
 
-    /* private state of the rooms that hook in */
-    void                       *limit;
-    void                       *cache;
+    ngx_uint_t                  phase;
+    ngx_uint_t                  index;      /* of the handler in the phase */
 
-    ngx_event_t                 retry;          /* backoff timer */
+    ngx_http_idv_answer_t       answer;
 
-    /*
-     * when set, the answer goes to this function instead of the client
-     * (the callback room confirms a callback with CheckResult this way);
-     * json is the parsed envelope or NULL, and it is freed afterwards
-     */
-    ngx_int_t                 (*on_answer)(ngx_http_request_t *r,
-                                           ngx_http_idv_ctx_t *ctx,
-                                           void *json, ngx_uint_t status);
-    void                       *callback;
+    ngx_event_t                 retry;      /* backoff timer */
 
     ngx_http_request_t         *sr;
     ngx_buf_t                  *response;
@@ -145,9 +147,9 @@ struct ngx_http_idv_ctx_s {
     ngx_buf_t                  *replacement;    /* for nginx's own errors */
     ngx_uint_t                  passed;         /* NGX_HTTP_IDV_PASSED_* */
 
-    unsigned                    done:1;
+    unsigned                    done:1;         /* the subrequest ended */
     unsigned                    failed:1;
-    unsigned                    responded:1;
+    unsigned                    sent:1;         /* the answer went out */
     unsigned                    replaced:1;
     unsigned                    too_large:1;
     unsigned                    cached:1;
@@ -155,19 +157,19 @@ struct ngx_http_idv_ctx_s {
 
 
 extern ngx_module_t          ngx_http_idv_module;
-extern ngx_http_idv_hooks_t  ngx_http_idv_hooks;
 
 
-/* handler */
+/* handler: the pipeline */
 ngx_int_t ngx_http_idv_handler(ngx_http_request_t *r);
 ngx_http_idv_ctx_t *ngx_http_idv_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_idv_read_body(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_http_idv_add_handler(ngx_conf_t *cf, ngx_uint_t phase,
+    ngx_http_idv_handler_pt handler);
+void ngx_http_idv_handlers_reset(void);
+ngx_int_t ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
-void ngx_http_idv_wakeup(ngx_http_request_t *r);
-ngx_int_t ngx_http_idv_add_answer_hook(ngx_conf_t *cf,
-    ngx_http_idv_answer_pt hook);
-ngx_int_t ngx_http_idv_add_prepare_hook(ngx_conf_t *cf,
-    ngx_http_idv_stage_pt hook);
+void ngx_http_idv_resume(ngx_http_request_t *r);
+void ngx_http_idv_wait_handler(ngx_http_request_t *r);
 void *ngx_http_idv_palloc(void *pool, size_t size);
 void *ngx_http_idv_alloc(void *pool, size_t size);
 
@@ -183,13 +185,13 @@ ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
 void ngx_http_idv_make_id(u_char *dst32);
 void ngx_http_idv_log_mask(ngx_http_request_t *r);
 
-/* envelope: answers in the API's JSON envelope */
-ngx_int_t ngx_http_idv_send_error(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, const char *code,
-    const char *message);
-ngx_int_t ngx_http_idv_send_envelope(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, void *json, u_char *start,
-    u_char *end);
+/* envelope: every answer is rendered here */
+ngx_int_t ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, u_char *start, u_char *end, void *json);
+ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,
     ngx_str_t *value, ngx_uint_t replace);
 ngx_int_t ngx_http_idv_filter_init(ngx_conf_t *cf);

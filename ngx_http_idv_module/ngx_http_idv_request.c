@@ -200,6 +200,23 @@ ngx_http_idv_req_set(ngx_http_idv_req_t *rq, const char *name, u_char *value,
 }
 
 
+/* a parameter named by the client, checked like the parsers check it */
+
+int
+ngx_http_idv_req_add_param(ngx_http_idv_req_t *rq, u_char *key, size_t klen,
+    u_char *value, size_t len)
+{
+    const ngx_http_idv_op_param_t  *p;
+
+    p = ngx_http_idv_req_lookup(rq, key, klen);
+    if (p == NULL) {
+        return -1;
+    }
+
+    return ngx_http_idv_req_add(rq, p, value, len);
+}
+
+
 /*
  * The backend's JSON object, parsed in place: string values (the images
  * among them) are unescaped where they lie, which never makes them longer,

@@ -66,6 +66,13 @@ int ngx_http_idv_req_validate(ngx_http_idv_req_t *rq);
 ngx_http_idv_param_t *ngx_http_idv_req_get(ngx_http_idv_req_t *rq,
     const char *name);
 
+/*
+ * add a parameter the client named (an SDK request's), refused like the
+ * parsers refuse an unknown or repeated one
+ */
+int ngx_http_idv_req_add_param(ngx_http_idv_req_t *rq, u_char *key,
+    size_t klen, u_char *value, size_t len);
+
 /* add or replace a gateway parameter (uses the extra slots) */
 int ngx_http_idv_req_set(ngx_http_idv_req_t *rq, const char *name,
     u_char *value, size_t len);

@@ -56,11 +56,6 @@ typedef struct {
 } ngx_http_idv_sdk_loc_conf_t;
 
 
-typedef struct {
-    unsigned                    responded:1;
-} ngx_http_idv_sdk_ctx_t;
-
-
 static ngx_int_t ngx_http_idv_sdk_post_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_sdk_mask(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_sdk_handler(ngx_http_request_t *r);
@@ -74,19 +69,11 @@ static ngx_int_t ngx_http_idv_sdk_nonce(ngx_http_request_t *r,
     ngx_http_idv_verify_t *v);
 static ngx_int_t ngx_http_idv_sdk_call(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_verify_t *v);
-static ngx_int_t ngx_http_idv_sdk_answer(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, void *json, ngx_uint_t status);
 static ngx_int_t ngx_http_idv_sdk_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, ngx_str_t *message,
     ngx_str_t *key_id);
 static ngx_int_t ngx_http_idv_sdk_verify_error(ngx_http_request_t *r,
     ngx_http_idv_verify_t *v);
-static ngx_buf_t *ngx_http_idv_sdk_error_buf(ngx_http_request_t *r,
-    const char *code, ngx_str_t *message);
-static ngx_http_idv_sdk_ctx_t *ngx_http_idv_sdk_get_ctx(
-    ngx_http_request_t *r);
-static ngx_buf_t *ngx_http_idv_sdk_error_page(ngx_http_request_t *r,
-    ngx_uint_t status);
 
 static void *ngx_http_idv_sdk_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_sdk_create_srv_conf(ngx_conf_t *cf);
@@ -188,10 +175,6 @@ ngx_module_t  ngx_http_idv_sdk_module = {
  * for every request
  */
 
-
-/* the service answers application/json;charset=utf-8: so does this */
-static ngx_str_t  ngx_http_idv_sdk_json_type =
-    ngx_string("application/json;charset=utf-8");
 
 static ngx_str_t  ngx_http_idv_sdk_version =
     ngx_string(NGX_HTTP_IDV_API_VERSION);
@@ -598,12 +581,9 @@ static ngx_int_t
 ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_verify_t *v)
 {
-    u_char                         *d;
-    size_t                          i, k;
-    ngx_http_idv_req_t             *rq;
-    ngx_http_idv_param_t           *prm, *p;
-    const ngx_http_idv_op_param_t  *row;
-    u_char                          msg[128];
+    size_t                  i;
+    ngx_http_idv_req_t     *rq;
+    ngx_http_idv_param_t   *prm, *p;
 
     rq = &ctx->req;
 
@@ -618,37 +598,13 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
             continue;
         }
 
-        row = ngx_http_idv_op_param(rq->op, prm->key.data, prm->key.len);
-
-        if (row == NULL) {
-            /* the name comes from the client: a safe subset of it */
-
-            d = ngx_cpymem(msg, "Parameter ", 10);
-
-            for (k = 0; k < prm->key.len && k < 64; k++) {
-                d[k] = (ngx_http_idv_sdk_alnum(prm->key.data[k])
-                        || prm->key.data[k] == '.'
-                        || prm->key.data[k] == '_')
-                       ? prm->key.data[k] : '?';
-            }
-
-            (void) ngx_cpystrn(d + k,
-                               (u_char *) " is not accepted by this action",
-                               sizeof(" is not accepted by this action"));
-
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                           "InvalidParameter",
-                                           (char *) msg);
-        }
-
-        /* the row's own name: NUL-terminated, placement from the table */
-
-        if (ngx_http_idv_req_set(rq, (const char *) row->name.data,
-                                 prm->value.data, prm->value.len)
+        if (ngx_http_idv_req_add_param(rq, prm->key.data, prm->key.len,
+                                       prm->value.data, prm->value.len)
             != 0)
         {
-            return ngx_http_idv_send_error(r, ctx, rq->status, rq->code,
-                                           rq->message);
+            (void) ngx_http_idv_error(r, ctx, rq->status, rq->code,
+                                      rq->message);
+            return ngx_http_idv_run(r, ctx);
         }
     }
 
@@ -656,102 +612,11 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     p = rq->nparams ? ngx_http_idv_req_get(rq, "ProductCode") : NULL;
     if (p) {
-        rq->product = p->value;
         ctx->conf->product.data = p->value.data;
         ctx->conf->product.len = p->value.len;
     }
 
-    p = rq->nparams ? ngx_http_idv_req_get(rq, "MerchantBizId") : NULL;
-    if (p) {
-        ctx->merchant_biz_id.data = p->value.data;
-        ctx->merchant_biz_id.len = p->value.len;
-    }
-
-    p = rq->nparams ? ngx_http_idv_req_get(rq, "TransactionId") : NULL;
-    if (p) {
-        ctx->transaction_id.data = p->value.data;
-        ctx->transaction_id.len = p->value.len;
-    }
-
-    if (ngx_http_idv_req_validate(rq) != 0) {
-        return ngx_http_idv_send_error(r, ctx, rq->status, rq->code,
-                                       rq->message);
-    }
-
-    ctx->on_answer = ngx_http_idv_sdk_answer;
-    ctx->stage = NGX_HTTP_IDV_STAGE_FIRST;
-
-    return ngx_http_idv_run(r, ctx);
-}
-
-
-/*
- * The service answered: the other rooms see the answer as for any
- * request (cache, limits), and the client gets the service's status and
- * bytes unchanged, which the SDK parses as it always does.
- */
-
-static ngx_int_t
-ngx_http_idv_sdk_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    void *json, ngx_uint_t status)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_uint_t    i;
-    ngx_chain_t   out;
-
-    for (i = 0; i < ngx_http_idv_hooks.nanswers; i++) {
-        ngx_http_idv_hooks.answer[i](r, ctx, json, status);
-    }
-
-    if (json == NULL) {
-        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            return ngx_http_idv_send_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
-                                           "Gateway.UpstreamTimeout",
-                                           "ID Verification did not answer "
-                                           "in time");
-        }
-
-        return ngx_http_idv_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "Gateway.UpstreamError",
-                                       ctx->too_large
-                                       ? "The answer of ID Verification is "
-                                         "too large for "
-                                         "subrequest_output_buffer_size"
-                                       : "The call to ID Verification failed");
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->start = ctx->response->pos;
-    b->pos = b->start;
-    b->last = ctx->response->last;
-    b->end = b->last;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    ctx->responded = 1;
-
-    r->headers_out.status = ctx->upstream_status;
-    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
-    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_idv_start(r, ctx);
 }
 
 
@@ -770,19 +635,15 @@ ngx_http_idv_sdk_verify_error(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
 }
 
 
-/* a refusal in the service's own error envelope, logged without secrets */
+/* a refusal in the service's own error shape, logged without secrets */
 
 static ngx_int_t
 ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message, ngx_str_t *key_id)
 {
-    u_char                       safe[64];
+    u_char                       safe[64], *text;
     size_t                       i;
-    ngx_int_t                    rc;
-    ngx_buf_t                   *b;
-    ngx_chain_t                  out;
     ngx_http_idv_ctx_t          *ctx;
-    ngx_http_idv_sdk_ctx_t      *sctx;
     ngx_http_idv_sdk_loc_conf_t *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
@@ -799,190 +660,23 @@ ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
                   "idv: SDK request refused: %s, AccessKeyId \"%*s\"",
                   code, i, safe);
 
-    sctx = ngx_http_idv_sdk_get_ctx(r);
-    if (sctx == NULL) {
+    ctx = ngx_http_idv_get_ctx(r);
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b = ngx_http_idv_sdk_error_buf(r, code, message);
-    if (b == NULL) {
+    text = ngx_pnalloc(r->pool, message->len + 1);
+    if (text == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    sctx->responded = 1;
+    *ngx_cpymem(text, message->data, message->len) = '\0';
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+    (void) ngx_http_idv_error(r, ctx, status, code, (char *) text);
 
-    if (ctx) {
-        ctx->responded = 1;
-    }
+    ctx->answer.service = 1;
 
-    out.buf = b;
-    out.next = NULL;
-
-    r->headers_out.status = status;
-    r->headers_out.content_type = ngx_http_idv_sdk_json_type;
-    r->headers_out.content_type_len = ngx_http_idv_sdk_json_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-/* {"RequestId":"…","Message":"…","HostId":"…","Code":"…"} */
-
-static ngx_buf_t *
-ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, const char *code,
-    ngx_str_t *message)
-{
-    u_char              *id;
-    size_t               len, code_len;
-    uintptr_t            msg_esc, host_esc;
-    ngx_buf_t           *b;
-    ngx_str_t            host;
-    ngx_http_idv_ctx_t  *ctx;
-
-    if (r->headers_in.host) {
-        host = r->headers_in.host->value;
-
-    } else {
-        ngx_str_null(&host);
-    }
-
-    code_len = ngx_strlen(code);
-    msg_esc = ngx_escape_json(NULL, message->data, message->len);
-    host_esc = ngx_escape_json(NULL, host.data, host.len);
-
-    len = sizeof("{\"RequestId\":\"\",\"Message\":\"\",\"HostId\":\"\","
-                 "\"Code\":\"\"}") - 1
-          + 32 + message->len + msg_esc + host.len + host_esc + code_len;
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
-                         sizeof("{\"RequestId\":\"") - 1);
-    id = b->last;
-    ngx_http_idv_make_id(b->last);
-    b->last += 32;
-
-    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
-                         sizeof("\",\"Message\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, message->data,
-                                         message->len);
-    b->last = ngx_cpymem(b->last, "\",\"HostId\":\"",
-                         sizeof("\",\"HostId\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, host.data, host.len);
-    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
-                         sizeof("\",\"Code\":\"") - 1);
-    b->last = ngx_cpymem(b->last, code, code_len);
-    b->last = ngx_cpymem(b->last, "\"}", 2);
-
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    /* what $idv_code, $idv_request_id and the metrics show */
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
-
-    if (ctx) {
-        ctx->code.data = (u_char *) code;
-        ctx->code.len = code_len;
-        ctx->request_id.data = id;
-        ctx->request_id.len = 32;
-    }
-
-    return b;
-}
-
-
-static ngx_http_idv_sdk_ctx_t *
-ngx_http_idv_sdk_get_ctx(ngx_http_request_t *r)
-{
-    ngx_http_idv_sdk_ctx_t  *sctx;
-
-    sctx = ngx_http_get_module_ctx(r->main, ngx_http_idv_sdk_module);
-
-    if (sctx == NULL) {
-        sctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_idv_sdk_ctx_t));
-        if (sctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r->main, sctx, ngx_http_idv_sdk_module);
-    }
-
-    return sctx;
-}
-
-
-/*
- * nginx's own error pages in an SDK location (a body over
- * client_max_body_size, a malformed request, a timeout) in the same
- * JSON envelope, so that the SDKs report them as errors of their own.
- */
-
-static ngx_buf_t *
-ngx_http_idv_sdk_error_page(ngx_http_request_t *r, ngx_uint_t status)
-{
-    const char                   *code;
-    ngx_str_t                     msg;
-    ngx_http_idv_sdk_ctx_t       *sctx;
-    ngx_http_idv_sdk_loc_conf_t  *lcf;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
-
-    if (!lcf->enable) {
-        return NULL;
-    }
-
-    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
-
-    if (sctx && sctx->responded) {
-        return NULL;
-    }
-
-    switch (status) {
-
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        code = "Gateway.BodyTooLarge";
-        ngx_str_set(&msg, "The request body is larger than "
-                          "client_max_body_size.");
-        break;
-
-    case NGX_HTTP_BAD_REQUEST:
-        code = "InvalidParameter";
-        ngx_str_set(&msg, "The HTTP request is malformed.");
-        break;
-
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        code = "Gateway.RequestTimeout";
-        ngx_str_set(&msg, "The request body was not received in time.");
-        break;
-
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        code = "ServiceUnavailable";
-        ngx_str_set(&msg, "The request has failed due to a temporary "
-                          "failure of the server.");
-        break;
-
-    default:
-        code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
-               ? "InternalError" : "Gateway.Error";
-        ngx_str_set(&msg, "The gateway could not process the request.");
-        break;
-    }
-
-    return ngx_http_idv_sdk_error_buf(r, code, &msg);
+    return ngx_http_idv_run(r, ctx);
 }
 
 
@@ -1482,6 +1176,7 @@ ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_sdk_loc_conf_t *lcf = conf;
 
+    ngx_http_idv_loc_conf_t   *ilcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (lcf->enable != NGX_CONF_UNSET) {
@@ -1489,6 +1184,11 @@ ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     lcf->enable = 1;
+
+    /* answers and nginx's own error pages here take the service's shape */
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+    ilcf->dialect = NGX_HTTP_IDV_DIALECT_SDK;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_idv_sdk_handler;
@@ -1511,9 +1211,6 @@ ngx_http_idv_sdk_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_idv_sdk_post_read;
-
-    /* nginx's own error pages here take the service's shape */
-    ngx_http_idv_hooks.error_page = ngx_http_idv_sdk_error_page;
 
     return NGX_OK;
 }

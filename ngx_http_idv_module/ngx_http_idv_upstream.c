@@ -66,25 +66,12 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     u_char                   *ts, *nonce, *hash;
     ngx_tm_t                  tm;
     ngx_str_t                 args, body;
-    ngx_int_t                 rc;
-    ngx_uint_t                i;
     ngx_list_t               *headers;
     ngx_http_request_t       *sr;
     ngx_http_idv_sign_t       s;
     ngx_http_idv_loc_conf_t  *conf;
 
     conf = ctx->conf;
-
-    /* rooms that add gateway parameters (callbacks) do it here */
-
-    for (i = 0; i < ngx_http_idv_hooks.nprepares; i++) {
-        rc = ngx_http_idv_hooks.prepare[i](r, ctx);
-
-        if (rc != NGX_OK || ctx->responded) {
-            /* the hook answered (or failed): no upstream call */
-            return rc;
-        }
-    }
 
     ts = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00Z") - 1 + 32);
     if (ts == NULL) {
@@ -297,6 +284,9 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ctx->response = NULL;
     ctx->upstream_status = 0;
     ctx->start = ngx_current_msec;
+
+    /* the pipeline goes on once the subrequest is done */
+    r->write_event_handler = ngx_http_idv_wait_handler;
 
     return sr;
 }
