@@ -836,7 +836,7 @@ ngx_http_idv_retry(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     conf = ctx->conf;
 
-    if ((conf->op->flags & NGX_HTTP_IDV_OP_BILLABLE)
+    if (!(conf->op->flags & NGX_HTTP_IDV_OP_RETRY_SAFE)
         || ctx->attempts > conf->retries)
     {
         return NGX_DECLINED;
