@@ -1,55 +1,51 @@
 
 /*
- * ngx_http_idv_module: the TransactionId cache.
+ * ngx_http_idv_cache_module: idempotent Initialize and kept results.
  *
  * Every Initialize is billable and Alibaba does not check MerchantBizId
  * for uniqueness, so the gateway makes Initialize idempotent: the answer
  * of the first call is kept under (tenant, ProductCode, MerchantBizId) for
  * ttl, and concurrent duplicates share one upstream call (a single
- * flight).  The same entries remember which tenant owns each
- * TransactionId, so that one tenant cannot read another's results.
+ * flight).  Final CheckResult answers may be kept too (idv_cache_results),
+ * so that polling does not spend the account's quota.
  *
- * One shared memory zone per idv_cache_zone: a slab pool holding the
- * entries, two red-black trees over them (by key digest, by
- * TransactionId) and queues in the order of issue.  Every lifetime counts
- * from the issue time, so those queues are also the order of expiry and
- * of eviction when the zone is full.
+ * Everything lives in the keyed store, one entry per key:
+ *
+ *   'i' key   FLIGHT  the first call is upstream      kept until it ends
+ *             READY   its answer, given again         cached, ttl
+ *             FAILED  its error, for its waiters      cached, a second
+ *   'r' TransactionId  a final CheckResult answer     cached
+ *
+ * Which tenant owns a transaction is not this module's business: see
+ * ngx_http_idv_tenancy_module.c.
  */
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_store.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 
-/* entry states */
-#define NGX_HTTP_IDV_CACHE_FLIGHT     1     /* the first call is upstream */
-#define NGX_HTTP_IDV_CACHE_FAILED     2     /* it failed: its error, briefly */
-#define NGX_HTTP_IDV_CACHE_READY      3     /* Initialize answer, within ttl */
-#define NGX_HTTP_IDV_CACHE_OWNER      4     /* TransactionId -> tenant only */
-
-/* how a TransactionId is kept: 32 hex digits in 16 bytes, else a digest */
-#define NGX_HTTP_IDV_CACHE_TX_LOWER   1
-#define NGX_HTTP_IDV_CACHE_TX_UPPER   2
-#define NGX_HTTP_IDV_CACHE_TX_DIGEST  3
+/* entry states, the first byte of an 'i' entry */
+#define NGX_HTTP_IDV_CACHE_FLIGHT     'F'
+#define NGX_HTTP_IDV_CACHE_READY      'R'
+#define NGX_HTTP_IDV_CACHE_FAILED     'X'
 
 /* what the cache does for a request */
-#define NGX_HTTP_IDV_CACHE_PRODUCER   0     /* may answer a TransactionId */
+#define NGX_HTTP_IDV_CACHE_NONE       0
 #define NGX_HTTP_IDV_CACHE_INITIALIZE 1     /* idempotent */
-#define NGX_HTTP_IDV_CACHE_CONSUMER   2     /* names a TransactionId */
+#define NGX_HTTP_IDV_CACHE_RESULT     2     /* a result may be kept */
 
 /* a request's part in a flight */
 #define NGX_HTTP_IDV_CACHE_LEADER     1
 #define NGX_HTTP_IDV_CACHE_WAITER     2
 
-/* the strings of a READY entry */
-#define NGX_HTTP_IDV_CACHE_REQUEST_ID       0
-#define NGX_HTTP_IDV_CACHE_TRANSACTION_ID   1   /* only if not hex */
-#define NGX_HTTP_IDV_CACHE_TRANSACTION_URL  2
-#define NGX_HTTP_IDV_CACHE_PROTOCOL         3
-#define NGX_HTTP_IDV_CACHE_CLIENT_CFG       4
-#define NGX_HTTP_IDV_CACHE_NSTRINGS         5
+/* the state of a request's store batch */
+#define NGX_HTTP_IDV_CACHE_IDLE       0
+#define NGX_HTTP_IDV_CACHE_PENDING    1
+#define NGX_HTTP_IDV_CACHE_DONE       2
 
 /* a waiter looks again this often (waiters in the flight's worker are
    woken at once) */
@@ -66,113 +62,23 @@
 /* a failed flight's error stays for its waiters, not for new requests */
 #define NGX_HTTP_IDV_CACHE_FAILED_KEEP  1000
 
-#define NGX_HTTP_IDV_CACHE_REPORT     60000 /* eviction reports, at most */
-#define NGX_HTTP_IDV_CACHE_SWEEP      8     /* expired entries per lookup */
 #define NGX_HTTP_IDV_CACHE_RESULT_MAX 16384 /* CheckResult answers kept */
 
 #define NGX_HTTP_IDV_CACHE_TTL        (30 * 60 * 1000)
-#define NGX_HTTP_IDV_CACHE_OWNERSHIP  (24 * 60 * 60 * 1000)
 
-
-typedef struct ngx_http_idv_cache_owner_s  ngx_http_idv_cache_owner_t;
-
-
-/* the Initialize answer of a READY entry */
-typedef struct {
-    uint32_t                        len[NGX_HTTP_IDV_CACHE_NSTRINGS];
-    uint32_t                        present;    /* bit per string */
-    u_char                          data[1];
-} ngx_http_idv_cache_data_t;
-
-
-/* the answer of a FAILED flight */
-typedef struct {
-    uint32_t                        status;
-    uint32_t                        code_len;
-    uint32_t                        message_len;
-    u_char                          data[1];
-} ngx_http_idv_cache_error_t;
-
-
-/* a final CheckResult answer */
-typedef struct {
-    ngx_queue_t                     queue;      /* the zone's, oldest last */
-    ngx_http_idv_cache_owner_t     *owner;
-    ngx_msec_t                      time;
-    ngx_msec_t                      expire;
-    uint32_t                        len;
-    uint8_t                         passed;
-    u_char                          data[1];
-} ngx_http_idv_cache_result_t;
-
-
-/*
- * What is kept of every transaction for as long as "ownership=": which
- * tenant owns the TransactionId.  The tenant and MerchantBizId are kept
- * as digests (SHA-256, truncated): they are compared, never shown.
- * 112 bytes on 64-bit platforms, a 128-byte slab slot.
- */
-
-struct ngx_http_idv_cache_owner_s {
-    ngx_rbtree_node_t               tx;         /* by TransactionId */
-    ngx_queue_t                     queue;      /* all entries, newest first */
-    ngx_msec_t                      time;       /* issued, or flight started
-                                                   or failed */
-    ngx_http_idv_cache_result_t    *result;
-    u_char                          txid[16];
-    u_char                          tenant[8];
-    u_char                          biz[8];
-    uint8_t                         state;
-    uint8_t                         txform;     /* 0: no TransactionId */
-};
-
-
-/*
- * An entry under its key (tenant, ProductCode, MerchantBizId) while the
- * flight is on and for ttl after: the owner record and what Initialize
- * needs.  224 bytes, a 256-byte slot; past ttl it shrinks to the owner
- * record.
- */
-
-typedef struct {
-    ngx_http_idv_cache_owner_t      owner;      /* first */
-    ngx_rbtree_node_t               node;       /* by key */
-    ngx_queue_t                     ready;      /* READY ones, newest first */
-    uint64_t                        flight;
-    void                           *data;       /* READY: _data_t,
-                                                   FAILED: _error_t */
-    u_char                          key[16];    /* tenant, product, biz id */
-    u_char                          digest[16]; /* the signed parameters */
-    ngx_pid_t                       pid;        /* the flight's worker */
-} ngx_http_idv_cache_node_t;
+/* state, digest of the parameters, flight number, pid */
+#define NGX_HTTP_IDV_CACHE_HEAD       (1 + 16 + 8 + 4)
 
 
 typedef struct {
-    ngx_rbtree_t                    rbtree;
-    ngx_rbtree_node_t               sentinel;
-    ngx_rbtree_t                    txtree;
-    ngx_rbtree_node_t               txsentinel;
-    ngx_queue_t                     queue;
-    ngx_queue_t                     ready;
-    ngx_queue_t                     results;
-    uint64_t                        flights;
-    ngx_msec_t                      report;     /* next eviction report */
-    ngx_uint_t                      evicted;    /* since the last one */
-} ngx_http_idv_cache_shctx_t;
-
-
-typedef struct {
-    ngx_http_idv_cache_shctx_t     *sh;
-    ngx_slab_pool_t                *shpool;
-    ngx_shm_zone_t                 *shm_zone;
+    ngx_http_idv_store_t           *store;
     ngx_msec_t                      ttl;
-    ngx_msec_t                      ownership;
 } ngx_http_idv_cache_zone_t;
 
 
 typedef struct {
-    ngx_shm_zone_t                 *zone;
-    ngx_flag_t                      strict;
+    ngx_http_idv_cache_zone_t      *zone;
+    ngx_str_t                       name;       /* until merged */
     ngx_msec_t                      results;
     ngx_msec_t                      wait;
 } ngx_http_idv_cache_conf_t;
@@ -181,114 +87,82 @@ typedef struct {
 typedef struct {
     ngx_http_idv_cache_zone_t      *zone;
 
+    ngx_http_idv_store_batch_t      batch;
+    ngx_http_idv_store_op_t         op;
+    ngx_uint_t                      io;         /* IDLE, PENDING, DONE */
+
     ngx_event_t                     poll;
     ngx_queue_t                     waiting;    /* this worker's waiters */
     ngx_msec_t                      deadline;
-    uint64_t                        flight;     /* led or awaited */
 
-    u_char                          key[16];
-    u_char                          digest[16];
-    u_char                          tenant[8];
-    u_char                          biz[8];
-    u_char                          txid[16];   /* the request's */
-    ngx_uint_t                      txform;
+    ngx_str_t                       key;
+    u_char                          head[NGX_HTTP_IDV_CACHE_HEAD];
+    uint64_t                        flight;     /* led or awaited */
 
     ngx_str_t                       status;     /* $idv_cache_status */
 
     unsigned                        kind:2;
     unsigned                        role:2;
-    unsigned                        keyed:1;
     unsigned                        queued:1;
     unsigned                        store:1;    /* keep the CheckResult */
-    unsigned                        record:1;   /* record the owner */
 } ngx_http_idv_cache_ctx_t;
 
 
-static ngx_int_t ngx_http_idv_cache_stage(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_cache_handler(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_http_idv_cache_ctx_t *ngx_http_idv_cache_create(
-    ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_conf_t *conf);
-static ngx_int_t ngx_http_idv_cache_keys(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_cache_create(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_conf_t *conf,
+    ngx_http_idv_cache_ctx_t **cctxp);
+static ngx_int_t ngx_http_idv_cache_head(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
 static ngx_int_t ngx_http_idv_cache_initialize(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
-static void ngx_http_idv_cache_unwait(ngx_http_idv_cache_ctx_t *cctx);
+static ngx_int_t ngx_http_idv_cache_found(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
+static ngx_uint_t ngx_http_idv_cache_abandoned(ngx_str_t *v, ngx_msec_t age);
+static ngx_int_t ngx_http_idv_cache_lead(ngx_http_request_t *r,
+    ngx_http_idv_cache_ctx_t *cctx);
 static ngx_int_t ngx_http_idv_cache_wait(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
-static ngx_int_t ngx_http_idv_cache_owner(ngx_http_request_t *r,
+static void ngx_http_idv_cache_unwait(ngx_http_idv_cache_ctx_t *cctx);
+static ngx_int_t ngx_http_idv_cache_replay(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx, ngx_str_t *v,
+    ngx_msec_t age);
+static ngx_int_t ngx_http_idv_cache_replay_error(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_str_t *v);
+static ngx_int_t ngx_http_idv_cache_result(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
 static ngx_uint_t ngx_http_idv_cache_result_allowed(ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_cache_send_data(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_data_t *d, u_char *txid,
-    ngx_uint_t txform, ngx_msec_t age);
-static ngx_int_t ngx_http_idv_cache_send_error(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_error_t *err);
-static ngx_int_t ngx_http_idv_cache_send_result(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_result_t *res,
-    ngx_msec_t age);
 static ngx_int_t ngx_http_idv_cache_age(ngx_http_request_t *r,
     ngx_msec_t age);
 
 static ngx_int_t ngx_http_idv_cache_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static void ngx_http_idv_cache_json_cleanup(void *data);
-static void ngx_http_idv_cache_land(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx, cJSON *root);
-static void ngx_http_idv_cache_fail(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx, cJSON *root,
-    ngx_uint_t status);
-static void ngx_http_idv_cache_store_result(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_cache_land(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
-static void ngx_http_idv_cache_record(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx, cJSON *root);
+static ngx_int_t ngx_http_idv_cache_fail(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
+static ngx_int_t ngx_http_idv_cache_keep_result(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
+static ngx_int_t ngx_http_idv_cache_end_flight(ngx_http_request_t *r,
+    ngx_http_idv_cache_ctx_t *cctx, ngx_str_t *value, ngx_msec_t ttl);
 static void ngx_http_idv_cache_cleanup(void *data);
-static void ngx_http_idv_cache_release(ngx_http_idv_cache_ctx_t *cctx);
+
+static ngx_int_t ngx_http_idv_cache_run(ngx_http_request_t *r,
+    ngx_http_idv_cache_ctx_t *cctx);
+static void ngx_http_idv_cache_done(ngx_http_idv_store_batch_t *b);
 static void ngx_http_idv_cache_poll_handler(ngx_event_t *ev);
-static void ngx_http_idv_cache_wake(u_char *key);
-
-static ngx_http_idv_cache_node_t *ngx_http_idv_cache_lookup(
-    ngx_http_idv_cache_shctx_t *sh, u_char *key);
-static ngx_http_idv_cache_owner_t *ngx_http_idv_cache_lookup_tx(
-    ngx_http_idv_cache_shctx_t *sh, u_char *txid, ngx_uint_t txform);
-static void ngx_http_idv_cache_insert_key(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static void ngx_http_idv_cache_insert_tx(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static void ngx_http_idv_cache_insert_owner(ngx_http_idv_cache_shctx_t *sh,
-    ngx_http_idv_cache_owner_t *o, u_char *txid, ngx_uint_t txform);
-static ngx_http_idv_cache_node_t *ngx_http_idv_cache_new(
-    ngx_http_idv_cache_zone_t *zone, ngx_http_idv_cache_ctx_t *cctx,
-    ngx_log_t *log);
-static void ngx_http_idv_cache_take(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_node_t *e, ngx_http_idv_cache_ctx_t *cctx);
-static ngx_uint_t ngx_http_idv_cache_abandoned(ngx_http_idv_cache_node_t *e,
-    ngx_msec_t now);
-static void *ngx_http_idv_cache_alloc(ngx_http_idv_cache_zone_t *zone,
-    size_t size, ngx_http_idv_cache_owner_t *keep, ngx_log_t *log);
-static void ngx_http_idv_cache_expire(ngx_http_idv_cache_zone_t *zone,
-    ngx_msec_t now, ngx_log_t *log);
-static void ngx_http_idv_cache_demote(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_node_t *e, ngx_log_t *log);
-static void ngx_http_idv_cache_drop_result(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_owner_t *o);
-static void ngx_http_idv_cache_delete(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_owner_t *o);
-static size_t ngx_http_idv_cache_data_size(ngx_http_idv_cache_data_t *d);
-static size_t ngx_http_idv_cache_slot(size_t size);
-
-static ngx_int_t ngx_http_idv_cache_txid(ngx_str_t *id, u_char *out,
-    ngx_uint_t *form);
-static ngx_int_t ngx_http_idv_cache_hash(const char *domain, ngx_str_t *parts,
-    ngx_uint_t n, u_char *out, size_t len);
-static ngx_int_t ngx_http_idv_cache_hash_begin(const char *domain);
-static void ngx_http_idv_cache_hash_add(u_char *data, size_t len);
-static ngx_int_t ngx_http_idv_cache_hash_end(u_char *out, size_t len);
+static void ngx_http_idv_cache_wake(ngx_str_t *key);
+static ngx_int_t ngx_http_idv_cache_digest(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, u_char *out);
+static ngx_int_t ngx_http_idv_cache_string(u_char **p, u_char *last,
+    ngx_str_t *s);
 
 static ngx_int_t ngx_http_idv_cache_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idv_cache_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_idv_cache_init(ngx_conf_t *cf);
+static void *ngx_http_idv_cache_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_cache_create_conf(ngx_conf_t *cf);
 static char *ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -298,8 +172,6 @@ static char *ngx_http_idv_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_idv_cache_results(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_idv_cache_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static ngx_int_t ngx_http_idv_cache_init_process(ngx_cycle_t *cycle);
 static void ngx_http_idv_cache_exit(ngx_cycle_t *cycle);
 
@@ -307,9 +179,9 @@ static void ngx_http_idv_cache_exit(ngx_cycle_t *cycle);
 static ngx_command_t  ngx_http_idv_cache_commands[] = {
 
     { ngx_string("idv_cache_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_idv_cache_zone,
-      0,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -318,13 +190,6 @@ static ngx_command_t  ngx_http_idv_cache_commands[] = {
       ngx_http_idv_cache,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
-
-    { ngx_string("idv_cache_strict"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_idv_cache_conf_t, strict),
       NULL },
 
     { ngx_string("idv_cache_results"),
@@ -349,7 +214,7 @@ static ngx_http_module_t  ngx_http_idv_cache_module_ctx = {
     ngx_http_idv_cache_add_variables,      /* preconfiguration */
     ngx_http_idv_cache_init,               /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_idv_cache_create_main_conf,   /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -376,6 +241,12 @@ ngx_module_t  ngx_http_idv_cache_module = {
 };
 
 
+/* the zones declared by idv_cache_zone */
+typedef struct {
+    ngx_array_t                     zones;  /* ngx_http_idv_cache_zone_t * */
+} ngx_http_idv_cache_main_conf_t;
+
+
 static ngx_str_t  ngx_http_idv_cache_status_name =
     ngx_string("idv_cache_status");
 
@@ -384,14 +255,9 @@ static ngx_str_t  ngx_http_idv_cache_miss = ngx_string("MISS");
 static ngx_str_t  ngx_http_idv_cache_shared = ngx_string("SHARED");
 static ngx_str_t  ngx_http_idv_cache_conflict = ngx_string("CONFLICT");
 static ngx_str_t  ngx_http_idv_cache_busy = ngx_string("BUSY");
-static ngx_str_t  ngx_http_idv_cache_forbidden = ngx_string("FORBIDDEN");
 static ngx_str_t  ngx_http_idv_cache_bypass = ngx_string("BYPASS");
 
 static ngx_str_t  ngx_http_idv_cache_success = ngx_string("Success");
-
-static const char  *ngx_http_idv_cache_names[NGX_HTTP_IDV_CACHE_NSTRINGS] = {
-    "RequestId", "TransactionId", "TransactionUrl", "Protocol", "ClientCfg"
-};
 
 /* not part of the request's identity: the key has it */
 static const char  *ngx_http_idv_cache_unsigned[] = {
@@ -402,33 +268,36 @@ static const char  *ngx_http_idv_cache_unsigned[] = {
 /* this worker's waiters, woken when a flight lands here */
 static ngx_queue_t   ngx_http_idv_cache_waiters;
 
-/* SHA-256, fetched once per process */
+/* flights are numbered per worker; the pid makes them unique */
+static uint64_t      ngx_http_idv_cache_flights;
+
+/* SHA-256 of the parameters, fetched once per process */
 static EVP_MD       *ngx_http_idv_cache_md;
 static EVP_MD_CTX   *ngx_http_idv_cache_md_ctx;
-static ngx_uint_t    ngx_http_idv_cache_md_error;
 
+
+/* STATE: an answer the cache has, a flight to wait for, or a new one */
 
 static ngx_int_t
-ngx_http_idv_cache_stage(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_cache_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
+    ngx_int_t                   rc;
     ngx_http_idv_cache_ctx_t   *cctx;
     ngx_http_idv_cache_conf_t  *conf;
-
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
-
-    if (conf->zone == NULL) {
-        return NGX_DECLINED;
-    }
 
     cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
 
     if (cctx == NULL) {
-        cctx = ngx_http_idv_cache_create(r, ctx, conf);
-        if (cctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
+
+        if (conf->zone == NULL) {
+            return NGX_DECLINED;
         }
 
-        ngx_http_set_ctx(r, cctx, ngx_http_idv_cache_module);
+        rc = ngx_http_idv_cache_create(r, ctx, conf, &cctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     switch (cctx->kind) {
@@ -436,156 +305,136 @@ ngx_http_idv_cache_stage(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     case NGX_HTTP_IDV_CACHE_INITIALIZE:
         return ngx_http_idv_cache_initialize(r, ctx, cctx);
 
-    case NGX_HTTP_IDV_CACHE_CONSUMER:
-        return ngx_http_idv_cache_owner(r, ctx, cctx);
+    case NGX_HTTP_IDV_CACHE_RESULT:
+        return ngx_http_idv_cache_result(r, ctx, cctx);
 
-    default: /* NGX_HTTP_IDV_CACHE_PRODUCER */
-        cctx->status = ngx_http_idv_cache_bypass;
-        cctx->record = 1;
+    default:
         return NGX_DECLINED;
     }
 }
 
 
-static ngx_http_idv_cache_ctx_t *
+static ngx_int_t
 ngx_http_idv_cache_create(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_conf_t *conf)
+    ngx_http_idv_cache_conf_t *conf, ngx_http_idv_cache_ctx_t **cctxp)
 {
-    ngx_str_t                  biz;
+    u_char                    *p;
+    ngx_str_t                 *product;
+    ngx_uint_t                 flags;
     ngx_pool_cleanup_t        *cln;
-    ngx_http_idv_param_t      *p;
     ngx_http_idv_cache_ctx_t  *cctx;
 
     cctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_cache_ctx_t));
     if (cctx == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     cln->handler = ngx_http_idv_cache_cleanup;
     cln->data = cctx;
 
-    cctx->zone = conf->zone->data;
+    ngx_http_set_ctx(r, cctx, ngx_http_idv_cache_module);
 
-    if (ngx_http_idv_cache_hash("tenant", &ctx->tenant, 1, cctx->tenant,
-                                sizeof(cctx->tenant))
-        != NGX_OK)
-    {
-        return NULL;
-    }
+    *cctxp = cctx;
 
-    p = ngx_http_idv_req_get(&ctx->req, "MerchantBizId");
+    cctx->zone = conf->zone;
+    cctx->batch.ops = &cctx->op;
+    cctx->batch.nops = 1;
 
-    if (p) {
-        biz = *ngx_http_idv_ngx_str(&p->value);
-    } else {
-        ngx_str_null(&biz);
-    }
+    flags = ctx->conf->op->flags;
 
-    if (ngx_http_idv_cache_hash("biz", &biz, 1, cctx->biz, sizeof(cctx->biz))
-        != NGX_OK)
-    {
-        return NULL;
-    }
+    /*
+     * Initialize: a billable call that creates a transaction the client
+     * completes later (its result comes back by callback)
+     */
 
-    if (ctx->conf->op->flags & NGX_HTTP_IDV_OP_CREATES_TX
-        && ctx->conf->op->flags & NGX_HTTP_IDV_OP_BILLABLE
+    if ((flags & NGX_HTTP_IDV_OP_CREATES_TX)
+        && (flags & NGX_HTTP_IDV_OP_BILLABLE)
         && ngx_http_idv_op_param(ctx->conf->op, (u_char *) "CallbackToken",
                                  sizeof("CallbackToken") - 1))
     {
-        /* an Initialize: a transaction the client completes later */
+        if (ctx->merchant_biz_id.len == 0) {
+            cctx->status = ngx_http_idv_cache_bypass;
+            return NGX_OK;
+        }
+
         cctx->kind = NGX_HTTP_IDV_CACHE_INITIALIZE;
 
-    } else if (ctx->transaction_id.len) {
-        cctx->kind = NGX_HTTP_IDV_CACHE_CONSUMER;
+        /* the key: tenant, product and MerchantBizId, each with its size */
 
-    } else {
-        cctx->kind = NGX_HTTP_IDV_CACHE_PRODUCER;
+        product = ngx_http_idv_ngx_str(&ctx->req.product);
+
+        cctx->key.len = 1 + 3 * 4 + ctx->tenant.len + product->len
+                        + ctx->merchant_biz_id.len;
+        cctx->key.data = ngx_pnalloc(r->pool, cctx->key.len);
+        if (cctx->key.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = cctx->key.data;
+        *p++ = 'i';
+        p = ngx_sprintf(p, "%04xd", (int) (ctx->tenant.len & 0xffff));
+        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+        p = ngx_sprintf(p, "%04xd", (int) (product->len & 0xffff));
+        p = ngx_cpymem(p, product->data, product->len);
+        p = ngx_sprintf(p, "%04xd",
+                        (int) (ctx->merchant_biz_id.len & 0xffff));
+        ngx_memcpy(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
+
+        return ngx_http_idv_cache_head(r, ctx, cctx);
     }
 
-    return cctx;
+    if (conf->results && ctx->transaction_id.len
+        && ngx_http_idv_cache_result_allowed(ctx))
+    {
+        cctx->kind = NGX_HTTP_IDV_CACHE_RESULT;
+
+        cctx->key.len = 1 + ctx->transaction_id.len;
+        cctx->key.data = ngx_pnalloc(r->pool, cctx->key.len);
+        if (cctx->key.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        cctx->key.data[0] = 'r';
+        ngx_memcpy(cctx->key.data + 1, ctx->transaction_id.data,
+                   ctx->transaction_id.len);
+
+        return NGX_OK;
+    }
+
+    cctx->status = ngx_http_idv_cache_bypass;
+
+    return NGX_OK;
 }
 
 
-/*
- * The key: tenant, ProductCode and MerchantBizId.  The digest: every
- * parameter but those of the key that the gateway sets, sorted, each
- * name and value length-prefixed (values may hold any byte).
- */
+/* what a flight of this request writes first: state, digest, id, pid */
 
 static ngx_int_t
-ngx_http_idv_cache_keys(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+ngx_http_idv_cache_head(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_cache_ctx_t *cctx)
 {
-    size_t                  i, n;
-    ngx_str_t               parts[3];
-    const char            **skip;
-    ngx_http_idv_param_t   *p, *params;
+    u_char    *p;
+    uint32_t   pid;
 
-    p = ngx_http_idv_req_get(&ctx->req, "MerchantBizId");
+    p = cctx->head;
+    *p++ = NGX_HTTP_IDV_CACHE_FLIGHT;
 
-    if (p == NULL || p->value.len == 0) {
-        return NGX_DECLINED;
-    }
-
-    parts[0] = ctx->tenant;
-    parts[1] = *ngx_http_idv_ngx_str(&ctx->req.product);
-    parts[2] = *ngx_http_idv_ngx_str(&p->value);
-
-    if (ngx_http_idv_cache_hash("key", parts, 3, cctx->key,
-                                sizeof(cctx->key))
-        != NGX_OK)
-    {
+    if (ngx_http_idv_cache_digest(r, ctx, p) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    params = ngx_palloc(r->pool,
-                        ctx->req.nparams * sizeof(ngx_http_idv_param_t) + 1);
-    if (params == NULL) {
-        return NGX_ERROR;
-    }
+    p += 16;
 
-    n = 0;
+    cctx->flight = ++ngx_http_idv_cache_flights;
+    p = ngx_cpymem(p, &cctx->flight, sizeof(uint64_t));
 
-    for (i = 0; i < ctx->req.nparams; i++) {
-        p = &ctx->req.params[i];
-
-        for (skip = ngx_http_idv_cache_unsigned; *skip; skip++) {
-            if (p->key.len == ngx_strlen(*skip)
-                && ngx_strncmp(p->key.data, *skip, p->key.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (*skip == NULL) {
-            params[n++] = *p;
-        }
-    }
-
-    ngx_http_idv_params_sort(params, n);
-
-    if (ngx_http_idv_cache_hash_begin("params") != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        ngx_http_idv_cache_hash_add(params[i].key.data, params[i].key.len);
-        ngx_http_idv_cache_hash_add(params[i].value.data,
-                                    params[i].value.len);
-    }
-
-    if (ngx_http_idv_cache_hash_end(cctx->digest, sizeof(cctx->digest))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cctx->keyed = 1;
+    pid = (uint32_t) ngx_pid;
+    ngx_memcpy(p, &pid, sizeof(uint32_t));
 
     return NGX_OK;
 }
@@ -600,171 +449,192 @@ static ngx_int_t
 ngx_http_idv_cache_initialize(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_cache_ctx_t *cctx)
 {
-    u_char                      txid[16];
-    size_t                      size;
-    ngx_int_t                   rc;
-    ngx_msec_t                  now, age;
-    ngx_uint_t                  txform;
-    ngx_slab_pool_t            *shpool;
-    ngx_http_idv_cache_node_t  *e;
-    ngx_http_idv_cache_data_t  *d;
-    ngx_http_idv_cache_zone_t  *zone;
-    ngx_http_idv_cache_error_t *err;
+    ngx_int_t  rc;
 
-    if (!cctx->keyed) {
-        rc = ngx_http_idv_cache_keys(r, ctx, cctx);
+    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
+        return NGX_AGAIN;
+    }
 
-        if (rc == NGX_DECLINED) {
-            cctx->status = ngx_http_idv_cache_bypass;
-            cctx->record = 1;
-            return NGX_DECLINED;
+    if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
+        return NGX_DECLINED;
+    }
+
+    if (cctx->io == NGX_HTTP_IDV_CACHE_IDLE) {
+
+        if (cctx->role == NGX_HTTP_IDV_CACHE_WAITER) {
+            if (cctx->poll.timer_set || cctx->poll.posted) {
+                return NGX_AGAIN;
+            }
+
+            /* a waiter looks again */
+            cctx->op.op = NGX_HTTP_IDV_STORE_GET;
+
+        } else {
+            /* a flight of its own, unless there is one */
+            cctx->op.op = NGX_HTTP_IDV_STORE_ADD;
+            cctx->op.value.data = cctx->head;
+            cctx->op.value.len = NGX_HTTP_IDV_CACHE_HEAD;
+            cctx->op.ttl = NGX_HTTP_IDV_CACHE_ABANDONED;
+            cctx->op.keep = 1;
         }
 
-        if (rc != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        cctx->op.store = cctx->zone->store;
+        cctx->op.key = cctx->key;
+
+        rc = ngx_http_idv_cache_run(r, cctx);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
         }
     }
 
-    zone = cctx->zone;
-    shpool = zone->shpool;
-    now = ngx_current_msec;
+    cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    ngx_http_idv_cache_expire(zone, now, r->connection->log);
-
-    e = ngx_http_idv_cache_lookup(zone->sh, cctx->key);
-
-    if (e && e->owner.state == NGX_HTTP_IDV_CACHE_READY
-        && (ngx_msec_int_t) (now - e->owner.time) >= (ngx_msec_int_t) zone->ttl)
-    {
-        ngx_http_idv_cache_demote(zone, e, r->connection->log);
-        e = NULL;
+    if (cctx->batch.rc != NGX_OK) {
+        ngx_http_idv_cache_unwait(cctx);
+        return ngx_http_idv_state_error(r, ctx, cctx->zone->store,
+                                        cctx->batch.rc);
     }
 
-    if (e == NULL) {
-        e = ngx_http_idv_cache_new(zone, cctx, r->connection->log);
+    if (cctx->op.op == NGX_HTTP_IDV_STORE_ADD && cctx->op.rc == NGX_OK) {
+        return ngx_http_idv_cache_lead(r, cctx);
+    }
 
-        if (e == NULL) {
-            ngx_shmtx_unlock(&shpool->mutex);
-
-            /* not even one entry fits: go on without the cache */
-
-            cctx->status = ngx_http_idv_cache_bypass;
-            cctx->record = 1;
-            return NGX_DECLINED;
+    if (cctx->op.op == NGX_HTTP_IDV_STORE_CAS) {
+        if (cctx->op.rc == NGX_OK) {
+            return ngx_http_idv_cache_lead(r, cctx);
         }
 
-        goto leader;
+        /* someone else took it over first: look again */
     }
 
-    switch (e->owner.state) {
+    return ngx_http_idv_cache_found(r, ctx, cctx);
+}
+
+
+/* the entry under the key, as the last operation saw it */
+
+static ngx_int_t
+ngx_http_idv_cache_found(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_cache_ctx_t *cctx)
+{
+    u_char      *v;
+    ngx_int_t    rc;
+    ngx_str_t    cur;
+    ngx_uint_t   conflict;
+
+    cur = cctx->op.result;
+
+    if (cur.len == 0) {
+
+        /* gone (expired, never there): lead */
+
+        cctx->op.op = NGX_HTTP_IDV_STORE_ADD;
+        cctx->op.value.data = cctx->head;
+        cctx->op.value.len = NGX_HTTP_IDV_CACHE_HEAD;
+        cctx->op.ttl = NGX_HTTP_IDV_CACHE_ABANDONED;
+        cctx->op.keep = 1;
+
+        goto again;
+    }
+
+    v = cur.data;
+
+    if (cur.len < NGX_HTTP_IDV_CACHE_HEAD) {
+        /* released, or landed without an answer: take it over */
+        goto take;
+    }
+
+    conflict = (ngx_memcmp(v + 1, cctx->head + 1, 16) != 0);
+
+    switch (v[0]) {
 
     case NGX_HTTP_IDV_CACHE_READY:
 
-        if (ngx_memcmp(e->digest, cctx->digest, sizeof(e->digest)) != 0) {
+        if (conflict) {
             goto conflict;
-        }
-
-        d = e->data;
-        size = ngx_http_idv_cache_data_size(d);
-
-        ngx_memcpy(txid, e->owner.txid, sizeof(txid));
-        txform = e->owner.txform;
-        age = now - e->owner.time;
-
-        d = ngx_palloc(r->pool, size);
-        if (d) {
-            ngx_memcpy(d, e->data, size);
-        }
-
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (d == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ngx_http_idv_cache_age(r, age) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         cctx->status = (cctx->role == NGX_HTTP_IDV_CACHE_WAITER)
                        ? ngx_http_idv_cache_shared : ngx_http_idv_cache_hit;
         ngx_http_idv_cache_unwait(cctx);
 
-        return ngx_http_idv_cache_send_data(r, ctx, d, txid, txform, age);
+        return ngx_http_idv_cache_replay(r, ctx, cctx, &cur, cctx->op.age);
 
-    case NGX_HTTP_IDV_CACHE_FLIGHT:
+    case NGX_HTTP_IDV_CACHE_FAILED:
 
-        if (ngx_http_idv_cache_abandoned(e, now)) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "idv: the Initialize in flight for MerchantBizId "
-                          "\"%V\" was abandoned by process %P; "
-                          "taking it over", &ctx->merchant_biz_id, e->pid);
-            ngx_http_idv_cache_take(zone, e, cctx);
-            goto leader;
-        }
-
-        if (ngx_memcmp(e->digest, cctx->digest, sizeof(e->digest)) != 0) {
-            goto conflict;
-        }
-
-        cctx->flight = e->flight;
-
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        return ngx_http_idv_cache_wait(r, ctx, cctx);
-
-    default: /* NGX_HTTP_IDV_CACHE_FAILED */
-
-        if (cctx->role != NGX_HTTP_IDV_CACHE_WAITER
-            || e->flight != cctx->flight)
+        if (cctx->role == NGX_HTTP_IDV_CACHE_WAITER
+            && ngx_memcmp(v + 17, &cctx->flight, sizeof(uint64_t)) == 0)
         {
-            /* a new request is a new attempt */
-            ngx_http_idv_cache_take(zone, e, cctx);
-            goto leader;
+            /* the flight this request waited for failed: its error */
+
+            cctx->status = ngx_http_idv_cache_shared;
+            ngx_http_idv_cache_unwait(cctx);
+
+            return ngx_http_idv_cache_replay_error(r, ctx, &cur);
         }
 
-        err = e->data;
-        size = offsetof(ngx_http_idv_cache_error_t, data)
-               + err->code_len + err->message_len;
+        /* a new request is a new attempt */
+        break;
 
-        err = ngx_palloc(r->pool, size);
-        if (err) {
-            ngx_memcpy(err, e->data, size);
+    default: /* NGX_HTTP_IDV_CACHE_FLIGHT */
+
+        if (!ngx_http_idv_cache_abandoned(&cur, cctx->op.age)) {
+
+            if (conflict) {
+                goto conflict;
+            }
+
+            if (cctx->role != NGX_HTTP_IDV_CACHE_WAITER) {
+                /* the flight to wait for, by its number */
+                ngx_memcpy(&cctx->flight, v + 17, sizeof(uint64_t));
+            }
+
+            return ngx_http_idv_cache_wait(r, ctx, cctx);
         }
 
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (err == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cctx->status = ngx_http_idv_cache_shared;
-        ngx_http_idv_cache_unwait(cctx);
-
-        return ngx_http_idv_cache_send_error(r, ctx, err);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idv: the Initialize in flight for MerchantBizId "
+                      "\"%V\" was abandoned; taking it over",
+                      &ctx->merchant_biz_id);
+        break;
     }
 
-leader:
+take:
 
-    ngx_http_idv_cache_unwait(cctx);
+    /* take the entry over, unless another request does so first */
 
-    cctx->flight = e->flight;
-    cctx->role = NGX_HTTP_IDV_CACHE_LEADER;
-    cctx->status = ngx_http_idv_cache_miss;
+    rc = ngx_http_idv_cache_head(r, ctx, cctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    cctx->op.op = NGX_HTTP_IDV_STORE_CAS;
+    cctx->op.expect = cur;
+    cctx->op.value.data = cctx->head;
+    cctx->op.value.len = NGX_HTTP_IDV_CACHE_HEAD;
+    cctx->op.ttl = NGX_HTTP_IDV_CACHE_ABANDONED;
+    cctx->op.keep = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "idv cache: flight %uL for MerchantBizId \"%V\"",
-                   cctx->flight, &ctx->merchant_biz_id);
+again:
 
-    return NGX_DECLINED;
+    cctx->role = 0;
+    ngx_str_null(&cctx->op.result);
+
+    if (cctx->queued) {
+        ngx_queue_remove(&cctx->waiting);
+        cctx->queued = 0;
+    }
+
+    rc = ngx_http_idv_cache_run(r, cctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_idv_cache_initialize(r, ctx, cctx);
 
 conflict:
-
-    ngx_shmtx_unlock(&shpool->mutex);
 
     ngx_http_idv_cache_unwait(cctx);
     cctx->status = ngx_http_idv_cache_conflict;
@@ -772,7 +642,7 @@ conflict:
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "idv: MerchantBizId \"%V\" was given with other parameters "
                   "within the ttl of idv_cache zone \"%V\"",
-                  &ctx->merchant_biz_id, &zone->shm_zone->shm.name);
+                  &ctx->merchant_biz_id, &cctx->zone->store->name);
 
     return ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
                               "Gateway.IdempotencyConflict",
@@ -782,25 +652,41 @@ conflict:
 }
 
 
-/* the request no longer waits for a flight (it may lead one now) */
+/*
+ * A flight is abandoned when its worker is gone (this node's pids), or
+ * when it has been in the air for longer than any call may take.
+ */
 
-static void
-ngx_http_idv_cache_unwait(ngx_http_idv_cache_ctx_t *cctx)
+static ngx_uint_t
+ngx_http_idv_cache_abandoned(ngx_str_t *v, ngx_msec_t age)
 {
-    if (cctx->poll.timer_set) {
-        ngx_del_timer(&cctx->poll);
+    uint32_t  pid;
+
+    if (age >= NGX_HTTP_IDV_CACHE_ABANDONED) {
+        return 1;
     }
 
-    if (cctx->poll.posted) {
-        ngx_delete_posted_event(&cctx->poll);
-    }
+    ngx_memcpy(&pid, v->data + 1 + 16 + 8, sizeof(uint32_t));
 
-    if (cctx->queued) {
-        ngx_queue_remove(&cctx->waiting);
-        cctx->queued = 0;
-    }
+    return ((ngx_pid_t) pid != ngx_pid && kill((ngx_pid_t) pid, 0) == -1
+            && ngx_errno == NGX_ESRCH);
+}
 
-    cctx->role = 0;
+
+static ngx_int_t
+ngx_http_idv_cache_lead(ngx_http_request_t *r, ngx_http_idv_cache_ctx_t *cctx)
+{
+    ngx_http_idv_cache_unwait(cctx);
+
+    ngx_memcpy(&cctx->flight, cctx->head + 17, sizeof(uint64_t));
+
+    cctx->role = NGX_HTTP_IDV_CACHE_LEADER;
+    cctx->status = ngx_http_idv_cache_miss;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "idv cache: flight %uL", cctx->flight);
+
+    return NGX_DECLINED;
 }
 
 
@@ -840,7 +726,7 @@ ngx_http_idv_cache_wait(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                       &ctx->merchant_biz_id, conf->wait);
 
         if (ngx_http_idv_set_header(r, "Retry-After", &one, 1) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         return ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
@@ -861,127 +747,196 @@ ngx_http_idv_cache_wait(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
+/* the request no longer waits for a flight */
+
+static void
+ngx_http_idv_cache_unwait(ngx_http_idv_cache_ctx_t *cctx)
+{
+    if (cctx->poll.timer_set) {
+        ngx_del_timer(&cctx->poll);
+    }
+
+    if (cctx->poll.posted) {
+        ngx_delete_posted_event(&cctx->poll);
+    }
+
+    if (cctx->queued) {
+        ngx_queue_remove(&cctx->waiting);
+        cctx->queued = 0;
+    }
+
+    if (cctx->role == NGX_HTTP_IDV_CACHE_WAITER) {
+        cctx->role = 0;
+    }
+}
+
+
 /*
- * A request naming a TransactionId: refused if the TransactionId belongs
- * to another tenant (or, with idv_cache_strict, is not known at all); a
- * final CheckResult answer kept for idv_cache_results is given again.
+ * The Initialize answer again, as the service gave it: a READY entry is
+ * the head, the TransactionId and RequestId (for logs and variables),
+ * then the envelope's bytes.
  */
 
 static ngx_int_t
-ngx_http_idv_cache_owner(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+ngx_http_idv_cache_replay(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_cache_ctx_t *cctx, ngx_str_t *v, ngx_msec_t age)
+{
+    u_char     *p, *last;
+    ngx_str_t   txid, rid;
+
+    p = v->data + NGX_HTTP_IDV_CACHE_HEAD;
+    last = v->data + v->len;
+
+    if (ngx_http_idv_cache_string(&p, last, &txid) != NGX_OK
+        || ngx_http_idv_cache_string(&p, last, &rid) != NGX_OK
+        || p == last)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "idv: a malformed entry in idv_cache zone \"%V\"",
+                      &cctx->zone->store->name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_idv_cache_age(r, age) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->transaction_id = txid;
+    ctx->request_id = rid;
+    ctx->code = ngx_http_idv_cache_success;
+    ctx->cached = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "idv cache: TransactionId \"%V\" again, issued %Mms ago, "
+                   "MerchantBizId \"%V\"",
+                   &ctx->transaction_id, age, &ctx->merchant_biz_id);
+
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, NULL);
+}
+
+
+/* the error of the flight this request waited for */
+
+static ngx_int_t
+ngx_http_idv_cache_replay_error(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_str_t *v)
+{
+    u_char      *p, *last, *code, *message;
+    uint16_t     status;
+    ngx_str_t    c, m, one = ngx_string("1");
+
+    p = v->data + NGX_HTTP_IDV_CACHE_HEAD;
+    last = v->data + v->len;
+
+    if (last - p < 2) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(&status, p, sizeof(uint16_t));
+    p += 2;
+
+    if (ngx_http_idv_cache_string(&p, last, &c) != NGX_OK
+        || ngx_http_idv_cache_string(&p, last, &m) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    code = ngx_pnalloc(r->pool, c.len + 1 + m.len + 1);
+    if (code == NULL) {
+        return NGX_ERROR;
+    }
+
+    message = ngx_cpymem(code, c.data, c.len);
+    *message++ = '\0';
+    *ngx_cpymem(message, m.data, m.len) = '\0';
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS
+        && ngx_http_idv_set_header(r, "Retry-After", &one, 1) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->cached = 1;
+
+    return ngx_http_idv_error(r, ctx, status, (char *) code, (char *) message);
+}
+
+
+/*
+ * CheckResult: a final answer kept for idv_cache_results is given again
+ * to the tenant (and MerchantBizId) that got it first.  Its value: Passed,
+ * the tenant and the MerchantBizId each with its size, the envelope.
+ */
+
+static ngx_int_t
+ngx_http_idv_cache_result(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_cache_ctx_t *cctx)
 {
-    size_t                        size;
-    ngx_msec_t                    now, age;
-    ngx_uint_t                    allowed;
-    ngx_slab_pool_t              *shpool;
-    ngx_http_idv_cache_owner_t   *o;
-    ngx_http_idv_cache_zone_t    *zone;
-    ngx_http_idv_cache_conf_t    *conf;
-    ngx_http_idv_cache_result_t  *res;
+    u_char     *p, *last;
+    ngx_int_t   rc;
+    ngx_str_t   tenant, biz;
 
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
-
-    if (ngx_http_idv_cache_txid(&ctx->transaction_id, cctx->txid,
-                                &cctx->txform)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
+        return NGX_AGAIN;
     }
 
-    allowed = ngx_http_idv_cache_result_allowed(ctx);
+    if (cctx->io == NGX_HTTP_IDV_CACHE_IDLE) {
+        cctx->op.op = NGX_HTTP_IDV_STORE_GET;
+        cctx->op.store = cctx->zone->store;
+        cctx->op.key = cctx->key;
 
-    zone = cctx->zone;
-    shpool = zone->shpool;
-    now = ngx_current_msec;
-    res = NULL;
-    age = 0;
+        rc = ngx_http_idv_cache_run(r, cctx);
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    ngx_http_idv_cache_expire(zone, now, r->connection->log);
-
-    o = ngx_http_idv_cache_lookup_tx(zone->sh, cctx->txid, cctx->txform);
-
-    if (o && (ngx_msec_int_t) (now - o->time)
-             >= (ngx_msec_int_t) zone->ownership)
-    {
-        ngx_http_idv_cache_delete(zone, o);
-        o = NULL;
-    }
-
-    if (o == NULL) {
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (conf->strict) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "idv: TransactionId \"%V\" is not known to "
-                          "idv_cache zone \"%V\" (idv_cache_strict), "
-                          "refused for tenant \"%V\"", &ctx->transaction_id,
-                          &zone->shm_zone->shm.name, &ctx->tenant);
-            goto forbidden;
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
         }
+    }
 
+    cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
+
+    if (cctx->batch.rc != NGX_OK || cctx->op.rc != NGX_OK) {
+        /* no kept answer (an unavailable cache only costs a call) */
+        cctx->status = ngx_http_idv_cache_miss;
+        cctx->store = (cctx->batch.rc == NGX_OK);
+        return NGX_DECLINED;
+    }
+
+    p = cctx->op.result.data;
+    last = p + cctx->op.result.len;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    ctx->passed = *p++;
+
+    if (ngx_http_idv_cache_string(&p, last, &tenant) != NGX_OK
+        || ngx_http_idv_cache_string(&p, last, &biz) != NGX_OK
+        || p == last)
+    {
+        return NGX_ERROR;
+    }
+
+    if (tenant.len != ctx->tenant.len
+        || ngx_memcmp(tenant.data, ctx->tenant.data, tenant.len) != 0
+        || biz.len != ctx->merchant_biz_id.len
+        || ngx_memcmp(biz.data, ctx->merchant_biz_id.data, biz.len) != 0)
+    {
+        /* another's: the service decides */
+        ctx->passed = NGX_HTTP_IDV_PASSED_UNKNOWN;
         cctx->status = ngx_http_idv_cache_miss;
         return NGX_DECLINED;
     }
 
-    if (ngx_memcmp(o->tenant, cctx->tenant, sizeof(o->tenant)) != 0) {
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "idv: TransactionId \"%V\" belongs to another tenant, "
-                      "refused for tenant \"%V\"", &ctx->transaction_id,
-                      &ctx->tenant);
-        goto forbidden;
+    if (ngx_http_idv_cache_age(r, cctx->op.age) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    if (conf->results && allowed) {
+    cctx->status = ngx_http_idv_cache_hit;
+    ctx->cached = 1;
+    ctx->code = ngx_http_idv_cache_success;
 
-        if (o->result
-            && (ngx_msec_int_t) (o->result->expire - now) > 0
-            && ngx_memcmp(o->biz, cctx->biz, sizeof(o->biz)) == 0)
-        {
-            age = now - o->result->time;
-
-            size = offsetof(ngx_http_idv_cache_result_t, data)
-                   + o->result->len;
-
-            res = ngx_palloc(r->pool, size);
-            if (res) {
-                ngx_memcpy(res, o->result, size);
-            }
-
-            ngx_shmtx_unlock(&shpool->mutex);
-
-            if (res == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            cctx->status = ngx_http_idv_cache_hit;
-
-            return ngx_http_idv_cache_send_result(r, ctx, res, age);
-        }
-
-        cctx->store = 1;
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    cctx->status = ngx_http_idv_cache_miss;
-
-    return NGX_DECLINED;
-
-forbidden:
-
-    cctx->status = ngx_http_idv_cache_forbidden;
-
-    /* one answer for "another tenant's" and "unknown": no oracle */
-
-    return ngx_http_idv_error(r, ctx, NGX_HTTP_FORBIDDEN,
-                              "Forbidden.Tenant",
-                              "The TransactionId does not belong to this "
-                              "tenant");
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, NULL);
 }
 
 
@@ -1029,189 +984,6 @@ ngx_http_idv_cache_result_allowed(ngx_http_idv_ctx_t *ctx)
 }
 
 
-/* the Initialize answer again, in the API's envelope */
-
-static ngx_int_t
-ngx_http_idv_cache_send_data(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_data_t *d, u_char *txid, ngx_uint_t txform,
-    ngx_msec_t age)
-{
-    u_char                *p, *start, *s[NGX_HTTP_IDV_CACHE_NSTRINGS];
-    u_char                 hex[32];
-    size_t                 size, len[NGX_HTTP_IDV_CACHE_NSTRINGS];
-    ngx_uint_t             i;
-
-    p = d->data;
-
-    for (i = 0; i < NGX_HTTP_IDV_CACHE_NSTRINGS; i++) {
-        s[i] = p;
-        len[i] = d->len[i];
-        p += len[i];
-    }
-
-    if (txform != NGX_HTTP_IDV_CACHE_TX_DIGEST) {
-        ngx_hex_dump(hex, txid, 16);
-
-        if (txform == NGX_HTTP_IDV_CACHE_TX_UPPER) {
-            for (i = 0; i < 32; i++) {
-                hex[i] = ngx_toupper(hex[i]);
-            }
-        }
-
-        s[NGX_HTTP_IDV_CACHE_TRANSACTION_ID] = hex;
-        len[NGX_HTTP_IDV_CACHE_TRANSACTION_ID] = 32;
-        d->present |= 1 << NGX_HTTP_IDV_CACHE_TRANSACTION_ID;
-    }
-
-    size = sizeof("{\"Code\":\"Success\",\"Message\":\"success\","
-                  "\"Result\":{}}") - 1;
-
-    for (i = 0; i < NGX_HTTP_IDV_CACHE_NSTRINGS; i++) {
-        if (d->present & (1 << i)) {
-            size += sizeof("\"\":\"\",") - 1
-                    + ngx_strlen(ngx_http_idv_cache_names[i])
-                    + len[i] + ngx_escape_json(NULL, s[i], len[i]);
-        }
-    }
-
-    start = ngx_pnalloc(r->pool, size);
-    if (start == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(start, "{", 1);
-
-    if (d->present & (1 << NGX_HTTP_IDV_CACHE_REQUEST_ID)) {
-        p = ngx_cpymem(p, "\"RequestId\":\"", sizeof("\"RequestId\":\"") - 1);
-        ctx->request_id.data = p;
-        p = (u_char *) ngx_escape_json(p, s[0], len[0]);
-        ctx->request_id.len = p - ctx->request_id.data;
-        p = ngx_cpymem(p, "\",", 2);
-    }
-
-    p = ngx_cpymem(p, "\"Code\":\"Success\",\"Message\":\"success\","
-                      "\"Result\":{",
-                   sizeof("\"Code\":\"Success\",\"Message\":\"success\","
-                          "\"Result\":{") - 1);
-
-    for (i = NGX_HTTP_IDV_CACHE_TRANSACTION_ID;
-         i < NGX_HTTP_IDV_CACHE_NSTRINGS;
-         i++)
-    {
-        if (!(d->present & (1 << i))) {
-            continue;
-        }
-
-        if (p[-1] != '{') {
-            *p++ = ',';
-        }
-
-        p = ngx_sprintf(p, "\"%s\":\"", ngx_http_idv_cache_names[i]);
-
-        if (i == NGX_HTTP_IDV_CACHE_TRANSACTION_ID) {
-            ctx->transaction_id.data = p;
-        }
-
-        p = (u_char *) ngx_escape_json(p, s[i], len[i]);
-
-        if (i == NGX_HTTP_IDV_CACHE_TRANSACTION_ID) {
-            ctx->transaction_id.len = p - ctx->transaction_id.data;
-        }
-
-        *p++ = '"';
-    }
-
-    p = ngx_cpymem(p, "}}", 2);
-
-    ctx->cached = 1;
-    ctx->code = ngx_http_idv_cache_success;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "idv cache: TransactionId \"%V\" again, issued %Mms ago, "
-                   "MerchantBizId \"%V\"",
-                   &ctx->transaction_id, age, &ctx->merchant_biz_id);
-
-    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, start, p, NULL);
-}
-
-
-/* the error of the flight this request waited for */
-
-static ngx_int_t
-ngx_http_idv_cache_send_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_error_t *err)
-{
-    u_char     *code, *message;
-    ngx_str_t   one = ngx_string("1");
-
-    code = ngx_pnalloc(r->pool, err->code_len + 1 + err->message_len + 1);
-    if (code == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    message = ngx_cpymem(code, err->data, err->code_len);
-    *message++ = '\0';
-
-    *ngx_cpymem(message, err->data + err->code_len, err->message_len) = '\0';
-
-    if (err->status == NGX_HTTP_TOO_MANY_REQUESTS
-        && ngx_http_idv_set_header(r, "Retry-After", &one, 1) != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->cached = 1;
-
-    return ngx_http_idv_error(r, ctx, err->status, (char *) code,
-                              (char *) message);
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_send_result(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_result_t *res,
-    ngx_msec_t age)
-{
-    cJSON               *root;
-    ngx_pool_cleanup_t  *cln;
-
-    if (ngx_http_idv_cache_age(r, age) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    root = NULL;
-
-    if (ctx->conf->expand_json) {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        root = cJSON_ParseWithLength((char *) res->data, res->len);
-        if (root == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cln->handler = ngx_http_idv_cache_json_cleanup;
-        cln->data = root;
-    }
-
-    ctx->cached = 1;
-    ctx->passed = res->passed;
-    ctx->code = ngx_http_idv_cache_success;
-
-    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, res->data,
-                              res->data + res->len, root);
-}
-
-
-static void
-ngx_http_idv_cache_json_cleanup(void *data)
-{
-    cJSON_Delete(data);
-}
-
-
 /* Age: how old the answer given again is, as HTTP caches say it */
 
 static ngx_int_t
@@ -1230,13 +1002,12 @@ ngx_http_idv_cache_age(ngx_http_request_t *r, ngx_msec_t age)
 }
 
 
-/* every answer passes here; those of the service are kept */
+/* ANSWER: the flight's answer is kept, a final result too */
 
 static ngx_int_t
 ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    cJSON                     *root;
-    ngx_uint_t                 status;
+    ngx_int_t                  rc;
     ngx_http_idv_cache_ctx_t  *cctx;
 
     cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
@@ -1245,208 +1016,92 @@ ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (ctx->attempts == 0) {
-        /* refused before the call: a flight this request led is free */
+    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
+        return NGX_AGAIN;
+    }
+
+    if (cctx->io == NGX_HTTP_IDV_CACHE_DONE) {
+        /* what this request wrote has been written */
+        cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
 
         if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
-            ngx_http_idv_cache_release(cctx);
+            cctx->role = 0;
+            ngx_http_idv_cache_wake(&cctx->key);
         }
 
         return NGX_DECLINED;
     }
-
-    root = ctx->answer.upstream ? ctx->answer.json : NULL;
-    status = ctx->answer.status;
 
     if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
 
-        if (status == NGX_HTTP_OK && root) {
-            ngx_http_idv_cache_land(r, ctx, cctx, root);
+        if (ctx->attempts == 0) {
+            /* refused before the call: the flight is free again */
+            rc = ngx_http_idv_cache_end_flight(r, cctx, NULL, 0);
+
+        } else if (ctx->answer.upstream
+                   && ctx->answer.status == NGX_HTTP_OK)
+        {
+            rc = ngx_http_idv_cache_land(r, ctx, cctx);
 
         } else {
-            ngx_http_idv_cache_fail(r, ctx, cctx, root, status);
+            rc = ngx_http_idv_cache_fail(r, ctx, cctx);
         }
 
-        cctx->role = 0;
+    } else if (cctx->store && ctx->answer.upstream
+               && ctx->answer.status == NGX_HTTP_OK
+               && ctx->passed != NGX_HTTP_IDV_PASSED_UNKNOWN)
+    {
+        cctx->store = 0;
+        rc = ngx_http_idv_cache_keep_result(r, ctx, cctx);
+
+    } else {
         return NGX_DECLINED;
     }
 
-    if (status != NGX_HTTP_OK || root == NULL) {
-        return NGX_DECLINED;
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
     }
 
-    if (cctx->store) {
-        ngx_http_idv_cache_store_result(r, ctx, cctx);
-
-    } else if (cctx->record) {
-        ngx_http_idv_cache_record(r, ctx, cctx, root);
-    }
-
-    return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_string(cJSON *obj, const char *name, ngx_str_t *s)
-{
-    cJSON  *item;
-
-    item = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    if (!cJSON_IsString(item)) {
-        ngx_str_null(s);
-        return 0;
-    }
-
-    s->data = (u_char *) item->valuestring;
-    s->len = ngx_strlen(item->valuestring);
-
-    return 1;
+    return ngx_http_idv_cache_answer(r, ctx);
 }
 
 
 /* the flight's answer: the entry becomes READY, waiters get it */
 
-static void
+static ngx_int_t
 ngx_http_idv_cache_land(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_ctx_t *cctx, cJSON *root)
+    ngx_http_idv_cache_ctx_t *cctx)
 {
-    u_char                      *p, txid[16];
-    size_t                       size;
-    cJSON                       *result;
-    ngx_str_t                    s[NGX_HTTP_IDV_CACHE_NSTRINGS];
-    ngx_uint_t                   i, txform, present;
-    ngx_msec_t                   now;
-    ngx_slab_pool_t             *shpool;
-    ngx_http_idv_cache_node_t   *e;
-    ngx_http_idv_cache_owner_t  *old;
-    ngx_http_idv_cache_data_t   *d;
-    ngx_http_idv_cache_zone_t   *zone;
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   v;
 
-    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+    len = ctx->answer.end - ctx->answer.start;
 
-    present = 0;
-
-    present |= ngx_http_idv_cache_string(root, "RequestId",
-                                         &s[NGX_HTTP_IDV_CACHE_REQUEST_ID])
-               << NGX_HTTP_IDV_CACHE_REQUEST_ID;
-    present |= ngx_http_idv_cache_string(result, "TransactionId",
-                                         &s[NGX_HTTP_IDV_CACHE_TRANSACTION_ID])
-               << NGX_HTTP_IDV_CACHE_TRANSACTION_ID;
-    present |= ngx_http_idv_cache_string(result, "TransactionUrl",
-                                     &s[NGX_HTTP_IDV_CACHE_TRANSACTION_URL])
-               << NGX_HTTP_IDV_CACHE_TRANSACTION_URL;
-    present |= ngx_http_idv_cache_string(result, "Protocol",
-                                         &s[NGX_HTTP_IDV_CACHE_PROTOCOL])
-               << NGX_HTTP_IDV_CACHE_PROTOCOL;
-    present |= ngx_http_idv_cache_string(result, "ClientCfg",
-                                         &s[NGX_HTTP_IDV_CACHE_CLIENT_CFG])
-               << NGX_HTTP_IDV_CACHE_CLIENT_CFG;
-
-    if (s[NGX_HTTP_IDV_CACHE_TRANSACTION_ID].len == 0
-        || ngx_http_idv_cache_txid(&s[NGX_HTTP_IDV_CACHE_TRANSACTION_ID],
-                                   txid, &txform)
-           != NGX_OK)
+    if (ctx->transaction_id.len == 0 || ctx->transaction_id.len > 255
+        || ctx->request_id.len > 255)
     {
         /* nothing to give again: the waiters ask for themselves */
-        ngx_http_idv_cache_release(cctx);
-        return;
+        return ngx_http_idv_cache_end_flight(r, cctx, NULL, 0);
     }
 
-    if (txform != NGX_HTTP_IDV_CACHE_TX_DIGEST) {
-        /* 16 bytes in the entry say it */
-        s[NGX_HTTP_IDV_CACHE_TRANSACTION_ID].len = 0;
-        present &= ~(1 << NGX_HTTP_IDV_CACHE_TRANSACTION_ID);
+    v.len = NGX_HTTP_IDV_CACHE_HEAD + 1 + ctx->transaction_id.len
+            + 1 + ctx->request_id.len + len;
+    v.data = ngx_pnalloc(r->pool, v.len);
+    if (v.data == NULL) {
+        return ngx_http_idv_cache_end_flight(r, cctx, NULL, 0);
     }
 
-    size = offsetof(ngx_http_idv_cache_data_t, data);
+    p = ngx_cpymem(v.data, cctx->head, NGX_HTTP_IDV_CACHE_HEAD);
+    v.data[0] = NGX_HTTP_IDV_CACHE_READY;
 
-    for (i = 0; i < NGX_HTTP_IDV_CACHE_NSTRINGS; i++) {
-        size += s[i].len;
-    }
+    *p++ = (u_char) ctx->transaction_id.len;
+    p = ngx_cpymem(p, ctx->transaction_id.data, ctx->transaction_id.len);
+    *p++ = (u_char) ctx->request_id.len;
+    p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
+    ngx_memcpy(p, ctx->answer.start, len);
 
-    zone = cctx->zone;
-    shpool = zone->shpool;
-    now = ngx_current_msec;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    e = ngx_http_idv_cache_lookup(zone->sh, cctx->key);
-
-    if (e == NULL) {
-        /* given up as abandoned and gone since: start afresh */
-
-        e = ngx_http_idv_cache_new(zone, cctx, r->connection->log);
-        if (e == NULL) {
-            goto owner_only;
-        }
-
-    } else if (e->owner.state != NGX_HTTP_IDV_CACHE_FLIGHT
-               || e->flight != cctx->flight)
-    {
-        /* taken over by another request: its answer will be kept */
-        goto owner_only;
-    }
-
-    d = ngx_http_idv_cache_alloc(zone, size, &e->owner, r->connection->log);
-
-    if (d == NULL) {
-        ngx_http_idv_cache_delete(zone, &e->owner);
-        ngx_shmtx_unlock(&shpool->mutex);
-        ngx_http_idv_cache_wake(cctx->key);
-        ngx_http_idv_cache_record(r, ctx, cctx, root);
-        return;
-    }
-
-    d->present = present;
-    p = d->data;
-
-    for (i = 0; i < NGX_HTTP_IDV_CACHE_NSTRINGS; i++) {
-        d->len[i] = s[i].len;
-        p = ngx_cpymem(p, s[i].data, s[i].len);
-    }
-
-    /* a TransactionId is issued once; an entry that has it is stale */
-
-    old = ngx_http_idv_cache_lookup_tx(zone->sh, txid, txform);
-    if (old) {
-        ngx_http_idv_cache_delete(zone, old);
-    }
-
-    e->data = d;
-    e->owner.state = NGX_HTTP_IDV_CACHE_READY;
-    e->owner.time = now;
-
-    ngx_http_idv_cache_insert_owner(zone->sh, &e->owner, txid, txform);
-
-    ngx_queue_remove(&e->owner.queue);
-    ngx_queue_insert_head(&zone->sh->queue, &e->owner.queue);
-    ngx_queue_insert_head(&zone->sh->ready, &e->ready);
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    ngx_log_debug7(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "idv cache: TransactionId \"%V\" kept: entry %uz bytes "
-                   "(slot %uz), answer %uz bytes (slot %uz), then %uz "
-                   "bytes (slot %uz)",
-                   &ctx->transaction_id, sizeof(ngx_http_idv_cache_node_t),
-                   ngx_http_idv_cache_slot(sizeof(ngx_http_idv_cache_node_t)),
-                   size, ngx_http_idv_cache_slot(size),
-                   sizeof(ngx_http_idv_cache_owner_t),
-                   ngx_http_idv_cache_slot(
-                                        sizeof(ngx_http_idv_cache_owner_t)));
-
-    ngx_http_idv_cache_wake(cctx->key);
-
-    return;
-
-owner_only:
-
-    /* not kept for retries, but the tenant still owns the transaction */
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    ngx_http_idv_cache_record(r, ctx, cctx, root);
+    return ngx_http_idv_cache_end_flight(r, cctx, &v, cctx->zone->ttl);
 }
 
 
@@ -1456,211 +1111,160 @@ owner_only:
  * instead of each making a call of its own.
  */
 
-static void
+static ngx_int_t
 ngx_http_idv_cache_fail(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_ctx_t *cctx, cJSON *root, ngx_uint_t status)
+    ngx_http_idv_cache_ctx_t *cctx)
 {
-    size_t                       size;
-    ngx_str_t                    code, message;
-    ngx_msec_t                   now;
-    ngx_slab_pool_t             *shpool;
-    ngx_http_idv_cache_node_t   *e;
-    ngx_http_idv_cache_zone_t   *zone;
-    ngx_http_idv_cache_error_t  *err;
+    u_char      *p;
+    cJSON       *item;
+    uint16_t     status;
+    ngx_str_t    v, code, message;
 
-    if (root == NULL
-        || !ngx_http_idv_cache_string(root, "Code", &code)
-        || code.len == 0)
-    {
-        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            ngx_str_set(&code, "Gateway.UpstreamTimeout");
-            ngx_str_set(&message, "ID Verification did not answer in time");
-
-        } else {
-            ngx_str_set(&code, "Gateway.UpstreamError");
-            ngx_str_set(&message, "The call to ID Verification failed");
-        }
-
-    } else if (!ngx_http_idv_cache_string(root, "Message", &message)) {
-        ngx_str_set(&message, "");
-    }
+    status = (uint16_t) ctx->answer.status;
 
     if (status < NGX_HTTP_BAD_REQUEST) {
         status = NGX_HTTP_BAD_GATEWAY;
     }
 
-    zone = cctx->zone;
-    shpool = zone->shpool;
-    now = ngx_current_msec;
+    code = ctx->code;
 
-    size = offsetof(ngx_http_idv_cache_error_t, data) + code.len + message.len;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    e = ngx_http_idv_cache_lookup(zone->sh, cctx->key);
-
-    if (e == NULL || e->owner.state != NGX_HTTP_IDV_CACHE_FLIGHT
-        || e->flight != cctx->flight)
-    {
-        ngx_shmtx_unlock(&shpool->mutex);
-        return;
-    }
-
-    err = ngx_http_idv_cache_alloc(zone, size, &e->owner,
-                                   r->connection->log);
-
-    if (err == NULL) {
-        /* the waiters will try again themselves */
-        ngx_http_idv_cache_delete(zone, &e->owner);
+    if (ctx->answer.error) {
+        message.data = (u_char *) (ctx->answer.message ? ctx->answer.message
+                                                       : "");
+        message.len = ngx_strlen(message.data);
 
     } else {
-        err->status = (uint32_t) status;
-        err->code_len = (uint32_t) code.len;
-        err->message_len = (uint32_t) message.len;
-        ngx_memcpy(ngx_cpymem(err->data, code.data, code.len),
-                   message.data, message.len);
+        /* the service's own error: its Code and Message */
+        item = cJSON_GetObjectItemCaseSensitive(ctx->answer.json, "Message");
 
-        e->data = err;
-        e->owner.state = NGX_HTTP_IDV_CACHE_FAILED;
-        e->owner.time = now;
+        if (cJSON_IsString(item)) {
+            message.data = (u_char *) item->valuestring;
+            message.len = ngx_strlen(message.data);
 
-        ngx_queue_remove(&e->owner.queue);
-        ngx_queue_insert_head(&zone->sh->queue, &e->owner.queue);
+        } else {
+            ngx_str_set(&message, "");
+        }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    code.len = ngx_min(code.len, 255);
+    message.len = ngx_min(message.len, 255);
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "idv cache: flight %uL failed with HTTP %ui, "
-                   "MerchantBizId \"%V\" not kept",
-                   cctx->flight, status, &ctx->merchant_biz_id);
+    v.len = NGX_HTTP_IDV_CACHE_HEAD + 2 + 1 + code.len + 1 + message.len;
+    v.data = ngx_pnalloc(r->pool, v.len);
+    if (v.data == NULL) {
+        return ngx_http_idv_cache_end_flight(r, cctx, NULL, 0);
+    }
 
-    ngx_http_idv_cache_wake(cctx->key);
+    p = ngx_cpymem(v.data, cctx->head, NGX_HTTP_IDV_CACHE_HEAD);
+    v.data[0] = NGX_HTTP_IDV_CACHE_FAILED;
+
+    p = ngx_cpymem(p, &status, sizeof(uint16_t));
+    *p++ = (u_char) code.len;
+    p = ngx_cpymem(p, code.data, code.len);
+    *p++ = (u_char) message.len;
+    ngx_memcpy(p, message.data, message.len);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "idv cache: flight %uL failed with HTTP %ui",
+                   cctx->flight, (ngx_uint_t) status);
+
+    return ngx_http_idv_cache_end_flight(r, cctx, &v,
+                                         NGX_HTTP_IDV_CACHE_FAILED_KEEP);
+}
+
+
+/*
+ * The flight's entry becomes value (an answer that may be evicted), or
+ * goes (value NULL) so that a waiter leads; only while it is still this
+ * request's flight, which another may have taken over as abandoned.
+ */
+
+static ngx_int_t
+ngx_http_idv_cache_end_flight(ngx_http_request_t *r,
+    ngx_http_idv_cache_ctx_t *cctx, ngx_str_t *value, ngx_msec_t ttl)
+{
+    ngx_int_t  rc;
+
+    ngx_memzero(&cctx->op, sizeof(ngx_http_idv_store_op_t));
+
+    cctx->op.store = cctx->zone->store;
+    cctx->op.key = cctx->key;
+    cctx->op.op = value ? NGX_HTTP_IDV_STORE_CAS : NGX_HTTP_IDV_STORE_DELETE;
+    cctx->op.expect.data = cctx->head;
+    cctx->op.expect.len = NGX_HTTP_IDV_CACHE_HEAD;
+
+    if (value) {
+        cctx->op.value = *value;
+        cctx->op.ttl = ttl;
+    }
+
+    rc = ngx_http_idv_cache_run(r, cctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
 }
 
 
 /* a final CheckResult answer (Passed Y/N, T/F), never a pending one */
 
-static void
-ngx_http_idv_cache_store_result(ngx_http_request_t *r,
+static ngx_int_t
+ngx_http_idv_cache_keep_result(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx)
 {
-    size_t                        len;
-    ngx_msec_t                    now;
-    ngx_slab_pool_t              *shpool;
-    ngx_http_idv_cache_owner_t   *o;
-    ngx_http_idv_cache_zone_t    *zone;
-    ngx_http_idv_cache_conf_t    *conf;
-    ngx_http_idv_cache_result_t  *res;
+    u_char                     *p;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_str_t                   v;
+    ngx_http_idv_cache_conf_t  *conf;
 
-    if (ctx->passed == NGX_HTTP_IDV_PASSED_UNKNOWN || ctx->response == NULL) {
-        return;
-    }
+    len = ctx->answer.end - ctx->answer.start;
 
-    len = ctx->response->last - ctx->response->pos;
-
-    if (len > NGX_HTTP_IDV_CACHE_RESULT_MAX) {
-        return;
+    if (len > NGX_HTTP_IDV_CACHE_RESULT_MAX || ctx->tenant.len > 255
+        || ctx->merchant_biz_id.len > 255)
+    {
+        return NGX_OK;
     }
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
 
-    zone = cctx->zone;
-    shpool = zone->shpool;
-    now = ngx_current_msec;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    o = ngx_http_idv_cache_lookup_tx(zone->sh, cctx->txid, cctx->txform);
-
-    if (o == NULL
-        || ngx_memcmp(o->tenant, cctx->tenant, sizeof(o->tenant)) != 0
-        || ngx_memcmp(o->biz, cctx->biz, sizeof(o->biz)) != 0)
-    {
-        ngx_shmtx_unlock(&shpool->mutex);
-        return;
+    v.len = 1 + 1 + ctx->tenant.len + 1 + ctx->merchant_biz_id.len + len;
+    v.data = ngx_pnalloc(r->pool, v.len);
+    if (v.data == NULL) {
+        return NGX_OK;
     }
 
-    ngx_http_idv_cache_drop_result(zone, o);
+    p = v.data;
+    *p++ = (u_char) ctx->passed;
+    *p++ = (u_char) ctx->tenant.len;
+    p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+    *p++ = (u_char) ctx->merchant_biz_id.len;
+    p = ngx_cpymem(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
+    ngx_memcpy(p, ctx->answer.start, len);
 
-    res = ngx_http_idv_cache_alloc(zone,
-                                   offsetof(ngx_http_idv_cache_result_t, data)
-                                   + len,
-                                   o, r->connection->log);
-    if (res) {
-        res->owner = o;
-        res->time = now;
-        res->expire = now + conf->results;
-        res->len = (uint32_t) len;
-        res->passed = (uint8_t) ctx->passed;
-        ngx_memcpy(res->data, ctx->response->pos, len);
+    ngx_memzero(&cctx->op, sizeof(ngx_http_idv_store_op_t));
 
-        o->result = res;
-        ngx_queue_insert_head(&zone->sh->results, &res->queue);
+    cctx->op.store = cctx->zone->store;
+    cctx->op.key = cctx->key;
+    cctx->op.op = NGX_HTTP_IDV_STORE_SET;
+    cctx->op.value = v;
+    cctx->op.ttl = conf->results;
+
+    rc = ngx_http_idv_cache_run(r, cctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    return NGX_OK;
 }
 
 
 /*
- * An answer with a TransactionId to a request that did not name one
- * (EkycVerify, an Initialize that bypassed the cache): the tenant that
- * asked owns it.
- */
-
-static void
-ngx_http_idv_cache_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_ctx_t *cctx, cJSON *root)
-{
-    u_char                      txid[16];
-    ngx_str_t                   id;
-    ngx_uint_t                  txform;
-    ngx_slab_pool_t             *shpool;
-    ngx_http_idv_cache_zone_t   *zone;
-    ngx_http_idv_cache_owner_t  *o;
-
-    if (!ngx_http_idv_cache_string(
-             cJSON_GetObjectItemCaseSensitive(root, "Result"),
-             "TransactionId", &id)
-        || id.len == 0)
-    {
-        return;
-    }
-
-    if (ngx_http_idv_cache_txid(&id, txid, &txform) != NGX_OK) {
-        return;
-    }
-
-    zone = cctx->zone;
-    shpool = zone->shpool;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    if (ngx_http_idv_cache_lookup_tx(zone->sh, txid, txform) == NULL) {
-
-        o = ngx_http_idv_cache_alloc(zone, sizeof(ngx_http_idv_cache_owner_t),
-                                     NULL, r->connection->log);
-        if (o) {
-            ngx_memzero(o, sizeof(ngx_http_idv_cache_owner_t));
-
-            o->state = NGX_HTTP_IDV_CACHE_OWNER;
-            o->time = ngx_current_msec;
-            ngx_memcpy(o->tenant, cctx->tenant, sizeof(o->tenant));
-            ngx_memcpy(o->biz, cctx->biz, sizeof(o->biz));
-
-            ngx_http_idv_cache_insert_owner(zone->sh, o, txid, txform);
-            ngx_queue_insert_head(&zone->sh->queue, &o->queue);
-        }
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-}
-
-
-/*
- * The request goes away: a flight that has not landed is released (the
- * client closed, the gateway failed before the call), a waiter stops.
+ * The request ends (answered, the client closed, the gateway failed
+ * before the call): a flight it still leads is released, a waiter stops.
  */
 
 static void
@@ -1668,44 +1272,74 @@ ngx_http_idv_cache_cleanup(void *data)
 {
     ngx_http_idv_cache_ctx_t  *cctx = data;
 
-    if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
-        ngx_http_idv_cache_release(cctx);
+    ngx_http_idv_store_op_t     op;
+    ngx_http_idv_store_batch_t  b;
 
-    } else {
-        ngx_http_idv_cache_unwait(cctx);
+    ngx_http_idv_cache_unwait(cctx);
+
+    if (cctx->role != NGX_HTTP_IDV_CACHE_LEADER) {
+        return;
     }
-}
-
-
-/* the flight ends without an answer to keep: one of its waiters leads */
-
-static void
-ngx_http_idv_cache_release(ngx_http_idv_cache_ctx_t *cctx)
-{
-    ngx_slab_pool_t            *shpool;
-    ngx_http_idv_cache_node_t  *e;
 
     cctx->role = 0;
 
-    shpool = cctx->zone->shpool;
+    /* fire and forget: the request is gone; the entry expires anyway */
 
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
+    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
 
-    e = ngx_http_idv_cache_lookup(cctx->zone->sh, cctx->key);
+    op.store = cctx->zone->store;
+    op.key = cctx->key;
+    op.op = NGX_HTTP_IDV_STORE_DELETE;
+    op.expect.data = cctx->head;
+    op.expect.len = NGX_HTTP_IDV_CACHE_HEAD;
 
-    if (e && e->owner.state == NGX_HTTP_IDV_CACHE_FLIGHT
-        && e->flight == cctx->flight)
-    {
-        ngx_http_idv_cache_delete(cctx->zone, &e->owner);
-    }
+    b.ops = &op;
+    b.nops = 1;
+    b.pool = cctx->batch.pool;
+    b.log = ngx_cycle->log;
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    (void) ngx_http_idv_store_run(&b);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "idv cache: flight %uL released without an answer",
                    cctx->flight);
 
-    ngx_http_idv_cache_wake(cctx->key);
+    ngx_http_idv_cache_wake(&cctx->key);
+}
+
+
+static ngx_int_t
+ngx_http_idv_cache_run(ngx_http_request_t *r, ngx_http_idv_cache_ctx_t *cctx)
+{
+    ngx_int_t  rc;
+
+    cctx->batch.ops = &cctx->op;
+    cctx->batch.nops = 1;
+    cctx->batch.pool = r->pool;
+    cctx->batch.log = r->connection->log;
+    cctx->batch.handler = ngx_http_idv_cache_done;
+    cctx->batch.data = r;
+
+    rc = ngx_http_idv_store_run(&cctx->batch);
+
+    cctx->io = (rc == NGX_AGAIN) ? NGX_HTTP_IDV_CACHE_PENDING
+                                 : NGX_HTTP_IDV_CACHE_DONE;
+
+    return rc;
+}
+
+
+static void
+ngx_http_idv_cache_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t        *r = b->data;
+    ngx_http_idv_cache_ctx_t  *cctx;
+
+    cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
+    cctx->io = NGX_HTTP_IDV_CACHE_DONE;
+
+    ngx_http_idv_resume(r);
 }
 
 
@@ -1719,7 +1353,7 @@ ngx_http_idv_cache_poll_handler(ngx_event_t *ev)
 /* waiters in this worker look again now rather than at their next poll */
 
 static void
-ngx_http_idv_cache_wake(u_char *key)
+ngx_http_idv_cache_wake(ngx_str_t *key)
 {
     ngx_queue_t               *q;
     ngx_http_idv_cache_ctx_t  *w;
@@ -1730,7 +1364,9 @@ ngx_http_idv_cache_wake(u_char *key)
     {
         w = ngx_queue_data(q, ngx_http_idv_cache_ctx_t, waiting);
 
-        if (ngx_memcmp(w->key, key, sizeof(w->key)) != 0) {
+        if (w->key.len != key->len
+            || ngx_memcmp(w->key.data, key->data, key->len) != 0)
+        {
             continue;
         }
 
@@ -1745,635 +1381,23 @@ ngx_http_idv_cache_wake(u_char *key)
 }
 
 
-/* shared memory: the caller holds the zone's mutex */
-
-#define ngx_http_idv_cache_key_node(n)                                       \
-    ((ngx_http_idv_cache_node_t *)                                           \
-         ((u_char *) (n) - offsetof(ngx_http_idv_cache_node_t, node)))
-
-
-static ngx_http_idv_cache_node_t *
-ngx_http_idv_cache_lookup(ngx_http_idv_cache_shctx_t *sh, u_char *key)
-{
-    ngx_int_t                   rc;
-    ngx_rbtree_key_t            k;
-    ngx_rbtree_node_t          *node, *sentinel;
-    ngx_http_idv_cache_node_t  *e;
-
-    ngx_memcpy(&k, key, sizeof(ngx_rbtree_key_t));
-
-    node = sh->rbtree.root;
-    sentinel = sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (k != node->key) {
-            node = (k < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        e = ngx_http_idv_cache_key_node(node);
-
-        rc = ngx_memcmp(key, e->key, sizeof(e->key));
-
-        if (rc == 0) {
-            return e;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_tx_cmp(u_char *txid, ngx_uint_t txform,
-    ngx_http_idv_cache_owner_t *o)
-{
-    ngx_int_t  rc;
-
-    rc = ngx_memcmp(txid, o->txid, sizeof(o->txid));
-
-    if (rc == 0) {
-        rc = (ngx_int_t) txform - (ngx_int_t) o->txform;
-    }
-
-    return rc;
-}
-
-
-static ngx_http_idv_cache_owner_t *
-ngx_http_idv_cache_lookup_tx(ngx_http_idv_cache_shctx_t *sh, u_char *txid,
-    ngx_uint_t txform)
-{
-    ngx_int_t                    rc;
-    ngx_rbtree_key_t             k;
-    ngx_rbtree_node_t           *node, *sentinel;
-    ngx_http_idv_cache_owner_t  *o;
-
-    ngx_memcpy(&k, txid, sizeof(ngx_rbtree_key_t));
-
-    node = sh->txtree.root;
-    sentinel = sh->txtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (k != node->key) {
-            node = (k < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        o = (ngx_http_idv_cache_owner_t *) node;
-
-        rc = ngx_http_idv_cache_tx_cmp(txid, txform, o);
-
-        if (rc == 0) {
-            return o;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_idv_cache_insert_key(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t          **p;
-    ngx_http_idv_cache_node_t   *e, *t;
-
-    e = ngx_http_idv_cache_key_node(node);
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            t = ngx_http_idv_cache_key_node(temp);
-
-            p = (ngx_memcmp(e->key, t->key, sizeof(e->key)) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
-static void
-ngx_http_idv_cache_insert_tx(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t           **p;
-    ngx_http_idv_cache_owner_t   *o;
-
-    o = (ngx_http_idv_cache_owner_t *) node;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            p = (ngx_http_idv_cache_tx_cmp(o->txid, o->txform,
-                                          (ngx_http_idv_cache_owner_t *) temp)
-                 < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
-static void
-ngx_http_idv_cache_insert_owner(ngx_http_idv_cache_shctx_t *sh,
-    ngx_http_idv_cache_owner_t *o, u_char *txid, ngx_uint_t txform)
-{
-    ngx_memcpy(o->txid, txid, sizeof(o->txid));
-    o->txform = (uint8_t) txform;
-    ngx_memcpy(&o->tx.key, txid, sizeof(ngx_rbtree_key_t));
-
-    ngx_rbtree_insert(&sh->txtree, &o->tx);
-}
-
-
-/* a new flight for the request's key */
-
-static ngx_http_idv_cache_node_t *
-ngx_http_idv_cache_new(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_ctx_t *cctx, ngx_log_t *log)
-{
-    ngx_http_idv_cache_node_t  *e;
-
-    e = ngx_http_idv_cache_alloc(zone, sizeof(ngx_http_idv_cache_node_t),
-                                 NULL, log);
-    if (e == NULL) {
-        return NULL;
-    }
-
-    ngx_memzero(e, sizeof(ngx_http_idv_cache_node_t));
-
-    e->owner.state = NGX_HTTP_IDV_CACHE_FLIGHT;
-    e->owner.time = ngx_current_msec;
-    ngx_memcpy(e->owner.tenant, cctx->tenant, sizeof(e->owner.tenant));
-    ngx_memcpy(e->owner.biz, cctx->biz, sizeof(e->owner.biz));
-
-    e->flight = ++zone->sh->flights;
-    e->pid = ngx_pid;
-    ngx_memcpy(e->key, cctx->key, sizeof(e->key));
-    ngx_memcpy(e->digest, cctx->digest, sizeof(e->digest));
-    ngx_memcpy(&e->node.key, cctx->key, sizeof(ngx_rbtree_key_t));
-
-    ngx_rbtree_insert(&zone->sh->rbtree, &e->node);
-    ngx_queue_insert_head(&zone->sh->queue, &e->owner.queue);
-
-    return e;
-}
-
-
-/* an abandoned or failed flight becomes the request's own */
-
-static void
-ngx_http_idv_cache_take(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_node_t *e, ngx_http_idv_cache_ctx_t *cctx)
-{
-    if (e->data) {
-        ngx_slab_free_locked(zone->shpool, e->data);
-        e->data = NULL;
-    }
-
-    e->owner.state = NGX_HTTP_IDV_CACHE_FLIGHT;
-    e->owner.time = ngx_current_msec;
-    e->flight = ++zone->sh->flights;
-    e->pid = ngx_pid;
-    ngx_memcpy(e->digest, cctx->digest, sizeof(e->digest));
-
-    ngx_queue_remove(&e->owner.queue);
-    ngx_queue_insert_head(&zone->sh->queue, &e->owner.queue);
-}
-
-
-static ngx_uint_t
-ngx_http_idv_cache_abandoned(ngx_http_idv_cache_node_t *e, ngx_msec_t now)
-{
-    if ((ngx_msec_int_t) (now - e->owner.time) >= NGX_HTTP_IDV_CACHE_ABANDONED)
-    {
-        return 1;
-    }
-
-    /* a worker that crashed or was killed runs no cleanup */
-
-    if (e->pid != ngx_pid && kill(e->pid, 0) == -1 && ngx_errno == NGX_ESRCH)
-    {
-        return 1;
-    }
-
-    return 0;
-}
-
-
 /*
- * When the zone is full the oldest entries go, one by one, until the
- * allocation fits: a full zone costs idempotency for old transactions,
- * never a request.  Reported once a minute at most.
- */
-
-static void *
-ngx_http_idv_cache_alloc(ngx_http_idv_cache_zone_t *zone, size_t size,
-    ngx_http_idv_cache_owner_t *keep, ngx_log_t *log)
-{
-    void                        *p;
-    ngx_msec_t                   now;
-    ngx_uint_t                   n;
-    ngx_queue_t                 *q;
-    ngx_http_idv_cache_owner_t  *o;
-    ngx_http_idv_cache_shctx_t  *sh;
-
-    sh = zone->sh;
-    n = 0;
-    o = NULL;
-
-    for ( ;; ) {
-        p = ngx_slab_alloc_locked(zone->shpool, size);
-
-        if (p) {
-            break;
-        }
-
-        for (q = ngx_queue_last(&sh->queue);
-             q != ngx_queue_sentinel(&sh->queue);
-             q = ngx_queue_prev(q))
-        {
-            o = ngx_queue_data(q, ngx_http_idv_cache_owner_t, queue);
-
-            if (o != keep) {
-                break;
-            }
-        }
-
-        if (q == ngx_queue_sentinel(&sh->queue)) {
-            break;
-        }
-
-        ngx_http_idv_cache_delete(zone, o);
-        n++;
-    }
-
-    if (n == 0) {
-        return p;
-    }
-
-    sh->evicted += n;
-    now = ngx_current_msec;
-
-    if ((ngx_msec_int_t) (now - sh->report) >= 0) {
-
-        if (sh->report == 0) {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "idv_cache zone \"%V\" is full: evicting the "
-                          "oldest entries (reported once a minute); a "
-                          "larger zone keeps retries idempotent for the "
-                          "whole ttl", &zone->shm_zone->shm.name);
-
-        } else {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "idv_cache zone \"%V\" is full: %ui entries "
-                          "evicted since the last report; a larger zone "
-                          "keeps retries idempotent for the whole ttl",
-                          &zone->shm_zone->shm.name, sh->evicted);
-        }
-
-        sh->report = now + NGX_HTTP_IDV_CACHE_REPORT;
-        sh->evicted = 0;
-    }
-
-    if (p == NULL) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "idv_cache zone \"%V\" cannot hold %uz bytes even "
-                      "when empty", &zone->shm_zone->shm.name, size);
-    }
-
-    return p;
-}
-
-
-/*
- * A few expired entries per lookup: READY ones past ttl shrink to their
- * owner record, entries past their lifetime go, and so do CheckResult
- * answers past idv_cache_results.
- */
-
-static void
-ngx_http_idv_cache_expire(ngx_http_idv_cache_zone_t *zone, ngx_msec_t now,
-    ngx_log_t *log)
-{
-    ngx_uint_t                    n;
-    ngx_msec_t                    life;
-    ngx_queue_t                  *q;
-    ngx_http_idv_cache_node_t    *e;
-    ngx_http_idv_cache_owner_t   *o;
-    ngx_http_idv_cache_shctx_t   *sh;
-    ngx_http_idv_cache_result_t  *res;
-
-    sh = zone->sh;
-
-    for (n = 0; n < NGX_HTTP_IDV_CACHE_SWEEP; n++) {
-
-        if (ngx_queue_empty(&sh->ready)) {
-            break;
-        }
-
-        q = ngx_queue_last(&sh->ready);
-        e = ngx_queue_data(q, ngx_http_idv_cache_node_t, ready);
-
-        if ((ngx_msec_int_t) (now - e->owner.time)
-            < (ngx_msec_int_t) zone->ttl)
-        {
-            break;
-        }
-
-        ngx_http_idv_cache_demote(zone, e, log);
-    }
-
-    for (n = 0; n < NGX_HTTP_IDV_CACHE_SWEEP; n++) {
-
-        if (ngx_queue_empty(&sh->queue)) {
-            break;
-        }
-
-        q = ngx_queue_last(&sh->queue);
-        o = ngx_queue_data(q, ngx_http_idv_cache_owner_t, queue);
-
-        switch (o->state) {
-        case NGX_HTTP_IDV_CACHE_FLIGHT:
-            life = NGX_HTTP_IDV_CACHE_ABANDONED;
-            break;
-        case NGX_HTTP_IDV_CACHE_FAILED:
-            life = NGX_HTTP_IDV_CACHE_FAILED_KEEP;
-            break;
-        default:
-            life = zone->ownership;
-        }
-
-        if ((ngx_msec_int_t) (now - o->time) < (ngx_msec_int_t) life) {
-            break;
-        }
-
-        ngx_http_idv_cache_delete(zone, o);
-    }
-
-    for (n = 0; n < NGX_HTTP_IDV_CACHE_SWEEP; n++) {
-
-        if (ngx_queue_empty(&sh->results)) {
-            break;
-        }
-
-        q = ngx_queue_last(&sh->results);
-        res = ngx_queue_data(q, ngx_http_idv_cache_result_t, queue);
-
-        if ((ngx_msec_int_t) (res->expire - now) > 0) {
-            break;
-        }
-
-        ngx_http_idv_cache_drop_result(zone, res->owner);
-    }
-}
-
-
-/*
- * READY -> OWNER: past ttl the key is free again and the entry shrinks
- * to its owner record, in the same place of the queue.
- */
-
-static void
-ngx_http_idv_cache_demote(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_node_t *e, ngx_log_t *log)
-{
-    ngx_http_idv_cache_owner_t  *o;
-
-    ngx_rbtree_delete(&zone->sh->rbtree, &e->node);
-    ngx_queue_remove(&e->ready);
-
-    ngx_slab_free_locked(zone->shpool, e->data);
-    e->data = NULL;
-
-    e->owner.state = NGX_HTTP_IDV_CACHE_OWNER;
-
-    o = ngx_http_idv_cache_alloc(zone, sizeof(ngx_http_idv_cache_owner_t),
-                                 &e->owner, log);
-    if (o == NULL) {
-        /* not even that fits: keep the larger one */
-        return;
-    }
-
-    ngx_memcpy(o, &e->owner, sizeof(ngx_http_idv_cache_owner_t));
-
-    ngx_rbtree_delete(&zone->sh->txtree, &e->owner.tx);
-    ngx_rbtree_insert(&zone->sh->txtree, &o->tx);
-
-    ngx_queue_insert_after(&e->owner.queue, &o->queue);
-    ngx_queue_remove(&e->owner.queue);
-
-    if (o->result) {
-        o->result->owner = o;
-    }
-
-    ngx_slab_free_locked(zone->shpool, e);
-}
-
-
-static void
-ngx_http_idv_cache_drop_result(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_owner_t *o)
-{
-    if (o->result == NULL) {
-        return;
-    }
-
-    ngx_queue_remove(&o->result->queue);
-    ngx_slab_free_locked(zone->shpool, o->result);
-    o->result = NULL;
-}
-
-
-/* an owner record, or a whole entry (an OWNER may be either) */
-
-static void
-ngx_http_idv_cache_delete(ngx_http_idv_cache_zone_t *zone,
-    ngx_http_idv_cache_owner_t *o)
-{
-    ngx_http_idv_cache_node_t  *e;
-
-    if (o->state != NGX_HTTP_IDV_CACHE_OWNER) {
-        e = (ngx_http_idv_cache_node_t *) o;
-
-        ngx_rbtree_delete(&zone->sh->rbtree, &e->node);
-
-        if (o->state == NGX_HTTP_IDV_CACHE_READY) {
-            ngx_queue_remove(&e->ready);
-        }
-
-        if (e->data) {
-            ngx_slab_free_locked(zone->shpool, e->data);
-        }
-    }
-
-    if (o->txform) {
-        ngx_rbtree_delete(&zone->sh->txtree, &o->tx);
-    }
-
-    ngx_queue_remove(&o->queue);
-
-    ngx_http_idv_cache_drop_result(zone, o);
-
-    ngx_slab_free_locked(zone->shpool, o);
-}
-
-
-static size_t
-ngx_http_idv_cache_data_size(ngx_http_idv_cache_data_t *d)
-{
-    size_t      size;
-    ngx_uint_t  i;
-
-    size = offsetof(ngx_http_idv_cache_data_t, data);
-
-    for (i = 0; i < NGX_HTTP_IDV_CACHE_NSTRINGS; i++) {
-        size += d->len[i];
-    }
-
-    return size;
-}
-
-
-/* what the slab allocator really takes for an allocation of this size */
-
-static size_t
-ngx_http_idv_cache_slot(size_t size)
-{
-    size_t  slot;
-
-    if (size > ngx_pagesize / 2) {
-        return (size + ngx_pagesize - 1) / ngx_pagesize * ngx_pagesize;
-    }
-
-    for (slot = 8; slot < size; slot <<= 1) { /* void */ }
-
-    return slot;
-}
-
-
-/*
- * A TransactionId in 16 bytes: 32 hex digits (what the API issues) as
- * their value, anything else as a digest.
+ * The request's identity: every parameter but those of the key that the
+ * gateway sets, sorted, each name and value length-prefixed (values may
+ * hold any byte); 16 bytes of their SHA-256.
  */
 
 static ngx_int_t
-ngx_http_idv_cache_txid(ngx_str_t *id, u_char *out, ngx_uint_t *form)
+ngx_http_idv_cache_digest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    u_char *out)
 {
-    u_char      c, d;
-    ngx_uint_t  i, lower, upper;
+    u_char                  prefix[4], md[EVP_MAX_MD_SIZE];
+    size_t                  i, j, n;
+    unsigned int            mdlen;
+    const char            **skip;
+    ngx_str_t              *s;
+    ngx_http_idv_param_t   *p, *params;
 
-    if (id->len == 32) {
-        lower = 1;
-        upper = 1;
-
-        for (i = 0; i < 32; i++) {
-            c = id->data[i];
-
-            if (c >= '0' && c <= '9') {
-                continue;
-            }
-
-            if (c >= 'a' && c <= 'f') {
-                upper = 0;
-
-            } else if (c >= 'A' && c <= 'F') {
-                lower = 0;
-
-            } else {
-                lower = 0;
-                upper = 0;
-                break;
-            }
-        }
-
-        if (lower || upper) {
-            for (i = 0; i < 16; i++) {
-                c = id->data[2 * i];
-                d = id->data[2 * i + 1];
-
-                c = (c <= '9') ? c - '0' : (u_char) ((c | 0x20) - 'a' + 10);
-                d = (d <= '9') ? d - '0' : (u_char) ((d | 0x20) - 'a' + 10);
-
-                out[i] = (u_char) (c << 4 | d);
-            }
-
-            *form = lower ? NGX_HTTP_IDV_CACHE_TX_LOWER
-                          : NGX_HTTP_IDV_CACHE_TX_UPPER;
-            return NGX_OK;
-        }
-    }
-
-    *form = NGX_HTTP_IDV_CACHE_TX_DIGEST;
-
-    return ngx_http_idv_cache_hash("txid", id, 1, out, 16);
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_hash(const char *domain, ngx_str_t *parts, ngx_uint_t n,
-    u_char *out, size_t len)
-{
-    ngx_uint_t  i;
-
-    if (ngx_http_idv_cache_hash_begin(domain) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        ngx_http_idv_cache_hash_add(parts[i].data, parts[i].len);
-    }
-
-    return ngx_http_idv_cache_hash_end(out, len);
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_hash_begin(const char *domain)
-{
     if (ngx_http_idv_cache_md == NULL) {
         ngx_http_idv_cache_md = EVP_MD_fetch(NULL, "SHA256", NULL);
         ngx_http_idv_cache_md_ctx = EVP_MD_CTX_new();
@@ -2381,14 +1405,38 @@ ngx_http_idv_cache_hash_begin(const char *domain)
         if (ngx_http_idv_cache_md == NULL
             || ngx_http_idv_cache_md_ctx == NULL)
         {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "idv cache: cannot load SHA-256 from OpenSSL");
             ngx_http_idv_cache_exit(NULL);
             return NGX_ERROR;
         }
     }
 
-    ngx_http_idv_cache_md_error = 0;
+    params = ngx_palloc(r->pool,
+                        ctx->req.nparams * sizeof(ngx_http_idv_param_t) + 1);
+    if (params == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < ctx->req.nparams; i++) {
+        p = &ctx->req.params[i];
+
+        for (skip = ngx_http_idv_cache_unsigned; *skip; skip++) {
+            if (p->key.len == ngx_strlen(*skip)
+                && ngx_strncmp(p->key.data, *skip, p->key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (*skip == NULL) {
+            params[n++] = *p;
+        }
+    }
+
+    ngx_http_idv_params_sort(params, n);
 
     if (EVP_DigestInit_ex2(ngx_http_idv_cache_md_ctx, ngx_http_idv_cache_md,
                            NULL)
@@ -2397,47 +1445,51 @@ ngx_http_idv_cache_hash_begin(const char *domain)
         return NGX_ERROR;
     }
 
-    ngx_http_idv_cache_hash_add((u_char *) domain, ngx_strlen(domain));
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < 2; j++) {
+            s = ngx_http_idv_ngx_str(j ? &params[i].value : &params[i].key);
+
+            prefix[0] = (u_char) (s->len >> 24);
+            prefix[1] = (u_char) (s->len >> 16);
+            prefix[2] = (u_char) (s->len >> 8);
+            prefix[3] = (u_char) s->len;
+
+            if (EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, prefix, 4) != 1
+                || (s->len
+                    && EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, s->data,
+                                        s->len)
+                       != 1))
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (EVP_DigestFinal_ex(ngx_http_idv_cache_md_ctx, md, &mdlen) != 1
+        || mdlen < 16)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out, md, 16);
 
     return NGX_OK;
 }
 
 
-/* length-prefixed, so that no two sequences of parts hash alike */
-
-static void
-ngx_http_idv_cache_hash_add(u_char *data, size_t len)
-{
-    u_char  prefix[4];
-
-    prefix[0] = (u_char) (len >> 24);
-    prefix[1] = (u_char) (len >> 16);
-    prefix[2] = (u_char) (len >> 8);
-    prefix[3] = (u_char) len;
-
-    if (EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, prefix, 4) != 1
-        || (len && EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, data, len)
-                   != 1))
-    {
-        ngx_http_idv_cache_md_error = 1;
-    }
-}
-
+/* a string with its size in one byte, from a stored value */
 
 static ngx_int_t
-ngx_http_idv_cache_hash_end(u_char *out, size_t len)
+ngx_http_idv_cache_string(u_char **p, u_char *last, ngx_str_t *s)
 {
-    u_char        md[EVP_MAX_MD_SIZE];
-    unsigned int  n;
-
-    if (EVP_DigestFinal_ex(ngx_http_idv_cache_md_ctx, md, &n) != 1
-        || ngx_http_idv_cache_md_error
-        || n < len)
-    {
+    if (*p >= last || (size_t) (last - *p) < 1 + (size_t) **p) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(out, md, len);
+    s->len = **p;
+    s->data = *p + 1;
+
+    *p += 1 + s->len;
 
     return NGX_OK;
 }
@@ -2487,7 +1539,7 @@ static ngx_int_t
 ngx_http_idv_cache_init(ngx_conf_t *cf)
 {
     if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_STATE,
-                                 ngx_http_idv_cache_stage)
+                                 ngx_http_idv_cache_handler)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -2499,9 +1551,36 @@ ngx_http_idv_cache_init(ngx_conf_t *cf)
 
 
 static void *
+ngx_http_idv_cache_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_cache_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cache_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&cmcf->zones, cf->pool, 2,
+                       sizeof(ngx_http_idv_cache_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return cmcf;
+}
+
+
+static void *
 ngx_http_idv_cache_create_conf(ngx_conf_t *cf)
 {
     ngx_http_idv_cache_conf_t  *conf;
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->name = { 0, NULL };
+     */
 
     conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cache_conf_t));
     if (conf == NULL) {
@@ -2509,7 +1588,6 @@ ngx_http_idv_cache_create_conf(ngx_conf_t *cf)
     }
 
     conf->zone = NGX_CONF_UNSET_PTR;
-    conf->strict = NGX_CONF_UNSET;
     conf->results = NGX_CONF_UNSET_MSEC;
     conf->wait = NGX_CONF_UNSET_MSEC;
 
@@ -2523,34 +1601,58 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_cache_conf_t *prev = parent;
     ngx_http_idv_cache_conf_t *conf = child;
 
-    ngx_uint_t                off;
-    ngx_http_idv_loc_conf_t  *lcf;
+    ngx_uint_t                        i, off;
+    ngx_http_idv_loc_conf_t          *lcf;
+    ngx_http_idv_cache_zone_t       **zone;
+    ngx_http_idv_cache_main_conf_t   *cmcf;
 
     off = (conf->zone == NULL);     /* "idv_cache off" here */
 
-    ngx_conf_merge_ptr_value(conf->zone, prev->zone, NULL);
-    ngx_conf_merge_value(conf->strict, prev->strict, 0);
+    if (conf->zone == NGX_CONF_UNSET_PTR) {
+        conf->zone = prev->zone;
+        conf->name = prev->name;
+    }
+
+    if (conf->zone == NGX_CONF_UNSET_PTR) {
+        conf->zone = NULL;
+    }
+
     ngx_conf_merge_msec_value(conf->results, prev->results, 0);
     ngx_conf_merge_msec_value(conf->wait, prev->wait, 10000);
 
-    if (conf->zone && conf->zone->data == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_cache %V\" names no zone: declare it with "
-                           "\"idv_cache_zone zone=%V:SIZE\" in http",
-                           &conf->zone->shm.name, &conf->zone->shm.name);
-        return NGX_CONF_ERROR;
+    /* a name is resolved once the http block has declared every zone */
+
+    if (conf->zone == NULL && conf->name.len) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_idv_cache_module);
+        zone = cmcf->zones.elts;
+
+        for (i = 0; i < cmcf->zones.nelts; i++) {
+            if (zone[i]->store->name.len == conf->name.len
+                && ngx_strncmp(zone[i]->store->name.data, conf->name.data,
+                               conf->name.len)
+                   == 0)
+            {
+                conf->zone = zone[i];
+                break;
+            }
+        }
+
+        if (conf->zone == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"idv_cache %V\" names no zone: declare it "
+                               "with \"idv_cache_zone zone=%V:SIZE\" in http",
+                               &conf->name, &conf->name);
+            return NGX_CONF_ERROR;
+        }
     }
 
     lcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
 
-    if (lcf->op && conf->zone == NULL && !off
-        && (conf->strict || conf->results))
-    {
+    if (lcf->op && conf->zone == NULL && !off && conf->results) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\" in a location with \"idv_action %V\" "
-                           "needs \"idv_cache\"",
-                           conf->strict ? "idv_cache_strict"
-                                        : "idv_cache_results",
+                           "\"idv_cache_results\" in a location with "
+                           "\"idv_action %V\" needs \"idv_cache\"",
                            ngx_http_idv_ngx_str(&lcf->op->name));
         return NGX_CONF_ERROR;
     }
@@ -2559,17 +1661,18 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* idv_cache_zone zone=NAME:SIZE [ttl=TIME]; */
+
 static char *
 ngx_http_idv_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    u_char                     *p;
-    ssize_t                     size;
-    ngx_str_t                  *value, name, s;
-    ngx_int_t                   t;
-    ngx_uint_t                  i;
-    ngx_list_part_t            *part;
-    ngx_shm_zone_t             *shm_zone, *old;
-    ngx_http_idv_cache_zone_t  *zone;
+    ngx_http_idv_cache_main_conf_t *cmcf = conf;
+
+    ngx_int_t                    rc, t;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i;
+    ngx_http_idv_store_conf_t    sc;
+    ngx_http_idv_cache_zone_t   *zone, **zp;
 
     value = cf->args->elts;
 
@@ -2578,50 +1681,19 @@ ngx_http_idv_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
     zone->ttl = NGX_HTTP_IDV_CACHE_TTL;
-    zone->ownership = NGX_CONF_UNSET_MSEC;
-
-    size = 0;
-    ngx_str_null(&name);
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
 
-            name.data = value[i].data + 5;
-
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\", expected "
-                                   "\"zone=NAME:SIZE\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            name.len = p - name.data;
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR || name.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\", expected "
-                                   "\"zone=NAME:SIZE\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small, the minimum "
-                                   "is %uzk", &value[i],
-                                   8 * ngx_pagesize / 1024);
-                return NGX_CONF_ERROR;
-            }
-
+        if (rc == NGX_OK) {
             continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
         }
 
         if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
@@ -2643,107 +1715,32 @@ ngx_http_idv_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "ownership=", 10) == 0) {
-
-            s.data = value[i].data + 10;
-            s.len = value[i].len - 10;
-
-            t = ngx_parse_time(&s, 0);
-
-            if (t == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\", expected a time",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            zone->ownership = (ngx_msec_t) t;
-            continue;
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ownership=\" is gone from "
+                               "\"idv_cache_zone\": who owns a transaction "
+                               "is kept by \"idv_tenancy_zone zone=NAME:SIZE "
+                               "ttl=TIME\"");
+            return NGX_CONF_ERROR;
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", expected \"zone=\", "
-                           "\"ttl=\" or \"ownership=\"", &value[i]);
+                           "invalid parameter \"%V\", expected "
+                           "\"zone=NAME:SIZE\" or \"ttl=TIME\"", &value[i]);
         return NGX_CONF_ERROR;
     }
 
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have the \"zone=NAME:SIZE\" "
-                           "parameter", &cmd->name);
+    zone->store = ngx_http_idv_store_add(cf, &sc, "cache",
+                                         &ngx_http_idv_cache_module);
+    if (zone->store == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    if (zone->ownership == NGX_CONF_UNSET_MSEC) {
-        zone->ownership = ngx_max(zone->ttl, NGX_HTTP_IDV_CACHE_OWNERSHIP);
-
-    } else if (zone->ownership < zone->ttl) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ownership=\" of idv_cache zone \"%V\" is "
-                           "shorter than its \"ttl=\"", &name);
+    zp = ngx_array_push(&cmcf->zones);
+    if (zp == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    /*
-     * nginx would silently start a resized zone empty; refuse instead, so
-     * that a reload never forgets which retries were already billed.
-     */
-
-    old = NULL;
-
-    if (!ngx_is_init_cycle(cf->cycle->old_cycle)) {
-        part = &cf->cycle->old_cycle->shared_memory.part;
-        shm_zone = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-                part = part->next;
-                shm_zone = part->elts;
-                i = 0;
-            }
-
-            if (shm_zone[i].tag == &ngx_http_idv_cache_module
-                && shm_zone[i].shm.name.len == name.len
-                && ngx_strncmp(shm_zone[i].shm.name.data, name.data,
-                               name.len) == 0)
-            {
-                old = &shm_zone[i];
-                break;
-            }
-        }
-    }
-
-    if (old && old->shm.size != (size_t) size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_cache zone \"%V\" cannot change its size "
-                           "from %uz to %uz on reload: its entries would be "
-                           "lost and retried Initialize calls billed again; "
-                           "keep the size, or restart nginx (or rename the "
-                           "zone) to start an empty cache",
-                           &name, old->shm.size, (size_t) size);
-        return NGX_CONF_ERROR;
-    }
-
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_idv_cache_module);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_cache zone \"%V\" is already declared",
-                           &name);
-        return NGX_CONF_ERROR;
-    }
-
-    zone->shm_zone = shm_zone;
-
-    shm_zone->init = ngx_http_idv_cache_init_zone;
-    shm_zone->data = zone;
+    *zp = zone;
 
     return NGX_CONF_OK;
 }
@@ -2756,7 +1753,7 @@ ngx_http_idv_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t  *value;
 
-    if (ccf->zone != NGX_CONF_UNSET_PTR) {
+    if (ccf->zone != NGX_CONF_UNSET_PTR || ccf->name.len) {
         return "is duplicate";
     }
 
@@ -2767,11 +1764,8 @@ ngx_http_idv_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    ccf->zone = ngx_shared_memory_add(cf, &value[1], 0,
-                                      &ngx_http_idv_cache_module);
-    if (ccf->zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    /* resolved at merge time, when every zone is declared */
+    ccf->name = value[1];
 
     return NGX_CONF_OK;
 }
@@ -2808,76 +1802,6 @@ ngx_http_idv_cache_results(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ccf->results = (ngx_msec_t) t;
 
     return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_http_idv_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_idv_cache_zone_t  *ozone = data;
-
-    size_t                      len;
-    ngx_http_idv_cache_zone_t  *zone;
-
-    zone = shm_zone->data;
-
-    if (ozone) {
-        /* reload: the same memory, the entries as they were */
-        zone->sh = ozone->sh;
-        zone->shpool = ozone->shpool;
-        return NGX_OK;
-    }
-
-    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        zone->sh = zone->shpool->data;
-        return NGX_OK;
-    }
-
-    zone->sh = ngx_slab_alloc(zone->shpool,
-                              sizeof(ngx_http_idv_cache_shctx_t));
-    if (zone->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->shpool->data = zone->sh;
-
-    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
-                    ngx_http_idv_cache_insert_key);
-    ngx_rbtree_init(&zone->sh->txtree, &zone->sh->txsentinel,
-                    ngx_http_idv_cache_insert_tx);
-
-    ngx_queue_init(&zone->sh->queue);
-    ngx_queue_init(&zone->sh->ready);
-    ngx_queue_init(&zone->sh->results);
-
-    zone->sh->flights = 0;
-    zone->sh->report = 0;
-    zone->sh->evicted = 0;
-
-    len = sizeof(" in idv_cache zone \"\"") + shm_zone->shm.name.len;
-
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
-    if (zone->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(zone->shpool->log_ctx, " in idv_cache zone \"%V\"%Z",
-                &shm_zone->shm.name);
-
-    /* a full zone evicts: that is not worth a [crit] */
-    zone->shpool->log_nomem = 0;
-
-    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                  "idv_cache zone \"%V\": %uz bytes; a transaction takes "
-                  "%uz bytes and its Initialize answer while ttl lasts, "
-                  "then %uz bytes while ownership lasts",
-                  &shm_zone->shm.name, shm_zone->shm.size,
-                  ngx_http_idv_cache_slot(sizeof(ngx_http_idv_cache_node_t)),
-                  ngx_http_idv_cache_slot(sizeof(ngx_http_idv_cache_owner_t)));
-
-    return NGX_OK;
 }
 
 

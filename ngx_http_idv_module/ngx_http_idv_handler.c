@@ -276,6 +276,14 @@ ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     p = rq->nparams ? ngx_http_idv_req_get(rq, "TransactionId") : NULL;
     if (p) {
+        if (p->value.len == 0) {
+            /* names no transaction: the service would pick none, or any */
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "InvalidParameter",
+                                      "TransactionId is empty");
+            return ngx_http_idv_run(r, ctx);
+        }
+
         ctx->transaction_id.data = p->value.data;
         ctx->transaction_id.len = p->value.len;
     }
@@ -593,6 +601,36 @@ ngx_http_idv_failure(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     return ngx_http_idv_error(r, ctx, status, "Gateway.Error",
                               "The gateway could not process the request");
+}
+
+
+/*
+ * A store that could not serve a handler: nothing was applied, and the
+ * request is refused rather than let through without the guarantee the
+ * store keeps.  The store has logged and counted it.
+ */
+
+ngx_int_t
+ngx_http_idv_state_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_store_t *store, ngx_int_t rc)
+{
+    ngx_str_t  retry = ngx_string("1");
+
+    if (ngx_http_idv_set_header(r, "Retry-After", &retry, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_HTTP_IDV_STORE_FULL) {
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "Gateway.StateFull",
+                                  "The gateway's state zone is full; the "
+                                  "request was not sent");
+    }
+
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                              "Gateway.StateUnavailable",
+                              "The gateway's state store is unavailable; "
+                              "the request was not sent");
 }
 
 

@@ -15,6 +15,7 @@
 #include "ngx_http_idv_core.h"
 #include "ngx_http_idv_ops.h"
 #include "ngx_http_idv_request.h"
+#include "ngx_http_idv_store.h"
 
 
 /* the pure core's strings share ngx_str_t's layout */
@@ -170,6 +171,8 @@ ngx_int_t ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 void ngx_http_idv_resume(ngx_http_request_t *r);
 void ngx_http_idv_wait_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_idv_state_error(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_store_t *store, ngx_int_t rc);
 void *ngx_http_idv_palloc(void *pool, size_t size);
 void *ngx_http_idv_alloc(void *pool, size_t size);
 

@@ -1,0 +1,711 @@
+
+/*
+ * ngx_http_idv_tenancy_module: which tenant owns which transaction.
+ *
+ * Every successful call that creates a transaction records its
+ * TransactionId with the tenant and the MerchantBizId that started it,
+ * and the MerchantBizId with its tenant; every request that names a
+ * TransactionId or reads by MerchantBizId is checked against those
+ * records before anything is charged or sent.  A tenant never reads,
+ * deletes or receives the callback of another tenant's transaction.
+ *
+ * The records live in the keyed store (idv_tenancy_zone), never evicted
+ * before their ttl: losing one would let another tenant in.  A zone that
+ * cannot be read refuses the request (503); a record that cannot be
+ * written is logged as an error, see ngx_http_idv_tenancy_record().
+ */
+
+
+#include "ngx_http_idv_module.h"
+#include "ngx_http_idv_store.h"
+
+
+/* a MerchantBizId that two tenants have used: no one reads by it alone */
+#define NGX_HTTP_IDV_TENANCY_SHARED   "\x00shared"
+
+#define NGX_HTTP_IDV_TENANCY_TTL      (30 * 86400 * 1000)   /* 30 days */
+#define NGX_HTTP_IDV_TENANCY_MAX      255   /* tenant, MerchantBizId */
+
+
+typedef struct {
+    ngx_http_idv_store_t          *store;
+    ngx_msec_t                     ttl;
+} ngx_http_idv_tenancy_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                     strict;
+} ngx_http_idv_tenancy_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_idv_store_batch_t     batch;
+    ngx_http_idv_store_op_t        ops[2];
+    ngx_uint_t                     step;
+    unsigned                       pending:1;
+} ngx_http_idv_tenancy_ctx_t;
+
+
+/* steps of a request */
+#define NGX_HTTP_IDV_TENANCY_CHECK    1
+#define NGX_HTTP_IDV_TENANCY_CHECKED  2
+#define NGX_HTTP_IDV_TENANCY_RECORD   3
+#define NGX_HTTP_IDV_TENANCY_SHARE    4
+#define NGX_HTTP_IDV_TENANCY_DONE     5
+
+
+static ngx_int_t ngx_http_idv_tenancy_check(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_tenancy_verdict(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_tenancy_ctx_t *tctx);
+static ngx_int_t ngx_http_idv_tenancy_record(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_tenancy_run(ngx_http_request_t *r,
+    ngx_http_idv_tenancy_ctx_t *tctx);
+static void ngx_http_idv_tenancy_done(ngx_http_idv_store_batch_t *b);
+static ngx_int_t ngx_http_idv_tenancy_key(ngx_http_request_t *r,
+    ngx_str_t *key, u_char kind, ngx_str_t *id);
+static ngx_int_t ngx_http_idv_tenancy_value(ngx_http_request_t *r,
+    ngx_str_t *value, ngx_str_t *tenant, ngx_str_t *biz);
+static ngx_int_t ngx_http_idv_tenancy_forbidden(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, const char *why);
+
+static void *ngx_http_idv_tenancy_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_idv_tenancy_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_tenancy_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_idv_tenancy_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_idv_tenancy_init(ngx_conf_t *cf);
+
+
+static ngx_command_t  ngx_http_idv_tenancy_commands[] = {
+
+    { ngx_string("idv_tenancy_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_idv_tenancy_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_tenancy_strict"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_tenancy_loc_conf_t, strict),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_idv_tenancy_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_idv_tenancy_init,             /* postconfiguration */
+
+    ngx_http_idv_tenancy_create_main_conf, /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_idv_tenancy_create_loc_conf,  /* create location configuration */
+    ngx_http_idv_tenancy_merge_loc_conf    /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_idv_tenancy_module = {
+    NGX_MODULE_V1,
+    &ngx_http_idv_tenancy_module_ctx,      /* module context */
+    ngx_http_idv_tenancy_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * CHECK: a request that names a transaction, or reads by MerchantBizId,
+ * is the tenant's own or is refused.  Unknown ones pass unless the
+ * location is strict.
+ */
+
+static ngx_int_t
+ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_uint_t                         flags;
+    ngx_http_idv_tenancy_ctx_t        *tctx;
+    ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+
+    if (tctx) {
+        if (tctx->pending) {
+            return NGX_AGAIN;
+        }
+
+        if (tctx->step == NGX_HTTP_IDV_TENANCY_CHECK) {
+            tctx->step = NGX_HTTP_IDV_TENANCY_CHECKED;
+            return ngx_http_idv_tenancy_verdict(r, ctx, tctx);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+    flags = ctx->conf->op->flags;
+
+    if (tmcf->store == NULL || ctx->tenant.len == 0
+        || !(flags & (NGX_HTTP_IDV_OP_READS_TX|NGX_HTTP_IDV_OP_READS_BIZ
+                      |NGX_HTTP_IDV_OP_CREATES_TX)))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->tenant.len > NGX_HTTP_IDV_TENANCY_MAX) {
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                  "Gateway.TenantInvalid",
+                                  "The tenant name is longer than 255 "
+                                  "bytes");
+    }
+
+    if (ctx->merchant_biz_id.len > NGX_HTTP_IDV_TENANCY_MAX) {
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                  "InvalidParameter",
+                                  "MerchantBizId is longer than 255 bytes");
+    }
+
+    tctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_tenancy_ctx_t));
+    if (tctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_set_ctx(r, tctx, ngx_http_idv_tenancy_module);
+
+    if (!(flags & (NGX_HTTP_IDV_OP_READS_TX|NGX_HTTP_IDV_OP_READS_BIZ))
+        || (ctx->transaction_id.len == 0 && ctx->merchant_biz_id.len == 0))
+    {
+        /* creates a transaction: recorded once it succeeded */
+        tctx->step = NGX_HTTP_IDV_TENANCY_CHECKED;
+        return NGX_DECLINED;
+    }
+
+    op = &tctx->ops[0];
+    op->store = tmcf->store;
+    op->op = NGX_HTTP_IDV_STORE_GET;
+
+    if (ctx->transaction_id.len) {
+        if (ngx_http_idv_tenancy_key(r, &op->key, 't', &ctx->transaction_id)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_idv_tenancy_key(r, &op->key, 'b',
+                                        &ctx->merchant_biz_id)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    tctx->batch.ops = tctx->ops;
+    tctx->batch.nops = 1;
+    tctx->step = NGX_HTTP_IDV_TENANCY_CHECK;
+
+    if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    tctx->step = NGX_HTTP_IDV_TENANCY_CHECKED;
+
+    return ngx_http_idv_tenancy_verdict(r, ctx, tctx);
+}
+
+
+/* the record read, compared with the request */
+
+static ngx_int_t
+ngx_http_idv_tenancy_verdict(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_tenancy_ctx_t *tctx)
+{
+    u_char                           *p, *last;
+    size_t                            tlen, blen;
+    ngx_str_t                         *v;
+    ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_loc_conf_t   *tlcf;
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    if (tctx->batch.rc != NGX_OK) {
+        tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+        return ngx_http_idv_state_error(r, ctx, tmcf->store, tctx->batch.rc);
+    }
+
+    op = &tctx->ops[0];
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_tenancy_module);
+
+    if (op->rc != NGX_OK) {
+
+        if (!tlcf->strict) {
+            return NGX_DECLINED;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idv: %s \"%V\" is not known to idv_tenancy_zone "
+                      "(idv_tenancy_strict), refused for tenant \"%V\"",
+                      ctx->transaction_id.len ? "TransactionId"
+                                              : "MerchantBizId",
+                      ctx->transaction_id.len ? &ctx->transaction_id
+                                              : &ctx->merchant_biz_id,
+                      &ctx->tenant);
+
+        return ngx_http_idv_tenancy_forbidden(r, ctx, NULL);
+    }
+
+    /* the value: tenant length, tenant, MerchantBizId length, id */
+
+    v = &op->result;
+    p = v->data;
+    last = v->data + v->len;
+
+    if (v->len == sizeof(NGX_HTTP_IDV_TENANCY_SHARED) - 1
+        && ngx_memcmp(p, NGX_HTTP_IDV_TENANCY_SHARED, v->len) == 0)
+    {
+        return ngx_http_idv_tenancy_forbidden(r, ctx,
+                                              "MerchantBizId used by several "
+                                              "tenants");
+    }
+
+    if (p == last || (size_t) (last - p) < 1 + (size_t) p[0]) {
+        goto corrupt;
+    }
+
+    tlen = *p++;
+
+    if (tlen != ctx->tenant.len || ngx_memcmp(p, ctx->tenant.data, tlen) != 0)
+    {
+        return ngx_http_idv_tenancy_forbidden(r, ctx, "another tenant's");
+    }
+
+    p += tlen;
+
+    if (ctx->transaction_id.len == 0) {
+        /* a MerchantBizId record holds the tenant alone */
+        return NGX_DECLINED;
+    }
+
+    if (p == last || (size_t) (last - p) < 1 + (size_t) p[0]) {
+        goto corrupt;
+    }
+
+    blen = *p++;
+
+    /* the service checks the pair too; where the gateway knows it, first */
+
+    if (ctx->merchant_biz_id.len
+        && (blen != ctx->merchant_biz_id.len
+            || ngx_memcmp(p, ctx->merchant_biz_id.data, blen) != 0))
+    {
+        return ngx_http_idv_tenancy_forbidden(r, ctx,
+                                              "MerchantBizId of another "
+                                              "transaction");
+    }
+
+    return NGX_DECLINED;
+
+corrupt:
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "idv: a malformed record in idv_tenancy_zone");
+
+    return ngx_http_idv_tenancy_forbidden(r, ctx, NULL);
+}
+
+
+/*
+ * ANSWER: a transaction the service just created is recorded for the
+ * tenant, and so is its MerchantBizId (as shared once two tenants used
+ * it).
+ */
+
+static ngx_int_t
+ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_str_t                          none = ngx_null_string;
+    ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_ctx_t        *tctx;
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+
+    if (tctx == NULL || tctx->pending) {
+        return tctx ? NGX_AGAIN : NGX_DECLINED;
+    }
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+
+    switch (tctx->step) {
+
+    case NGX_HTTP_IDV_TENANCY_CHECKED:
+
+        if (!(ctx->conf->op->flags & NGX_HTTP_IDV_OP_CREATES_TX)
+            || !ctx->answer.upstream || ctx->answer.status != NGX_HTTP_OK
+            || ctx->transaction_id.len == 0)
+        {
+            tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+            return NGX_DECLINED;
+        }
+
+        ngx_memzero(tctx->ops, sizeof(tctx->ops));
+
+        op = &tctx->ops[0];
+        op->store = tmcf->store;
+        op->op = NGX_HTTP_IDV_STORE_SET;
+        op->ttl = tmcf->ttl;
+        op->keep = 1;
+
+        if (ngx_http_idv_tenancy_key(r, &op->key, 't', &ctx->transaction_id)
+            != NGX_OK
+            || ngx_http_idv_tenancy_value(r, &op->value, &ctx->tenant,
+                                          &ctx->merchant_biz_id)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        tctx->batch.nops = 1;
+
+        if (ctx->merchant_biz_id.len) {
+            op = &tctx->ops[1];
+            op->store = tmcf->store;
+            op->op = NGX_HTTP_IDV_STORE_ADD;
+            op->ttl = tmcf->ttl;
+            op->keep = 1;
+
+            if (ngx_http_idv_tenancy_key(r, &op->key, 'b',
+                                         &ctx->merchant_biz_id)
+                != NGX_OK
+                || ngx_http_idv_tenancy_value(r, &op->value, &ctx->tenant,
+                                              &none)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            tctx->batch.nops = 2;
+        }
+
+        tctx->batch.ops = tctx->ops;
+        tctx->step = NGX_HTTP_IDV_TENANCY_RECORD;
+
+        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_IDV_TENANCY_RECORD:
+
+        if (tctx->batch.rc != NGX_OK) {
+            /*
+             * The service has created (and billed) the transaction: its
+             * answer still goes to the backend, which would otherwise pay
+             * again for a retry.  Without a record, a strict location
+             * refuses the transaction to everyone, its owner included;
+             * elsewhere only the service's own MerchantBizId check
+             * guards it.  Loud, so that the zone is made larger.
+             */
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: TransactionId \"%V\" of tenant \"%V\" not "
+                          "recorded: idv_tenancy_zone \"%V\" is %s",
+                          &ctx->transaction_id, &ctx->tenant,
+                          &tmcf->store->name,
+                          tctx->batch.rc == NGX_HTTP_IDV_STORE_FULL
+                          ? "full" : "unavailable");
+
+            tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+
+            return NGX_DECLINED;
+        }
+
+        op = &tctx->ops[1];
+
+        if (tctx->batch.nops < 2 || op->rc == NGX_OK
+            || (op->result.len == op->value.len
+                && ngx_memcmp(op->result.data, op->value.data,
+                              op->value.len) == 0))
+        {
+            tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+            return NGX_DECLINED;
+        }
+
+        /* another tenant's MerchantBizId too: nobody reads by it alone */
+
+        op->op = NGX_HTTP_IDV_STORE_SET;
+        ngx_str_set(&op->value, NGX_HTTP_IDV_TENANCY_SHARED);
+
+        tctx->batch.ops = op;
+        tctx->batch.nops = 1;
+        tctx->step = NGX_HTTP_IDV_TENANCY_SHARE;
+
+        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_IDV_TENANCY_SHARE:
+
+        tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+
+        if (tctx->batch.rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: MerchantBizId \"%V\" not marked as shared "
+                          "by several tenants: idv_tenancy_zone \"%V\" is "
+                          "full or unavailable",
+                          &ctx->merchant_biz_id, &tmcf->store->name);
+        }
+
+        return NGX_DECLINED;
+
+    default:
+        return NGX_DECLINED;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_idv_tenancy_run(ngx_http_request_t *r,
+    ngx_http_idv_tenancy_ctx_t *tctx)
+{
+    ngx_int_t  rc;
+
+    tctx->batch.pool = r->pool;
+    tctx->batch.log = r->connection->log;
+    tctx->batch.handler = ngx_http_idv_tenancy_done;
+    tctx->batch.data = r;
+
+    rc = ngx_http_idv_store_run(&tctx->batch);
+
+    if (rc == NGX_AGAIN) {
+        tctx->pending = 1;
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_idv_tenancy_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t          *r = b->data;
+    ngx_http_idv_tenancy_ctx_t  *tctx;
+
+    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+    tctx->pending = 0;
+
+    ngx_http_idv_resume(r);
+}
+
+
+/* a kind byte, then the id: 't' TransactionId, 'b' MerchantBizId */
+
+static ngx_int_t
+ngx_http_idv_tenancy_key(ngx_http_request_t *r, ngx_str_t *key, u_char kind,
+    ngx_str_t *id)
+{
+    key->len = 1 + id->len;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data[0] = kind;
+    ngx_memcpy(key->data + 1, id->data, id->len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_tenancy_value(ngx_http_request_t *r, ngx_str_t *value,
+    ngx_str_t *tenant, ngx_str_t *biz)
+{
+    u_char  *p;
+
+    value->len = 1 + tenant->len + (biz->len ? 1 + biz->len : 0);
+    value->data = ngx_pnalloc(r->pool, value->len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = value->data;
+    *p++ = (u_char) tenant->len;
+    p = ngx_cpymem(p, tenant->data, tenant->len);
+
+    if (biz->len) {
+        *p++ = (u_char) biz->len;
+        ngx_memcpy(p, biz->data, biz->len);
+    }
+
+    return NGX_OK;
+}
+
+
+/* one answer for another tenant's and for unknown ones: no oracle */
+
+static ngx_int_t
+ngx_http_idv_tenancy_forbidden(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    const char *why)
+{
+    if (why) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idv: %s of tenant \"%V\" refused: %s",
+                      ctx->transaction_id.len ? "TransactionId"
+                                              : "MerchantBizId",
+                      &ctx->tenant, why);
+    }
+
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_FORBIDDEN, "Forbidden.Tenant",
+                              ctx->transaction_id.len
+                              ? "The TransactionId does not belong to this "
+                                "tenant"
+                              : "The MerchantBizId does not belong to this "
+                                "tenant");
+}
+
+
+static void *
+ngx_http_idv_tenancy_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_tenancy_main_conf_t));
+}
+
+
+static void *
+ngx_http_idv_tenancy_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_tenancy_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_tenancy_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->strict = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_idv_tenancy_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_idv_tenancy_loc_conf_t *prev = parent;
+    ngx_http_idv_tenancy_loc_conf_t *conf = child;
+
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    ngx_conf_merge_value(conf->strict, prev->strict, 0);
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_tenancy_module);
+
+    if (conf->strict && tmcf->store == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_tenancy_strict\" needs "
+                           "\"idv_tenancy_zone zone=NAME:SIZE\" in the http "
+                           "block (the owners of transactions)");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* idv_tenancy_zone zone=NAME:SIZE [ttl=TIME]; */
+
+static char *
+ngx_http_idv_tenancy_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_tenancy_main_conf_t *tmcf = conf;
+
+    ngx_int_t                   rc, t;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_idv_store_conf_t   sc;
+
+    if (tmcf->store) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
+    tmcf->ttl = NGX_HTTP_IDV_TENANCY_TTL;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            t = ngx_parse_time(&s, 0);
+
+            if (t == NGX_ERROR || t < 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\", expected a time of at "
+                                   "least 1s", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            tmcf->ttl = (ngx_msec_t) t;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", expected "
+                           "\"zone=NAME:SIZE\" or \"ttl=TIME\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->store = ngx_http_idv_store_add(cf, &sc, "tenancy",
+                                         &ngx_http_idv_tenancy_module);
+    if (tmcf->store == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idv_tenancy_init(ngx_conf_t *cf)
+{
+    if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_CHECK,
+                                 ngx_http_idv_tenancy_check)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_ANSWER,
+                                    ngx_http_idv_tenancy_record);
+}
