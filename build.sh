@@ -73,6 +73,7 @@ CORE_SRCS="
     ngx_http_idv_module/ngx_http_idv_request.c
     ngx_http_idv_module/ngx_http_idv_token.c
     ngx_http_idv_module/ngx_http_idv_verify.c
+    ngx_http_idv_module/ngx_http_idv_siphash.c
 "
 
 UNIT_CFLAGS="-std=gnu99 -O1 -g -W -Wall -Wpointer-arith -Wno-unused-parameter

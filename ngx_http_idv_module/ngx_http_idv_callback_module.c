@@ -28,6 +28,14 @@
 /* how long an in-flight mark protects a transaction from a second run */
 #define NGX_HTTP_IDV_CB_INFLIGHT_TTL 60
 
+/*
+ * The zone's keys: a TransactionId (letters, digits, '-' and '_') for its
+ * replay guard, "r:" and the TransactionId for a result kept for
+ * CheckResult.  The guard is kept until its ttl; a kept result may be
+ * evicted (CheckResult then asks the service).
+ */
+#define NGX_HTTP_IDV_CB_RESULT_KEY   "r:"
+
 
 typedef struct {
     u_char                      kid[4];
@@ -36,7 +44,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_shm_zone_t             *zone;
+    ngx_http_idv_store_t       *store;
     time_t                      ttl;
 } ngx_http_idv_cb_main_conf_t;
 
@@ -55,6 +63,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                   transaction_id;
     ngx_str_t                   result;         /* the JSON sent on */
+    ngx_str_t                   mark;           /* the in-flight guard */
     unsigned                    marked:1;
     unsigned                    forwarding:1;
     unsigned                    finished:1;
@@ -79,6 +88,10 @@ static ngx_int_t ngx_http_idv_cb_ack(ngx_http_request_t *r,
 static void ngx_http_idv_cb_release(void *data);
 static ngx_int_t ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
+static ngx_int_t ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state,
+    ngx_str_t *tenant, ngx_str_t *value);
+static ngx_int_t ngx_http_idv_cb_run(ngx_http_request_t *r,
+    ngx_http_idv_store_op_t *ops, ngx_uint_t n);
 
 static void *ngx_http_idv_cb_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_cb_create_loc_conf(ngx_conf_t *cf);
@@ -275,14 +288,15 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char                       *p, *body;
     size_t                        len;
-    ngx_http_idv_store_t         *st;
+    ngx_int_t                     rc;
+    ngx_str_t                    *kept;
     ngx_http_idv_param_t         *tx;
-    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_store_op_t       op;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
 
-    if (cmcf->zone == NULL
+    if (cmcf->store == NULL
         || !(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)
         || ngx_http_get_module_ctx(r, ngx_http_idv_callback_module))
     {
@@ -295,54 +309,58 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_OK;
     }
 
-    st = cmcf->zone->data;
-    body = NULL;
-    len = 0;
+    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
 
-    ngx_http_idv_store_lock(st);
+    op.store = cmcf->store;
+    op.op = NGX_HTTP_IDV_STORE_GET;
+    op.key.len = sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1 + tx->value.len;
+    op.key.data = ngx_pnalloc(r->pool, op.key.len);
 
-    n = ngx_http_idv_store_get(st, tx->value.data, tx->value.len);
-
-    /* a result is kept only when it was not forwarded: more than the tenant */
-
-    if (n && n->state == NGX_HTTP_IDV_CB_DELIVERED
-        && n->vlen > 1 + (size_t) ngx_http_idv_store_value(n)[0])
-    {
-
-        /* the stored value: tenant length (1), tenant, result JSON */
-
-        p = ngx_http_idv_store_value(n);
-
-        if (ctx->tenant.len == (size_t) p[0]
-            && ngx_memcmp(ctx->tenant.data, p + 1, p[0]) == 0)
-        {
-            len = sizeof("{\"RequestId\":\"\",\"Code\":\"Success\","
-                         "\"Message\":\"success\",\"Result\":}") - 1
-                  + 32 + n->vlen - 1 - p[0];
-
-            body = ngx_pnalloc(r->pool, len);
-
-            if (body) {
-                p = ngx_cpymem(body, "{\"RequestId\":\"", 14);
-                ngx_http_idv_make_id(p);
-                p += 32;
-                p = ngx_cpymem(p, "\",\"Code\":\"Success\",\"Message\":"
-                               "\"success\",\"Result\":",
-                               sizeof("\",\"Code\":\"Success\",\"Message\":"
-                                      "\"success\",\"Result\":") - 1);
-                p = ngx_cpymem(p, ngx_http_idv_store_value(n) + 1
-                                  + ngx_http_idv_store_value(n)[0],
-                               n->vlen - 1 - ngx_http_idv_store_value(n)[0]);
-                *p++ = '}';
-            }
-        }
+    if (op.key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_idv_store_unlock(st);
+    p = ngx_cpymem(op.key.data, NGX_HTTP_IDV_CB_RESULT_KEY,
+                   sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1);
+    ngx_memcpy(p, tx->value.data, tx->value.len);
 
+    rc = ngx_http_idv_cb_run(r, &op, 1);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the kept value: tenant length (1), tenant, result JSON */
+
+    kept = &op.result;
+
+    if (op.rc != NGX_OK || kept->len < 1
+        || kept->len <= 1 + (size_t) kept->data[0]
+        || ctx->tenant.len != (size_t) kept->data[0]
+        || ngx_memcmp(ctx->tenant.data, kept->data + 1, kept->data[0]) != 0)
+    {
+        return NGX_OK;
+    }
+
+    len = sizeof("{\"RequestId\":\"\",\"Code\":\"Success\","
+                 "\"Message\":\"success\",\"Result\":}") - 1
+          + 32 + kept->len - 1 - kept->data[0];
+
+    body = ngx_pnalloc(r->pool, len);
     if (body == NULL) {
         return NGX_OK;
     }
+
+    p = ngx_cpymem(body, "{\"RequestId\":\"", 14);
+    ngx_http_idv_make_id(p);
+    p += 32;
+    p = ngx_cpymem(p, "\",\"Code\":\"Success\",\"Message\":"
+                   "\"success\",\"Result\":",
+                   sizeof("\",\"Code\":\"Success\",\"Message\":"
+                          "\"success\",\"Result\":") - 1);
+    p = ngx_cpymem(p, kept->data + 1 + kept->data[0],
+                   kept->len - 1 - kept->data[0]);
+    *p++ = '}';
 
     ctx->cached = 1;
 
@@ -355,18 +373,17 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 static ngx_int_t
 ngx_http_idv_cb_handler(ngx_http_request_t *r)
 {
-    u_char                        raw[NGX_HTTP_IDV_TOKEN_RAW_MAX], *p;
+    u_char                        raw[NGX_HTTP_IDV_TOKEN_RAW_MAX];
     ngx_int_t                     rc;
     ngx_str_t                     token, tx;
     ngx_uint_t                    i, found;
     ngx_pool_cleanup_t           *cln;
     ngx_http_idv_ctx_t           *ctx;
-    ngx_http_idv_store_t         *st;
     ngx_http_idv_cb_ctx_t        *cb;
     ngx_http_idv_cb_key_t        *key;
     ngx_http_idv_token_t          t;
     ngx_http_idv_param_t         *params;
-    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_store_op_t       op;
     ngx_http_idv_cb_loc_conf_t   *lcf;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
@@ -491,17 +508,37 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
      * it is called with the token's MerchantBizId.
      */
 
-    st = cmcf->zone->data;
+    if (ngx_http_idv_cb_guard(r->pool, NGX_HTTP_IDV_CB_INFLIGHT,
+                              &ctx->tenant, &cb->mark)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    ngx_http_idv_store_lock(st);
+    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
 
-    n = ngx_http_idv_store_get(st, tx.data, tx.len);
+    op.store = cmcf->store;
+    op.op = NGX_HTTP_IDV_STORE_ADD;
+    op.key = tx;
+    op.value = cb->mark;
+    op.ttl = NGX_HTTP_IDV_CB_INFLIGHT_TTL * 1000;
+    op.keep = 1;
 
-    if (n) {
-        rc = n->state;
-        ngx_http_idv_store_unlock(st);
+    rc = ngx_http_idv_cb_run(r, &op, 1);
 
-        if (rc == NGX_HTTP_IDV_CB_DELIVERED) {
+    if (rc == NGX_HTTP_IDV_STORE_FULL) {
+        cb->finished = 1;
+        (void) ngx_http_idv_state_full(r, ctx);
+        return ngx_http_idv_run(r, ctx);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (op.rc == NGX_DECLINED) {
+
+        if (op.result.len && op.result.data[0] == NGX_HTTP_IDV_CB_DELIVERED) {
             ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_DUPLICATE);
             cb->finished = 1;
             (void) ngx_http_idv_cb_ack(r, ctx, "already delivered");
@@ -516,22 +553,6 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
                                   "This transaction's callback is being "
                                   "processed; retry later");
         return ngx_http_idv_run(r, ctx);
-    }
-
-    n = ngx_http_idv_store_set(st, tx.data, tx.len, 1 + t.tenant.len,
-                               ngx_time() + NGX_HTTP_IDV_CB_INFLIGHT_TTL,
-                               r->connection->log);
-    if (n) {
-        n->state = NGX_HTTP_IDV_CB_INFLIGHT;
-        p = ngx_http_idv_store_value(n);
-        *p++ = (u_char) t.tenant.len;
-        ngx_memcpy(p, t.tenant.data, t.tenant.len);
-    }
-
-    ngx_http_idv_store_unlock(st);
-
-    if (n == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     cb->marked = 1;
@@ -772,54 +793,94 @@ ngx_http_idv_cb_forwarded(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/* delivered: mark the transaction (keeping the result without a pass) */
+/*
+ * delivered: the replay guard says so (kept until the zone's ttl), and
+ * without a pass the result is kept for CheckResult (evictable)
+ */
 
 static ngx_int_t
 ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char                       *p;
-    size_t                        vlen;
-    ngx_http_idv_store_t         *st;
+    ngx_int_t                     rc;
+    ngx_uint_t                    n;
     ngx_http_idv_cb_ctx_t        *cb;
-    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_store_op_t       ops[2];
     ngx_http_idv_cb_loc_conf_t   *lcf;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
-    st = cmcf->zone->data;
 
-    vlen = 1 + ctx->tenant.len + (lcf->pass.len ? 0 : cb->result.len);
+    ngx_memzero(ops, sizeof(ops));
 
-    ngx_http_idv_store_lock(st);
+    ops[0].store = cmcf->store;
+    ops[0].op = NGX_HTTP_IDV_STORE_SET;
+    ops[0].key = cb->transaction_id;
+    ops[0].ttl = (ngx_msec_t) cmcf->ttl * 1000;
+    ops[0].keep = 1;
 
-    n = ngx_http_idv_store_set(st, cb->transaction_id.data,
-                               cb->transaction_id.len, vlen,
-                               ngx_time() + cmcf->ttl, r->connection->log);
-    if (n) {
-        n->state = NGX_HTTP_IDV_CB_DELIVERED;
-        p = ngx_http_idv_store_value(n);
-        *p++ = (u_char) ctx->tenant.len;
-        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
-
-        if (lcf->pass.len == 0) {
-            ngx_memcpy(p, cb->result.data, cb->result.len);
-        }
+    if (ngx_http_idv_cb_guard(r->pool, NGX_HTTP_IDV_CB_DELIVERED,
+                              &ctx->tenant, &ops[0].value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_idv_store_unlock(st);
+    n = 1;
+
+    if (lcf->pass.len == 0) {
+
+        /* the kept value: tenant length (1), tenant, result JSON */
+
+        ops[1] = ops[0];
+        ops[1].keep = 0;
+        ops[1].key.len = sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1
+                         + cb->transaction_id.len;
+        ops[1].value.len = 1 + ctx->tenant.len + cb->result.len;
+        ops[1].key.data = ngx_pnalloc(r->pool, ops[1].key.len
+                                               + ops[1].value.len);
+
+        if (ops[1].key.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(ops[1].key.data, NGX_HTTP_IDV_CB_RESULT_KEY,
+                       sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1);
+        p = ngx_cpymem(p, cb->transaction_id.data, cb->transaction_id.len);
+
+        ops[1].value.data = p;
+        *p++ = (u_char) ctx->tenant.len;
+        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+        ngx_memcpy(p, cb->result.data, cb->result.len);
+
+        n = 2;
+    }
+
+    rc = ngx_http_idv_cb_run(r, ops, n);
+
+    if (rc != NGX_OK && lcf->pass.len == 0) {
+        /*
+         * nothing was kept: the caller calls again later, and finds the
+         * transaction open (the in-flight mark is released)
+         */
+        return (rc == NGX_HTTP_IDV_STORE_FULL)
+               ? ngx_http_idv_state_full(r, ctx)
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     cb->marked = 0;
 
     ngx_http_idv_metrics_event(r, lcf->pass.len ? NGX_HTTP_IDV_M_CB_FORWARDED
                                                 : NGX_HTTP_IDV_M_CB_KEPT);
 
-    if (n == NULL) {
+    if (rc != NGX_OK) {
+        /* the backend has it: a 5xx now would only deliver it twice */
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: callback for TransactionId \"%V\" delivered but "
-                      "not recorded: the callback zone is too small",
-                      &cb->transaction_id);
+                      "not recorded: the callback zone \"%V\" is full",
+                      &cb->transaction_id, &cmcf->store->name);
     }
 
     return ngx_http_idv_cb_ack(r, ctx, "delivered");
@@ -854,9 +915,8 @@ ngx_http_idv_cb_release(void *data)
 {
     ngx_http_request_t  *r = data;
 
-    ngx_http_idv_store_t         *st;
     ngx_http_idv_cb_ctx_t        *cb;
-    ngx_http_idv_store_node_t    *n;
+    ngx_http_idv_store_op_t       op;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
@@ -866,18 +926,17 @@ ngx_http_idv_cb_release(void *data)
     }
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
-    st = cmcf->zone->data;
 
-    ngx_http_idv_store_lock(st);
+    /* only this callback's own mark: never a delivered transaction's */
 
-    n = ngx_http_idv_store_get(st, cb->transaction_id.data,
-                               cb->transaction_id.len);
+    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
 
-    if (n && n->state == NGX_HTTP_IDV_CB_INFLIGHT) {
-        ngx_http_idv_store_delete(st, n);
-    }
+    op.store = cmcf->store;
+    op.op = NGX_HTTP_IDV_STORE_DELETE;
+    op.key = cb->transaction_id;
+    op.expect = cb->mark;
 
-    ngx_http_idv_store_unlock(st);
+    (void) ngx_http_idv_cb_run(r, &op, 1);
 
     cb->marked = 0;
 }
@@ -908,6 +967,62 @@ ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
     value->len = dst - value->data;
 
     return NGX_OK;
+}
+
+
+/* a replay guard's value: state, tenant length (1), tenant */
+
+static ngx_int_t
+ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state, ngx_str_t *tenant,
+    ngx_str_t *value)
+{
+    u_char  *p;
+
+    value->len = 2 + tenant->len;
+    value->data = ngx_pnalloc(pool, value->len);
+
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = value->data;
+    *p++ = (u_char) state;
+    *p++ = (u_char) tenant->len;
+    ngx_memcpy(p, tenant->data, tenant->len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A batch on the callback zone: NGX_OK, NGX_HTTP_IDV_STORE_FULL or
+ * NGX_ERROR.  The zone is in shared memory, which answers at once.
+ */
+
+static ngx_int_t
+ngx_http_idv_cb_run(ngx_http_request_t *r, ngx_http_idv_store_op_t *ops,
+    ngx_uint_t n)
+{
+    ngx_int_t                    rc;
+    ngx_http_idv_store_batch_t   b;
+
+    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
+
+    b.ops = ops;
+    b.nops = n;
+    b.pool = r->pool;
+    b.log = r->connection->log;
+
+    rc = ngx_http_idv_store_run(&b);
+
+    if (rc == NGX_AGAIN) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "idv: the callback zone's backend answers later, "
+                      "which callbacks do not support yet");
+        return NGX_ERROR;
+    }
+
+    return rc;
 }
 
 
@@ -973,7 +1088,7 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->handler) {
         cmcf = ngx_http_conf_get_module_main_conf(cf,
                                                   ngx_http_idv_callback_module);
-        if (cmcf->zone == NULL) {
+        if (cmcf->store == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"idv_callback\" needs \"idv_callback_zone\" "
                                "in the http block (the replay guard)");
@@ -1026,42 +1141,57 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* idv_callback_zone zone=NAME:SIZE [ttl=TIME]; */
+
 static char *
 ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_cb_main_conf_t *cmcf = conf;
 
-    ngx_str_t  *value, s;
+    ngx_int_t                   rc;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_idv_store_conf_t   sc;
 
-    if (cmcf->zone) {
+    if (cmcf->store) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
-    cmcf->zone = ngx_http_idv_store_add(cf, &value[1],
-                                        &ngx_http_idv_callback_module);
-    if (cmcf->zone == NULL
-        || ngx_http_idv_metrics_watch(cf, cmcf->zone, "callback") != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
     cmcf->ttl = 7 * 86400;
 
-    if (cf->args->nelts == 3) {
-        if (ngx_strncmp(value[2].data, "ttl=", 4) != 0) {
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) != 0) {
             return "takes \"zone=NAME:SIZE [ttl=TIME]\"";
         }
 
-        s.data = value[2].data + 4;
-        s.len = value[2].len - 4;
+        s.data = value[i].data + 4;
+        s.len = value[i].len - 4;
 
         cmcf->ttl = ngx_parse_time(&s, 1);
 
         if (cmcf->ttl == (time_t) NGX_ERROR || cmcf->ttl == 0) {
             return "has an invalid ttl";
         }
+    }
+
+    cmcf->store = ngx_http_idv_store_add(cf, &sc, "callback",
+                                         &ngx_http_idv_callback_module);
+    if (cmcf->store == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

@@ -32,9 +32,5 @@ extern ngx_module_t  ngx_http_idv_metrics_module;
 
 void ngx_http_idv_metrics_event(ngx_http_request_t *r, ngx_uint_t event);
 
-/* report a shared memory zone's occupancy as idv_zone_used_ratio */
-ngx_int_t ngx_http_idv_metrics_watch(ngx_conf_t *cf, ngx_shm_zone_t *zone,
-    const char *kind);
-
 
 #endif /* _NGX_HTTP_IDV_METRICS_H_INCLUDED_ */

@@ -14,6 +14,7 @@
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_metrics.h"
+#include "ngx_http_idv_store.h"
 
 
 #define NGX_HTTP_IDV_M_OPS        64
@@ -73,14 +74,14 @@ typedef struct {
     ngx_http_idv_m_shctx_t     *sh;
     ngx_slab_pool_t            *shpool;
     ngx_uint_t                  ntenants;
-    ngx_array_t                 watched;        /* ngx_http_idv_m_zone_t */
     ngx_int_t                   cache_index;
     ngx_int_t                   limit_index;
 } ngx_http_idv_m_main_conf_t;
 
 
+/* a zone of the module that is not a store (yet), by its module */
 typedef struct {
-    ngx_shm_zone_t             *zone;
+    ngx_module_t               *module;
     const char                 *kind;
 } ngx_http_idv_m_zone_t;
 
@@ -95,6 +96,11 @@ static ngx_int_t ngx_http_idv_m_log(ngx_http_request_t *r);
 static void ngx_http_idv_m_status(ngx_http_idv_m_main_conf_t *mmcf,
     ngx_uint_t kind, ngx_str_t *value);
 static ngx_int_t ngx_http_idv_m_handler(ngx_http_request_t *r);
+static size_t ngx_http_idv_m_zones_size(void);
+static u_char *ngx_http_idv_m_zones(u_char *p, u_char *end);
+static u_char *ngx_http_idv_m_sample(u_char *p, u_char *end,
+    const char *name, ngx_str_t *zone, const char *kind, const char *fmt,
+    ...);
 static u_char *ngx_http_idv_m_label(u_char *p, u_char *end, u_char *s,
     size_t len);
 static ngx_int_t ngx_http_idv_m_init_zone(ngx_shm_zone_t *shm_zone,
@@ -179,6 +185,17 @@ static ngx_str_t  ngx_http_idv_m_type =
     ngx_string("text/plain; version=0.0.4");
 
 
+extern ngx_module_t  ngx_http_idv_cache_module;
+extern ngx_module_t  ngx_http_idv_limit_module;
+
+static ngx_http_idv_m_zone_t  ngx_http_idv_m_legacy[] = {
+    { &ngx_http_idv_cache_module, "cache" },
+    { &ngx_http_idv_limit_module, "limit" },
+    { &ngx_http_idv_metrics_module, "metrics" },
+    { NULL, NULL }
+};
+
+
 void
 ngx_http_idv_metrics_event(ngx_http_request_t *r, ngx_uint_t event)
 {
@@ -189,28 +206,6 @@ ngx_http_idv_metrics_event(ngx_http_request_t *r, ngx_uint_t event)
     if (mmcf->sh && event < NGX_HTTP_IDV_M_EVENTS) {
         (void) ngx_atomic_fetch_add(&mmcf->sh->events[event], 1);
     }
-}
-
-
-ngx_int_t
-ngx_http_idv_metrics_watch(ngx_conf_t *cf, ngx_shm_zone_t *zone,
-    const char *kind)
-{
-    ngx_http_idv_m_zone_t       *z;
-    ngx_http_idv_m_main_conf_t  *mmcf;
-
-    mmcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_idv_metrics_module);
-
-    z = ngx_array_push(&mmcf->watched);
-    if (z == NULL) {
-        return NGX_ERROR;
-    }
-
-    z->zone = zone;
-    z->kind = kind;
-
-    return NGX_OK;
 }
 
 
@@ -422,13 +417,11 @@ static ngx_int_t
 ngx_http_idv_m_handler(ngx_http_request_t *r)
 {
     u_char                      *p, *end;
-    size_t                       size, used, total;
+    size_t                       size;
     ngx_int_t                    rc;
     ngx_buf_t                   *b;
     ngx_uint_t                   i, j, k, cum;
     ngx_chain_t                  out;
-    ngx_slab_pool_t             *pool;
-    ngx_http_idv_m_zone_t       *z;
     ngx_http_idv_m_series_t     *s;
     ngx_http_idv_m_status_t     *st;
     ngx_http_idv_m_tenant_t     *t;
@@ -455,7 +448,7 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
            + NGX_HTTP_IDV_M_STATUSES * 128
            + NGX_HTTP_IDV_M_EVENTS * 96
            + sh->ntenants * 2 * (96 + NGX_HTTP_IDV_M_TENANT * 6)
-           + mmcf->watched.nelts * 2 * 256;
+           + ngx_http_idv_m_zones_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -605,26 +598,7 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
         }
     }
 
-    p = ngx_slprintf(p, end,
-                     "# HELP idv_zone_used_ratio Occupancy of the module's "
-                     "shared memory zones.\n"
-                     "# TYPE idv_zone_used_ratio gauge\n");
-
-    z = mmcf->watched.elts;
-
-    for (i = 0; i < mmcf->watched.nelts; i++) {
-        pool = (ngx_slab_pool_t *) z[i].zone->shm.addr;
-        total = (pool->end - pool->start) >> ngx_pagesize_shift;
-
-        ngx_shmtx_lock(&pool->mutex);
-        used = total - pool->pfree;
-        ngx_shmtx_unlock(&pool->mutex);
-
-        p = ngx_slprintf(p, end, "idv_zone_used_ratio{zone=\"%V\","
-                         "kind=\"%s\"} %ui.%04ui\n", &z[i].zone->shm.name,
-                         z[i].kind, total ? used / total : 0,
-                         total ? (used * 10000 / total) % 10000 : 0);
-    }
+    p = ngx_http_idv_m_zones(p, end);
 
     b->last = p;
     b->last_buf = 1;
@@ -645,6 +619,143 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* the room the zones' lines may take */
+
+static size_t
+ngx_http_idv_m_zones_size(void)
+{
+    size_t            size;
+    ngx_uint_t        i;
+    ngx_shm_zone_t   *zone;
+    ngx_list_part_t  *part;
+
+    size = 4 * 256;
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+
+    for ( /* void */ ; part; part = part->next) {
+        zone = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            size += 4 * (128 + 2 * zone[i].shm.name.len);
+        }
+    }
+
+    return size;
+}
+
+
+/*
+ * Every zone's occupancy: the stores' from their backends, with their
+ * counters; the zones of modules not on the store yet from their slab
+ * pools.
+ */
+
+static u_char *
+ngx_http_idv_m_zones(u_char *p, u_char *end)
+{
+    double                  used;
+    ngx_uint_t              i, k;
+    ngx_array_t            *stores;
+    ngx_shm_zone_t         *zone;
+    ngx_list_part_t        *part;
+    ngx_http_idv_store_t  **st, *s;
+
+    stores = ngx_http_idv_store_all();
+    st = stores ? stores->elts : NULL;
+    k = stores ? stores->nelts : 0;
+
+    p = ngx_slprintf(p, end,
+                     "# HELP idv_zone_used_ratio Occupancy of the module's "
+                     "shared memory zones.\n"
+                     "# TYPE idv_zone_used_ratio gauge\n");
+
+    for (i = 0; i < k; i++) {
+        s = st[i];
+        p = ngx_http_idv_m_sample(p, end, "idv_zone_used_ratio", &s->name,
+                                  s->kind, " %.4f\n", s->backend->used(s));
+    }
+
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+
+    for ( /* void */ ; part; part = part->next) {
+        zone = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            for (k = 0; ngx_http_idv_m_legacy[k].module; k++) {
+                if (zone[i].tag != ngx_http_idv_m_legacy[k].module) {
+                    continue;
+                }
+
+                used = ngx_http_idv_store_slab_used(&zone[i]);
+
+                p = ngx_http_idv_m_sample(p, end, "idv_zone_used_ratio",
+                                          &zone[i].shm.name,
+                                          ngx_http_idv_m_legacy[k].kind,
+                                          " %.4f\n", used);
+            }
+        }
+    }
+
+    k = stores ? stores->nelts : 0;
+
+    p = ngx_slprintf(p, end,
+                     "# HELP idv_store_full_total Batches a store refused "
+                     "because its zone had no room (none of them was "
+                     "applied).\n"
+                     "# TYPE idv_store_full_total counter\n");
+
+    for (i = 0; i < k; i++) {
+        s = st[i];
+        p = ngx_http_idv_m_sample(p, end, "idv_store_full_total", &s->name,
+                                  s->kind, " %ui\n", s->backend->full(s));
+    }
+
+    p = ngx_slprintf(p, end,
+                     "# HELP idv_store_evictions_total Entries written "
+                     "without keep that were evicted to make room.\n"
+                     "# TYPE idv_store_evictions_total counter\n");
+
+    for (i = 0; i < k; i++) {
+        s = st[i];
+        p = ngx_http_idv_m_sample(p, end, "idv_store_evictions_total",
+                                  &s->name, s->kind, " %ui\n",
+                                  s->backend->evicted(s));
+    }
+
+    p = ngx_slprintf(p, end,
+                     "# HELP idv_store_entries Entries in a store.\n"
+                     "# TYPE idv_store_entries gauge\n");
+
+    for (i = 0; i < k; i++) {
+        s = st[i];
+        p = ngx_http_idv_m_sample(p, end, "idv_store_entries", &s->name,
+                                  s->kind, " %ui\n", s->backend->entries(s));
+    }
+
+    return p;
+}
+
+
+/* one sample of a zone: NAME{zone="...",kind="..."} VALUE */
+
+static u_char *
+ngx_http_idv_m_sample(u_char *p, u_char *end, const char *name,
+    ngx_str_t *zone, const char *kind, const char *fmt, ...)
+{
+    va_list  args;
+
+    p = ngx_slprintf(p, end, "%s{zone=\"", name);
+    p = ngx_http_idv_m_label(p, end, zone->data, zone->len);
+    p = ngx_slprintf(p, end, "\",kind=\"%s\"}", kind);
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(p, end, fmt, args);
+    va_end(args);
+
+    return p;
 }
 
 
@@ -754,13 +865,6 @@ ngx_http_idv_m_create_main_conf(ngx_conf_t *cf)
 
     mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_m_main_conf_t));
     if (mmcf == NULL) {
-        return NULL;
-    }
-
-    if (ngx_array_init(&mmcf->watched, cf->pool, 4,
-                       sizeof(ngx_http_idv_m_zone_t))
-        != NGX_OK)
-    {
         return NULL;
     }
 

@@ -9,6 +9,7 @@
 
 static ngx_int_t ngx_http_idv_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idv_init(ngx_conf_t *cf);
+static void *ngx_http_idv_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -136,7 +137,7 @@ static ngx_http_module_t  ngx_http_idv_module_ctx = {
     ngx_http_idv_add_variables,            /* preconfiguration */
     ngx_http_idv_init,                     /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_idv_create_main_conf,         /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -314,6 +315,28 @@ found:
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/* the registry of stores (ngx_http_idv_store.c) */
+
+static void *
+ngx_http_idv_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_idv_main_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_main_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&imcf->stores, cf->pool, 4, sizeof(void *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return imcf;
 }
 
 

@@ -47,6 +47,11 @@ typedef struct {
 } ngx_http_idv_loc_conf_t;
 
 
+typedef struct {
+    ngx_array_t                 stores;     /* ngx_http_idv_store_t * */
+} ngx_http_idv_main_conf_t;
+
+
 /* Result.Passed: documented as Y/N, EkycVerify's model says T/F */
 #define NGX_HTTP_IDV_PASSED_UNKNOWN  0
 #define NGX_HTTP_IDV_PASSED_YES      1
@@ -191,6 +196,8 @@ void ngx_http_idv_log_mask(ngx_http_request_t *r);
 /* envelope: every answer is rendered here */
 ngx_int_t ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_idv_state_full(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, u_char *start, u_char *end, void *json);
 ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,

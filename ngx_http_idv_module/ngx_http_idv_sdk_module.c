@@ -39,7 +39,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_shm_zone_t             *zone;           /* the nonces */
+    ngx_http_idv_store_t       *store;          /* the nonces */
 } ngx_http_idv_sdk_main_conf_t;
 
 
@@ -390,6 +390,13 @@ ngx_http_idv_sdk_process(ngx_http_request_t *r)
                                        "SignatureNonceUsed", &msg, &key->id);
     }
 
+    if (rc == NGX_HTTP_IDV_STORE_FULL) {
+        ngx_str_set(&msg, "The gateway has no room left to remember "
+                          "signature nonces; retry later.");
+        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "Gateway.StateFull", &msg, &key->id);
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
@@ -514,60 +521,64 @@ ngx_http_idv_sdk_find_key(ngx_array_t *keys, ngx_str_t *id)
 
 /*
  * A nonce is remembered per AccessKeyId until the request could no
- * longer pass the timestamp check.  A full zone evicts the oldest ones
- * (and says so in the log): size it for 30 minutes of requests.
- * NGX_OK: fresh, now used; NGX_DECLINED: used already.
+ * longer pass the timestamp check, and never evicted: a zone full of
+ * nonces refuses new requests (503) rather than forget one.  Size it for
+ * 30 minutes of requests.  NGX_OK: fresh, now used; NGX_DECLINED: used
+ * already; NGX_HTTP_IDV_STORE_FULL; or an HTTP status.
  */
 
 static ngx_int_t
 ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
 {
-    u_char                        *key, *p;
-    size_t                         len;
-    ngx_http_idv_store_t          *st;
-    ngx_http_idv_store_node_t     *n;
+    u_char                        *p;
+    time_t                         left;
+    ngx_int_t                      rc;
+    ngx_http_idv_store_op_t        op;
+    ngx_http_idv_store_batch_t     b;
     ngx_http_idv_sdk_main_conf_t  *smcf;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_idv_sdk_module);
-    st = smcf->zone->data;
 
-    len = v->access_key_id.len + 1 + v->nonce.len;
+    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
 
-    key = ngx_pnalloc(r->pool, len);
-    if (key == NULL) {
+    op.store = smcf->store;
+    op.op = NGX_HTTP_IDV_STORE_ADD;
+    op.keep = 1;
+
+    op.key.len = v->access_key_id.len + 1 + v->nonce.len;
+    op.key.data = ngx_pnalloc(r->pool, op.key.len);
+
+    if (op.key.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(key, v->access_key_id.data, v->access_key_id.len);
+    p = ngx_cpymem(op.key.data, v->access_key_id.data, v->access_key_id.len);
     *p++ = '\0';
     ngx_memcpy(p, v->nonce.data, v->nonce.len);
 
-    ngx_http_idv_store_lock(st);
+    left = v->time + NGX_HTTP_IDV_VERIFY_WINDOW + 1 - ngx_time();
+    op.ttl = (ngx_msec_t) ngx_max(left, 1) * 1000;
 
-    n = ngx_http_idv_store_get(st, key, len);
+    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
 
-    if (n == NULL) {
-        n = ngx_http_idv_store_set(st, key, len, 0,
-                                   v->time + NGX_HTTP_IDV_VERIFY_WINDOW + 1,
-                                   r->connection->log);
-        if (n == NULL) {
-            ngx_http_idv_store_unlock(st);
+    b.ops = &op;
+    b.nops = 1;
+    b.pool = r->pool;
+    b.log = r->connection->log;
 
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "idv: SDK nonce not recorded: zone \"%V\" is too "
-                          "small", &smcf->zone->shm.name);
+    /* the zone is in shared memory, which answers at once */
 
-            return NGX_HTTP_SERVICE_UNAVAILABLE;
-        }
+    rc = ngx_http_idv_store_run(&b);
 
-        ngx_http_idv_store_unlock(st);
-
-        return NGX_OK;
+    if (rc == NGX_HTTP_IDV_STORE_FULL) {
+        return rc;
     }
 
-    ngx_http_idv_store_unlock(st);
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    return NGX_DECLINED;
+    return op.rc;
 }
 
 
@@ -760,7 +771,7 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_sdk_module);
 
-    if (smcf->zone == NULL) {
+    if (smcf->store == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"idv_sdk_gateway\" needs \"idv_sdk_zone "
                            "zone=NAME:SIZE\" in the http block (the memory "
@@ -840,24 +851,38 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* idv_sdk_zone zone=NAME:SIZE; */
+
 static char *
 ngx_http_idv_sdk_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_sdk_main_conf_t *smcf = conf;
 
-    ngx_str_t  *value;
+    ngx_int_t                   rc;
+    ngx_str_t                  *value;
+    ngx_http_idv_store_conf_t   sc;
 
-    if (smcf->zone) {
+    if (smcf->store) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
-    smcf->zone = ngx_http_idv_store_add(cf, &value[1],
-                                        &ngx_http_idv_sdk_module);
-    if (smcf->zone == NULL
-        || ngx_http_idv_metrics_watch(cf, smcf->zone, "sdk_nonce") != NGX_OK)
-    {
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
+
+    rc = ngx_http_idv_store_param(cf, &sc, &value[1]);
+
+    if (rc == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return "takes \"zone=NAME:SIZE\"";
+    }
+
+    smcf->store = ngx_http_idv_store_add(cf, &sc, "sdk_nonce",
+                                         &ngx_http_idv_sdk_module);
+    if (smcf->store == NULL) {
         return NGX_CONF_ERROR;
     }
 

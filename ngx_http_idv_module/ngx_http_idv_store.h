@@ -66,6 +66,15 @@ typedef struct ngx_http_idv_store_batch_s  ngx_http_idv_store_batch_t;
  *           level with this request, in milli-requests (as limit_req);
  *   age     GET, and ADD/CAS when declined: milliseconds since the
  *           entry was last written.
+ *
+ * Operations on the same key in one batch see each other's effect, in
+ * order.  In an atomic batch with a declined ADD, CAS or BUCKET the other
+ * operations report what they would have done, and none of it is done.
+ *
+ * A ttl of 0 is an entry that does not expire (it goes when deleted, or,
+ * written without keep, when evicted).  INCR on an entry that is not an
+ * 8-byte counter, and BUCKET on one that is not a bucket, are declined;
+ * INCR keeps an existing counter's lifetime and class.
  */
 
 typedef struct {
@@ -74,13 +83,16 @@ typedef struct {
     ngx_str_t                   key;
 
     ngx_str_t                   value;      /* ADD, SET, CAS: to write */
-    ngx_str_t                   expect;     /* CAS: the value replaced */
+    ngx_str_t                   expect;     /* CAS: the value replaced;
+                                               DELETE: if set, delete only
+                                               an entry of this value */
     ngx_msec_t                  ttl;        /* ADD, SET, CAS; INCR when it
                                                creates the counter */
     int64_t                     delta;      /* INCR */
 
-    /* BUCKET: "rate" milli-requests per minute drain; a request costs
-       1000; refused when the level would exceed "burst" */
+    /* BUCKET: "rate" milli-requests per minute drain (not 0); a request
+       costs 1000; refused when the level would exceed "burst"; a bucket
+       is kept (never evicted) and lives until it has drained */
     ngx_uint_t                  rate;
     ngx_uint_t                  burst;
     ngx_uint_t                  cost;       /* 0: look, charge nothing */
@@ -187,7 +199,17 @@ ngx_http_idv_store_t *ngx_http_idv_store_find(ngx_conf_t *cf,
 /* every store of the running configuration (for metrics), or NULL */
 ngx_array_t *ngx_http_idv_store_all(void);
 
+/*
+ * Runs a batch: NGX_AGAIN when b->handler will be called with the
+ * results, else the batch's outcome, b->rc (NGX_OK,
+ * NGX_HTTP_IDV_STORE_FULL or NGX_ERROR).  A batch whose operations name
+ * stores of different backends is refused (NGX_ERROR and an [alert]).
+ */
 ngx_int_t ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b);
+
+/* the share of a shared memory zone's pages in use, 0..1 (zones that are
+   not stores yet report this too) */
+double ngx_http_idv_store_slab_used(ngx_shm_zone_t *shm_zone);
 
 
 #endif /* _NGX_HTTP_IDV_STORE_H_INCLUDED_ */
