@@ -179,7 +179,7 @@ static void ngx_http_idv_cache_exit(ngx_cycle_t *cycle);
 static ngx_command_t  ngx_http_idv_cache_commands[] = {
 
     { ngx_string("idv_cache_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_idv_cache_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -1608,7 +1608,7 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     off = (conf->zone == NULL);     /* "idv_cache off" here */
 
-    if (conf->zone == NGX_CONF_UNSET_PTR) {
+    if (conf->zone == NGX_CONF_UNSET_PTR && conf->name.len == 0) {
         conf->zone = prev->zone;
         conf->name = prev->name;
     }

@@ -23,7 +23,7 @@
 /* a MerchantBizId that two tenants have used: no one reads by it alone */
 #define NGX_HTTP_IDV_TENANCY_SHARED   "\x00shared"
 
-#define NGX_HTTP_IDV_TENANCY_TTL      (30 * 86400 * 1000)   /* 30 days */
+#define NGX_HTTP_IDV_TENANCY_TTL      ((ngx_msec_t) 30 * 86400 * 1000)
 #define NGX_HTTP_IDV_TENANCY_MAX      255   /* tenant, MerchantBizId */
 
 
@@ -89,6 +89,14 @@ static ngx_command_t  ngx_http_idv_tenancy_commands[] = {
       NULL },
 
     { ngx_string("idv_tenancy_strict"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idv_tenancy_loc_conf_t, strict),
+      NULL },
+
+    /* its name when ownership was the cache's */
+    { ngx_string("idv_cache_strict"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,

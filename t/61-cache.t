@@ -40,6 +40,7 @@ sub http_conf {
     idv_cache_zone zone=idv_tx:$size;
     idv_cache_zone zone=idv_short:1m ttl=2s;
     idv_cache_zone zone=idv_tiny:32k;
+    idv_tenancy_zone zone=idv_owners:1m;
 
     log_format idv_cache '\$idv_cache_status \$idv_merchant_biz_id \$status';
 END
@@ -409,8 +410,8 @@ my $x = result($t, 'globex', 'own01', $txid);
 is($x->{status}, 403, 'CheckResult by another tenant: 403');
 is($x->{json}{Code}, 'Forbidden.Tenant', 'another tenant: Forbidden.Tenant');
 is($t->mock_stats->{calls}, 0, 'another tenant: no upstream call');
-is_deeply([grep { $_ eq 'FORBIDDEN' } cache_log($t, 'own01')], ['FORBIDDEN'],
-          '$idv_cache_status: FORBIDDEN');
+is_deeply([grep { $_ ne '-' } cache_log($t, 'own01')], ['MISS'],
+          'refused by tenancy before the cache looked: no cache status');
 
 my $y = result($t, 'acme', 'own01', $txid);
 is($y->{status}, 200, 'CheckResult by the owner: 200') or diag $y->{body};
@@ -486,7 +487,7 @@ my @tiny = map { init($t, 'acme', sprintf('tiny%03d', $_),
 is(scalar(grep { $_->{status} == 200 } @tiny), 120,
    'a full zone: every Initialize still answers 200');
 my $log = $t->error_log;
-my $reports = () = $log =~ /idv_cache zone "idv_tiny" is full/g;
+my $reports = () = $log =~ /idv cache zone "idv_tiny" is full/g;
 is($reports, 1, 'a full zone: eviction is reported once a minute');
 
 $t->mock_reset;
@@ -515,9 +516,9 @@ is($t->mock_stats->{calls}, 1, 'after a reload: no second call');
 
 $t->write_config(http_conf($t, size => '2m'), worker_processes => 2);
 ok(!$t->reload, 'a reload that resizes the zone is refused');
-$t->ignore_log(qr/idv_cache zone "idv_tx" cannot change its size/);
-my $why = 'idv_cache zone "idv_tx" cannot change its size from 1048576 '
-          . 'to 2097152 on reload';
+$t->ignore_log(qr/idv cache zone "idv_tx" cannot change its size/);
+my $why = 'idv cache zone "idv_tx" cannot change its size from 1048576 '
+          . 'to 2097152 bytes on reload';
 like($t->error_log, qr/\[emerg\].*\Q$why\E/, 'the [emerg] says why');
 $after = init($t, 'acme', 'reload01');
 is($after->{json}{Result}{TransactionId}, $rtx,
@@ -534,11 +535,13 @@ my $c2 = IdvTest->new;
 for my $case (
     [ 'idv_cache names an undeclared zone', 'idv_cache nozone;',
       qr/"idv_cache nozone" names no zone/ ],
-    [ 'idv_cache_strict without idv_cache', 'idv_cache_strict on;',
-      qr/"idv_cache_strict" .* needs "idv_cache"/ ],
-    [ 'ownership shorter than ttl',
+    [ 'idv_cache_strict (idv_tenancy_strict) without idv_tenancy_zone',
+      'idv_cache_strict on;',
+      qr/"idv_tenancy_strict" needs "idv_tenancy_zone zone=NAME:SIZE"/ ],
+    [ 'ownership= is now idv_tenancy_zone\'s',
       'idv_cache_zone zone=z:1m ttl=1h ownership=10m;',
-      qr/"ownership=" .* is shorter than its "ttl="/, 'http' ],
+      qr/"ownership=" is gone from "idv_cache_zone".*"idv_tenancy_zone/,
+      'http' ],
     [ 'a zone too small', 'idv_cache_zone zone=z:8k;', qr/too small/, 'http' ],
     [ 'a bad ttl', 'idv_cache_zone zone=z:1m ttl=fast;', qr/invalid "ttl=fast"/,
       'http' ],

@@ -697,6 +697,7 @@ $t->write_config($t->standard_http(
     extra_http => $HTTP . <<'END',
     idv_limit_zone zone=sdk_tenants:1m;
     idv_cache_zone zone=sdk_tx:1m;
+    idv_tenancy_zone zone=sdk_owners:1m;
     idv_metrics_zone 256k;
 END
     extra_server => <<'END'));
