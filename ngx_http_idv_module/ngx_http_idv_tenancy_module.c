@@ -23,7 +23,7 @@
 /* a MerchantBizId that two tenants have used: no one reads by it alone */
 #define NGX_HTTP_IDV_TENANCY_SHARED   "\x00shared"
 
-#define NGX_HTTP_IDV_TENANCY_TTL      (30 * 86400 * 1000)   /* 30 days */
+#define NGX_HTTP_IDV_TENANCY_TTL      ((ngx_msec_t) 30 * 86400 * 1000) /* 30 d */
 #define NGX_HTTP_IDV_TENANCY_MAX      255   /* tenant, MerchantBizId */
 
 
