@@ -607,6 +607,16 @@ ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b)
 
     ngx_http_idv_store_log(b, plan);
 
+#if (NGX_DEBUG)
+    for (i = 0; i < b->nops; i++) {
+        op = &b->ops[i];
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, b->log, 0,
+                       "idv store: zone \"%V\" operation %ui: %i, "
+                       "%uz bytes, batch %i", &op->store->name, op->op,
+                       op->rc, op->result.len, rc);
+    }
+#endif
+
     b->rc = rc;
 
     return NGX_OK;
@@ -727,22 +737,6 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
 
         break;
 
-    case NGX_HTTP_IDV_STORE_ADD:
-        if (p->exists) {
-            return ngx_http_idv_store_report(b, op, p, now);
-        }
-
-        ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
-                                 op->keep, now);
-        op->rc = NGX_OK;
-        break;
-
-    case NGX_HTTP_IDV_STORE_SET:
-        ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
-                                 op->keep, now);
-        op->rc = NGX_OK;
-        break;
-
     case NGX_HTTP_IDV_STORE_CAS:
         if (!p->exists) {
             break;
@@ -754,6 +748,17 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
             return ngx_http_idv_store_report(b, op, p, now);
         }
 
+        goto write;
+
+    case NGX_HTTP_IDV_STORE_ADD:
+        if (p->exists) {
+            return ngx_http_idv_store_report(b, op, p, now);
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_IDV_STORE_SET:
+    write:
         ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
                                  op->keep, now);
         op->rc = NGX_OK;
