@@ -897,6 +897,15 @@ ngx_http_idv_m_add_zone(ngx_conf_t *cf, ngx_http_idv_m_main_conf_t *mmcf,
 {
     ngx_str_t  name = ngx_string("idv_metrics");
 
+    /* counters are kept across reloads, or the reload is refused */
+
+    if (ngx_http_idv_store_same_size(cf, &name, size, "metrics",
+                                     &ngx_http_idv_metrics_module)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     mmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
                                            &ngx_http_idv_metrics_module);
     if (mmcf->shm_zone == NULL) {

@@ -25,7 +25,7 @@ my $HTTP = <<'END';
     idv_sdk_zone zone=nonces:%%SDK%%;
     idv_callback_zone zone=callbacks:%%CB%% ttl=1d;
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
-    idv_metrics_zone 256k;
+    idv_metrics_zone %%M%%;
 END
 
 my $SERVER = <<'END';
@@ -40,6 +40,7 @@ sub config {
     my $http = $HTTP;
     $http =~ s{%%SDK%%}{$size{sdk} // '32k'}e;
     $http =~ s{%%CB%%}{$size{cb} // '1m'}e;
+    $http =~ s{%%M%%}{$size{metrics} // '256k'}e;
 
     $t->write_config($t->standard_http(extra_http => $http,
                                        extra_server => $SERVER),
@@ -150,12 +151,14 @@ $r = sdk($t, 'nonce-fresh');
 is($r->{json}{Code}, 'Gateway.StateFull', 'after a reload: still full');
 
 
-# a resize is refused, for a callback zone and for a nonce zone alike;
+# a resize is refused, for a callback zone, a nonce zone and the metrics
+# zone alike;
 # neither "nginx -t" nor "nginx -s reload" (which only sends the signal)
 # can tell: the refusal is in error.log only
 
 for my $case ([ 'callbacks', 'callback', cb => '2m', 1048576, 2097152 ],
-              [ 'nonces', 'sdk_nonce', sdk => '64k', 32768, 65536 ])
+              [ 'nonces', 'sdk_nonce', sdk => '64k', 32768, 65536 ],
+              [ 'idv_metrics', 'metrics', metrics => '512k', 262144, 524288 ])
 {
     my ($zone, $kind, $which, $size, $from, $to) = @$case;
 
