@@ -58,6 +58,8 @@ set_out() {
     OUT=$1
     OBJS=$OUT/objs
     MODULE_SO=$OUT/ngx_http_idv_module.so
+    # a test module of the store's (t/store/), loaded only by its test
+    PROBE_SO=$OUT/ngx_http_idv_store_probe_module.so
 }
 
 set_out "$BUILD"
@@ -153,6 +155,7 @@ build_fingerprint() {
             dpkg-query -W -f='${Version}\n' nginx-dev
         fi
         cat "$ROOT/config"
+        cat "$ROOT/t/store/config"
         (cd "$ROOT" && ls -1 ngx_http_idv_module/*.c ngx_http_idv_module/*.h \
                            2>/dev/null) || true
     } | sha256sum | cut -d' ' -f1
@@ -169,7 +172,8 @@ configure_system() {
         # shellcheck disable=SC1091
         . ./conf_flags
         ./configure "${NGX_CONF_FLAGS[@]}" --builddir="$OBJS" \
-                    --add-dynamic-module="$ROOT"
+                    --add-dynamic-module="$ROOT" \
+                    --add-dynamic-module="$ROOT/t/store"
     ) > "$OUT/configure.log" 2>&1 \
         || { tail -n 30 "$OUT/configure.log" >&2
              die "configure failed (full log: $OUT/configure.log)"; }
@@ -202,6 +206,7 @@ configure_custom() {
         [ -x "$cfg" ] || cfg=./auto/configure
         "$cfg" --with-compat --with-http_ssl_module --with-debug \
                --builddir="$OBJS" --add-dynamic-module="$ROOT" \
+               --add-dynamic-module="$ROOT/t/store" \
                ${extra[@]+"${extra[@]}"}
     ) > "$OUT/configure.log" 2>&1 \
         || { tail -n 30 "$OUT/configure.log" >&2
@@ -271,6 +276,8 @@ cmd_build() {
     # replace, never overwrite in place: a running nginx maps the old file
     cp "$OBJS/ngx_http_idv_module.so" "$MODULE_SO.tmp"
     mv -f "$MODULE_SO.tmp" "$MODULE_SO"
+    cp "$OBJS/ngx_http_idv_store_probe_module.so" "$PROBE_SO.tmp"
+    mv -f "$PROBE_SO.tmp" "$PROBE_SO"
 
     exec 9>&-
 
@@ -402,6 +409,7 @@ cmd_test() {
 
     export IDV_ROOT=$ROOT
     export IDV_MODULE=$MODULE_SO
+    export IDV_STORE_PROBE=$PROBE_SO
     IDV_NGINX=$(nginx_bin)
     [ -n "$asan" ] && IDV_NGINX=$OBJS/nginx
     export IDV_NGINX

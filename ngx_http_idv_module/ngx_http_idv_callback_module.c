@@ -327,7 +327,7 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     rc = ngx_http_idv_cb_run(r, &op, 1);
 
     if (rc != NGX_OK) {
-        return rc;
+        return ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
     }
 
     /* the kept value: tenant length (1), tenant, result JSON */
@@ -526,14 +526,10 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
 
     rc = ngx_http_idv_cb_run(r, &op, 1);
 
-    if (rc == NGX_HTTP_IDV_STORE_FULL) {
-        cb->finished = 1;
-        (void) ngx_http_idv_state_full(r, ctx);
-        return ngx_http_idv_run(r, ctx);
-    }
-
     if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        cb->finished = 1;
+        (void) ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
+        return ngx_http_idv_run(r, ctx);
     }
 
     if (op.rc == NGX_DECLINED) {
@@ -865,9 +861,7 @@ ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
          * nothing was kept: the caller calls again later, and finds the
          * transaction open (the in-flight mark is released)
          */
-        return (rc == NGX_HTTP_IDV_STORE_FULL)
-               ? ngx_http_idv_state_full(r, ctx)
-               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
     }
 
     cb->marked = 0;

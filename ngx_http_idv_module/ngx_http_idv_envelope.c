@@ -318,22 +318,6 @@ ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/*
- * A store's zone had no room for the state this request needs (the
- * entries it must keep fill it): the request is refused rather than run
- * without its guarantee.
- */
-
-ngx_int_t
-ngx_http_idv_state_full(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
-{
-    return ngx_http_idv_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                              "Gateway.StateFull",
-                              "The gateway has no room left for the state "
-                              "this request needs; retry later");
-}
-
-
 ngx_int_t
 ngx_http_idv_send_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {

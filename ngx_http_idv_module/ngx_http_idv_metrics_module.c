@@ -98,6 +98,8 @@ static void ngx_http_idv_m_status(ngx_http_idv_m_main_conf_t *mmcf,
 static ngx_int_t ngx_http_idv_m_handler(ngx_http_request_t *r);
 static size_t ngx_http_idv_m_zones_size(void);
 static u_char *ngx_http_idv_m_zones(u_char *p, u_char *end);
+static u_char *ngx_http_idv_m_legacy_zones(u_char *p, u_char *end,
+    ngx_http_idv_store_t **st, ngx_uint_t nstores);
 static u_char *ngx_http_idv_m_sample(u_char *p, u_char *end,
     const char *name, ngx_str_t *zone, const char *kind, const char *fmt,
     ...);
@@ -185,11 +187,10 @@ static ngx_str_t  ngx_http_idv_m_type =
     ngx_string("text/plain; version=0.0.4");
 
 
-extern ngx_module_t  ngx_http_idv_cache_module;
 extern ngx_module_t  ngx_http_idv_limit_module;
 
+/* a zone of these modules that is not a store is reported from its pool */
 static ngx_http_idv_m_zone_t  ngx_http_idv_m_legacy[] = {
-    { &ngx_http_idv_cache_module, "cache" },
     { &ngx_http_idv_limit_module, "limit" },
     { &ngx_http_idv_metrics_module, "metrics" },
     { NULL, NULL }
@@ -656,27 +657,68 @@ ngx_http_idv_m_zones_size(void)
 static u_char *
 ngx_http_idv_m_zones(u_char *p, u_char *end)
 {
-    double                  used;
-    ngx_uint_t              i, k;
+    ngx_uint_t              i, f, nstores;
     ngx_array_t            *stores;
-    ngx_shm_zone_t         *zone;
-    ngx_list_part_t        *part;
     ngx_http_idv_store_t  **st, *s;
+
+    static const char  *names[] = {
+        "idv_zone_used_ratio", "idv_store_full_total",
+        "idv_store_evictions_total", "idv_store_entries"
+    };
+
+    static const char  *help[] = {
+        "Occupancy of the module's shared memory zones.\n"
+        "# TYPE idv_zone_used_ratio gauge",
+        "Batches a store refused because its zone had no room (none of "
+        "them was applied).\n# TYPE idv_store_full_total counter",
+        "Entries written without keep that were evicted to make room.\n"
+        "# TYPE idv_store_evictions_total counter",
+        "Entries in a store.\n# TYPE idv_store_entries gauge"
+    };
 
     stores = ngx_http_idv_store_all();
     st = stores ? stores->elts : NULL;
-    k = stores ? stores->nelts : 0;
+    nstores = stores ? stores->nelts : 0;
 
-    p = ngx_slprintf(p, end,
-                     "# HELP idv_zone_used_ratio Occupancy of the module's "
-                     "shared memory zones.\n"
-                     "# TYPE idv_zone_used_ratio gauge\n");
+    for (f = 0; f < 4; f++) {
+        p = ngx_slprintf(p, end, "# HELP %s %s\n", names[f], help[f]);
 
-    for (i = 0; i < k; i++) {
-        s = st[i];
-        p = ngx_http_idv_m_sample(p, end, "idv_zone_used_ratio", &s->name,
-                                  s->kind, " %.4f\n", s->backend->used(s));
+        for (i = 0; i < nstores; i++) {
+            s = st[i];
+
+            if (f == 0) {
+                p = ngx_http_idv_m_sample(p, end, names[f], &s->name,
+                                          s->kind, " %.4f\n",
+                                          s->backend->used(s));
+                continue;
+            }
+
+            p = ngx_http_idv_m_sample(p, end, names[f], &s->name, s->kind,
+                                      " %ui\n",
+                                      (f == 1) ? s->backend->full(s)
+                                      : (f == 2) ? s->backend->evicted(s)
+                                      : s->backend->entries(s));
+        }
+
+        if (f == 0) {
+            p = ngx_http_idv_m_legacy_zones(p, end, st, nstores);
+        }
     }
+
+    return p;
+}
+
+
+/* the zones of the module that are not stores: their slab pools' use */
+
+static u_char *
+ngx_http_idv_m_legacy_zones(u_char *p, u_char *end,
+    ngx_http_idv_store_t **st, ngx_uint_t nstores)
+{
+    ngx_uint_t              i, j, k;
+    ngx_shm_zone_t         *zone;
+    ngx_list_part_t        *part;
+    ngx_http_idv_m_zone_t  *legacy;
 
     part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
 
@@ -684,55 +726,28 @@ ngx_http_idv_m_zones(u_char *p, u_char *end)
         zone = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
+
             for (k = 0; ngx_http_idv_m_legacy[k].module; k++) {
-                if (zone[i].tag != ngx_http_idv_m_legacy[k].module) {
-                    continue;
+                if (zone[i].tag == ngx_http_idv_m_legacy[k].module) {
+                    break;
                 }
-
-                used = ngx_http_idv_store_slab_used(&zone[i]);
-
-                p = ngx_http_idv_m_sample(p, end, "idv_zone_used_ratio",
-                                          &zone[i].shm.name,
-                                          ngx_http_idv_m_legacy[k].kind,
-                                          " %.4f\n", used);
             }
+
+            for (j = 0; j < nstores && st[j]->shm_zone != &zone[i]; j++) {
+                /* void */
+            }
+
+            legacy = &ngx_http_idv_m_legacy[k];
+
+            if (legacy->module == NULL || j < nstores) {
+                continue;
+            }
+
+            p = ngx_http_idv_m_sample(p, end, "idv_zone_used_ratio",
+                                      &zone[i].shm.name, legacy->kind,
+                                      " %.4f\n",
+                                      ngx_http_idv_store_slab_used(&zone[i]));
         }
-    }
-
-    k = stores ? stores->nelts : 0;
-
-    p = ngx_slprintf(p, end,
-                     "# HELP idv_store_full_total Batches a store refused "
-                     "because its zone had no room (none of them was "
-                     "applied).\n"
-                     "# TYPE idv_store_full_total counter\n");
-
-    for (i = 0; i < k; i++) {
-        s = st[i];
-        p = ngx_http_idv_m_sample(p, end, "idv_store_full_total", &s->name,
-                                  s->kind, " %ui\n", s->backend->full(s));
-    }
-
-    p = ngx_slprintf(p, end,
-                     "# HELP idv_store_evictions_total Entries written "
-                     "without keep that were evicted to make room.\n"
-                     "# TYPE idv_store_evictions_total counter\n");
-
-    for (i = 0; i < k; i++) {
-        s = st[i];
-        p = ngx_http_idv_m_sample(p, end, "idv_store_evictions_total",
-                                  &s->name, s->kind, " %ui\n",
-                                  s->backend->evicted(s));
-    }
-
-    p = ngx_slprintf(p, end,
-                     "# HELP idv_store_entries Entries in a store.\n"
-                     "# TYPE idv_store_entries gauge\n");
-
-    for (i = 0; i < k; i++) {
-        s = st[i];
-        p = ngx_http_idv_m_sample(p, end, "idv_store_entries", &s->name,
-                                  s->kind, " %ui\n", s->backend->entries(s));
     }
 
     return p;
@@ -881,6 +896,15 @@ ngx_http_idv_m_add_zone(ngx_conf_t *cf, ngx_http_idv_m_main_conf_t *mmcf,
     ssize_t size)
 {
     ngx_str_t  name = ngx_string("idv_metrics");
+
+    /* counters are kept across reloads, or the reload is refused */
+
+    if (ngx_http_idv_store_same_size(cf, &name, size, "metrics",
+                                     &ngx_http_idv_metrics_module)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     mmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
                                            &ngx_http_idv_metrics_module);

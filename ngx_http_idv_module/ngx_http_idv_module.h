@@ -196,8 +196,6 @@ void ngx_http_idv_log_mask(ngx_http_request_t *r);
 /* envelope: every answer is rendered here */
 ngx_int_t ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
-ngx_int_t ngx_http_idv_state_full(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, u_char *start, u_char *end, void *json);
 ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,

@@ -218,7 +218,7 @@ ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
     const char *kind, void *tag)
 {
     ngx_str_t                  *args;
-    ngx_shm_zone_t             *shm_zone, *old;
+    ngx_shm_zone_t             *shm_zone;
     ngx_http_idv_store_t       *st, **stp;
     ngx_http_idv_main_conf_t   *imcf;
 
@@ -241,21 +241,9 @@ ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
         return NULL;
     }
 
-    /*
-     * nginx would silently start a resized zone empty: the nonces, replay
-     * guards and buckets in it would be forgotten behind the operator's
-     * back.  Refused instead, with the same words for every kind of zone.
-     */
-
-    old = ngx_http_idv_store_running(cf, &sc->name, tag);
-
-    if (old && old->shm.size != (size_t) sc->size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv %s zone \"%V\" cannot change its size from "
-                           "%uz to %uz bytes on reload: its entries would be "
-                           "lost; keep the old size, or restart nginx (or "
-                           "rename the zone) to start it empty",
-                           kind, &sc->name, old->shm.size, (size_t) sc->size);
+    if (ngx_http_idv_store_same_size(cf, &sc->name, sc->size, kind, tag)
+        != NGX_OK)
+    {
         return NULL;
     }
 
@@ -294,6 +282,35 @@ ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
     *stp = st;
 
     return st;
+}
+
+
+/*
+ * nginx would silently start a resized zone empty: the nonces, replay
+ * guards and buckets in it would be forgotten behind the operator's back.
+ * Refused instead, with the same words for every kind of zone.
+ */
+
+ngx_int_t
+ngx_http_idv_store_same_size(ngx_conf_t *cf, ngx_str_t *name, size_t size,
+    const char *kind, void *tag)
+{
+    ngx_shm_zone_t  *old;
+
+    old = ngx_http_idv_store_running(cf, name, tag);
+
+    if (old == NULL || old->shm.size == size) {
+        return NGX_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "idv %s zone \"%V\" cannot change its size from %uz "
+                       "to %uz bytes on reload: its entries would be lost; "
+                       "keep the old size, or restart nginx (or rename the "
+                       "zone) to start it empty",
+                       kind, name, old->shm.size, size);
+
+    return NGX_ERROR;
 }
 
 
@@ -607,6 +624,16 @@ ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b)
 
     ngx_http_idv_store_log(b, plan);
 
+#if (NGX_DEBUG)
+    for (i = 0; i < b->nops; i++) {
+        op = &b->ops[i];
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, b->log, 0,
+                       "idv store: zone \"%V\" operation %ui: %i, "
+                       "%uz bytes, batch %i", &op->store->name, op->op,
+                       op->rc, op->result.len, rc);
+    }
+#endif
+
     b->rc = rc;
 
     return NGX_OK;
@@ -727,22 +754,6 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
 
         break;
 
-    case NGX_HTTP_IDV_STORE_ADD:
-        if (p->exists) {
-            return ngx_http_idv_store_report(b, op, p, now);
-        }
-
-        ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
-                                 op->keep, now);
-        op->rc = NGX_OK;
-        break;
-
-    case NGX_HTTP_IDV_STORE_SET:
-        ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
-                                 op->keep, now);
-        op->rc = NGX_OK;
-        break;
-
     case NGX_HTTP_IDV_STORE_CAS:
         if (!p->exists) {
             break;
@@ -754,6 +765,17 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
             return ngx_http_idv_store_report(b, op, p, now);
         }
 
+        goto write;
+
+    case NGX_HTTP_IDV_STORE_ADD:
+        if (p->exists) {
+            return ngx_http_idv_store_report(b, op, p, now);
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_IDV_STORE_SET:
+    write:
         ngx_http_idv_store_write(p, op->value.data, op->value.len, op->ttl,
                                  op->keep, now);
         op->rc = NGX_OK;

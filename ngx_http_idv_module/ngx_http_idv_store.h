@@ -192,6 +192,14 @@ ngx_int_t ngx_http_idv_store_param(ngx_conf_t *cf,
 ngx_http_idv_store_t *ngx_http_idv_store_add(ngx_conf_t *cf,
     ngx_http_idv_store_conf_t *sc, const char *kind, void *tag);
 
+/*
+ * On reload: NGX_OK unless the running configuration has a zone of this
+ * name and module with another size (NGX_ERROR after the [emerg] every
+ * kind of zone gives); for zones that are not stores too.
+ */
+ngx_int_t ngx_http_idv_store_same_size(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size, const char *kind, void *tag);
+
 /* a store declared in this configuration, by name and declaring module */
 ngx_http_idv_store_t *ngx_http_idv_store_find(ngx_conf_t *cf,
     ngx_str_t *name, void *tag);
