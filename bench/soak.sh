@@ -105,9 +105,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    perl -MIO::Socket::IP -e 'print IO::Socket::IP->new(LocalHost => "127.0.0.1", LocalPort => 0, Listen => 1)->sockport'
-}
+# free_port, shared with bench/run.sh
+# shellcheck source=bench/lib/ports.sh
+. "$ROOT/bench/lib/ports.sh"
 
 PORT=$(free_port)
 BACKEND_PORT=$(free_port)
