@@ -168,7 +168,8 @@ http {
     idv_endpoint 127.0.0.1:$MOCK_PORT;
 
     idv_metrics_zone 1m tenants=20;
-    idv_cache_zone zone=soak_tx:4m ttl=${HALF}s ownership=${LIFE}s;
+    idv_cache_zone zone=soak_tx:4m ttl=${HALF}s;
+    idv_tenancy_zone zone=soak_owners:4m ttl=${LIFE}s;
     idv_limit_zone zone=soak_tenants:1m;
     idv_callback_zone zone=soak_cb:1m ttl=${LIFE}s;
 

@@ -14,15 +14,15 @@
  *   'i' key   FLIGHT  the first call is upstream      kept until it ends
  *             READY   its answer, given again         cached, ttl
  *             FAILED  its error, for its waiters      cached, a second
- *   'r' TransactionId  a final CheckResult answer     cached
  *
- * Which tenant owns a transaction is not this module's business: see
- * ngx_http_idv_tenancy_module.c.
+ * Which tenant owns a transaction, and the CheckResult answers kept for
+ * idv_cache_results, are ngx_http_idv_tenancy_module.c's.
  */
 
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_store.h"
+#include "ngx_http_idv_tenancy.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
@@ -36,7 +36,6 @@
 /* what the cache does for a request */
 #define NGX_HTTP_IDV_CACHE_NONE       0
 #define NGX_HTTP_IDV_CACHE_INITIALIZE 1     /* idempotent */
-#define NGX_HTTP_IDV_CACHE_RESULT     2     /* a result may be kept */
 
 /* a request's part in a flight */
 #define NGX_HTTP_IDV_CACHE_LEADER     1
@@ -61,8 +60,6 @@
 
 /* a failed flight's error stays for its waiters, not for new requests */
 #define NGX_HTTP_IDV_CACHE_FAILED_KEEP  1000
-
-#define NGX_HTTP_IDV_CACHE_RESULT_MAX 16384 /* CheckResult answers kept */
 
 #define NGX_HTTP_IDV_CACHE_TTL        (30 * 60 * 1000)
 
@@ -104,7 +101,6 @@ typedef struct {
     unsigned                        kind:2;
     unsigned                        role:2;
     unsigned                        queued:1;
-    unsigned                        store:1;    /* keep the CheckResult */
 } ngx_http_idv_cache_ctx_t;
 
 
@@ -130,9 +126,6 @@ static ngx_int_t ngx_http_idv_cache_replay(ngx_http_request_t *r,
     ngx_msec_t age);
 static ngx_int_t ngx_http_idv_cache_replay_error(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_str_t *v);
-static ngx_int_t ngx_http_idv_cache_result(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
-static ngx_uint_t ngx_http_idv_cache_result_allowed(ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_cache_age(ngx_http_request_t *r,
     ngx_msec_t age);
 
@@ -141,8 +134,6 @@ static ngx_int_t ngx_http_idv_cache_answer(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idv_cache_land(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
 static ngx_int_t ngx_http_idv_cache_fail(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
-static ngx_int_t ngx_http_idv_cache_keep_result(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx);
 static ngx_int_t ngx_http_idv_cache_end_flight(ngx_http_request_t *r,
     ngx_http_idv_cache_ctx_t *cctx, ngx_str_t *value, ngx_msec_t ttl);
@@ -290,6 +281,14 @@ ngx_http_idv_cache_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     if (cctx == NULL) {
         conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
 
+        if (conf->results
+            && (ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT))
+        {
+            /* a final answer is kept, and given again, with its owner */
+            ctx->kept_result = 1;
+            ctx->keep_result = conf->results;
+        }
+
         if (conf->zone == NULL) {
             return NGX_DECLINED;
         }
@@ -300,17 +299,11 @@ ngx_http_idv_cache_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         }
     }
 
-    switch (cctx->kind) {
-
-    case NGX_HTTP_IDV_CACHE_INITIALIZE:
+    if (cctx->kind == NGX_HTTP_IDV_CACHE_INITIALIZE) {
         return ngx_http_idv_cache_initialize(r, ctx, cctx);
-
-    case NGX_HTTP_IDV_CACHE_RESULT:
-        return ngx_http_idv_cache_result(r, ctx, cctx);
-
-    default:
-        return NGX_DECLINED;
     }
+
+    return NGX_DECLINED;
 }
 
 
@@ -386,24 +379,6 @@ ngx_http_idv_cache_create(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         ngx_memcpy(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
 
         return ngx_http_idv_cache_head(r, ctx, cctx);
-    }
-
-    if (conf->results && ctx->transaction_id.len
-        && ngx_http_idv_cache_result_allowed(ctx))
-    {
-        cctx->kind = NGX_HTTP_IDV_CACHE_RESULT;
-
-        cctx->key.len = 1 + ctx->transaction_id.len;
-        cctx->key.data = ngx_pnalloc(r->pool, cctx->key.len);
-        if (cctx->key.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        cctx->key.data[0] = 'r';
-        ngx_memcpy(cctx->key.data + 1, ctx->transaction_id.data,
-                   ctx->transaction_id.len);
-
-        return NGX_OK;
     }
 
     cctx->status = ngx_http_idv_cache_bypass;
@@ -862,128 +837,6 @@ ngx_http_idv_cache_replay_error(ngx_http_request_t *r,
 }
 
 
-/*
- * CheckResult: a final answer kept for idv_cache_results is given again
- * to the tenant (and MerchantBizId) that got it first.  Its value: Passed,
- * the tenant and the MerchantBizId each with its size, the envelope.
- */
-
-static ngx_int_t
-ngx_http_idv_cache_result(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cache_ctx_t *cctx)
-{
-    u_char     *p, *last;
-    ngx_int_t   rc;
-    ngx_str_t   tenant, biz;
-
-    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
-        return NGX_AGAIN;
-    }
-
-    if (cctx->io == NGX_HTTP_IDV_CACHE_IDLE) {
-        cctx->op.op = NGX_HTTP_IDV_STORE_GET;
-        cctx->op.store = cctx->zone->store;
-        cctx->op.key = cctx->key;
-
-        rc = ngx_http_idv_cache_run(r, cctx);
-
-        if (rc == NGX_AGAIN) {
-            return NGX_AGAIN;
-        }
-    }
-
-    cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
-
-    if (cctx->batch.rc != NGX_OK || cctx->op.rc != NGX_OK) {
-        /* no kept answer (an unavailable cache only costs a call) */
-        cctx->status = ngx_http_idv_cache_miss;
-        cctx->store = (cctx->batch.rc == NGX_OK);
-        return NGX_DECLINED;
-    }
-
-    p = cctx->op.result.data;
-    last = p + cctx->op.result.len;
-
-    if (p == last) {
-        return NGX_ERROR;
-    }
-
-    ctx->passed = *p++;
-
-    if (ngx_http_idv_cache_string(&p, last, &tenant) != NGX_OK
-        || ngx_http_idv_cache_string(&p, last, &biz) != NGX_OK
-        || p == last)
-    {
-        return NGX_ERROR;
-    }
-
-    if (tenant.len != ctx->tenant.len
-        || ngx_memcmp(tenant.data, ctx->tenant.data, tenant.len) != 0
-        || biz.len != ctx->merchant_biz_id.len
-        || ngx_memcmp(biz.data, ctx->merchant_biz_id.data, biz.len) != 0)
-    {
-        /* another's: the service decides */
-        ctx->passed = NGX_HTTP_IDV_PASSED_UNKNOWN;
-        cctx->status = ngx_http_idv_cache_miss;
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_idv_cache_age(r, cctx->op.age) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    cctx->status = ngx_http_idv_cache_hit;
-    ctx->cached = 1;
-    ctx->code = ngx_http_idv_cache_success;
-
-    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, NULL);
-}
-
-
-/*
- * Only the plain CheckResult (no images, no extras) is kept: its answer
- * is small and the same for every caller of the same tenant.
- */
-
-static ngx_uint_t
-ngx_http_idv_cache_result_allowed(ngx_http_idv_ctx_t *ctx)
-{
-    size_t                 i;
-    ngx_http_idv_param_t  *p;
-
-    if (!(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)) {
-        return 0;
-    }
-
-    for (i = 0; i < ctx->req.nparams; i++) {
-        p = &ctx->req.params[i];
-
-        if (p->key.len == sizeof("MerchantBizId") - 1
-            && ngx_strncmp(p->key.data, "MerchantBizId", p->key.len) == 0)
-        {
-            continue;
-        }
-
-        if (p->key.len == sizeof("TransactionId") - 1
-            && ngx_strncmp(p->key.data, "TransactionId", p->key.len) == 0)
-        {
-            continue;
-        }
-
-        if (p->key.len == sizeof("IsReturnImage") - 1
-            && ngx_strncmp(p->key.data, "IsReturnImage", p->key.len) == 0
-            && p->value.len == 1 && p->value.data[0] == 'N')
-        {
-            continue;
-        }
-
-        return 0;
-    }
-
-    return 1;
-}
-
-
 /* Age: how old the answer given again is, as HTTP caches say it */
 
 static ngx_int_t
@@ -1002,7 +855,7 @@ ngx_http_idv_cache_age(ngx_http_request_t *r, ngx_msec_t age)
 }
 
 
-/* ANSWER: the flight's answer is kept, a final result too */
+/* ANSWER: the flight's answer is kept for its waiters and retries */
 
 static ngx_int_t
 ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
@@ -1046,13 +899,6 @@ ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         } else {
             rc = ngx_http_idv_cache_fail(r, ctx, cctx);
         }
-
-    } else if (cctx->store && ctx->answer.upstream
-               && ctx->answer.status == NGX_HTTP_OK
-               && ctx->passed != NGX_HTTP_IDV_PASSED_UNKNOWN)
-    {
-        cctx->store = 0;
-        rc = ngx_http_idv_cache_keep_result(r, ctx, cctx);
 
     } else {
         return NGX_DECLINED;
@@ -1197,60 +1043,6 @@ ngx_http_idv_cache_end_flight(ngx_http_request_t *r,
         cctx->op.value = *value;
         cctx->op.ttl = ttl;
     }
-
-    rc = ngx_http_idv_cache_run(r, cctx);
-
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return NGX_OK;
-}
-
-
-/* a final CheckResult answer (Passed Y/N, T/F), never a pending one */
-
-static ngx_int_t
-ngx_http_idv_cache_keep_result(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cache_ctx_t *cctx)
-{
-    u_char                     *p;
-    size_t                      len;
-    ngx_int_t                   rc;
-    ngx_str_t                   v;
-    ngx_http_idv_cache_conf_t  *conf;
-
-    len = ctx->answer.end - ctx->answer.start;
-
-    if (len > NGX_HTTP_IDV_CACHE_RESULT_MAX || ctx->tenant.len > 255
-        || ctx->merchant_biz_id.len > 255)
-    {
-        return NGX_OK;
-    }
-
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_idv_cache_module);
-
-    v.len = 1 + 1 + ctx->tenant.len + 1 + ctx->merchant_biz_id.len + len;
-    v.data = ngx_pnalloc(r->pool, v.len);
-    if (v.data == NULL) {
-        return NGX_OK;
-    }
-
-    p = v.data;
-    *p++ = (u_char) ctx->passed;
-    *p++ = (u_char) ctx->tenant.len;
-    p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
-    *p++ = (u_char) ctx->merchant_biz_id.len;
-    p = ngx_cpymem(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
-    ngx_memcpy(p, ctx->answer.start, len);
-
-    ngx_memzero(&cctx->op, sizeof(ngx_http_idv_store_op_t));
-
-    cctx->op.store = cctx->zone->store;
-    cctx->op.key = cctx->key;
-    cctx->op.op = NGX_HTTP_IDV_STORE_SET;
-    cctx->op.value = v;
-    cctx->op.ttl = conf->results;
 
     rc = ngx_http_idv_cache_run(r, cctx);
 
@@ -1601,12 +1393,10 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_cache_conf_t *prev = parent;
     ngx_http_idv_cache_conf_t *conf = child;
 
-    ngx_uint_t                        i, off;
+    ngx_uint_t                        i;
     ngx_http_idv_loc_conf_t          *lcf;
     ngx_http_idv_cache_zone_t       **zone;
     ngx_http_idv_cache_main_conf_t   *cmcf;
-
-    off = (conf->zone == NULL);     /* "idv_cache off" here */
 
     if (conf->zone == NGX_CONF_UNSET_PTR && conf->name.len == 0) {
         conf->zone = prev->zone;
@@ -1649,10 +1439,11 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     lcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
 
-    if (lcf->op && conf->zone == NULL && !off && conf->results) {
+    if (lcf->op && conf->results && !ngx_http_idv_tenancy_configured(cf)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"idv_cache_results\" in a location with "
-                           "\"idv_action %V\" needs \"idv_cache\"",
+                           "\"idv_action %V\" needs \"idv_tenancy_zone\": "
+                           "results are kept with their owner",
                            ngx_http_idv_ngx_str(&lcf->op->name));
         return NGX_CONF_ERROR;
     }

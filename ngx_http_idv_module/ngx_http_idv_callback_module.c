@@ -14,6 +14,7 @@
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
+#include "ngx_http_idv_tenancy.h"
 #include "ngx_http_idv_token.h"
 
 #include <cjson/cJSON.h>
@@ -59,30 +60,45 @@ typedef struct {
 } ngx_http_idv_cb_loc_conf_t;
 
 
+/* a callback request's steps */
+#define NGX_HTTP_IDV_CB_START        0
+#define NGX_HTTP_IDV_CB_MARKING      1
+#define NGX_HTTP_IDV_CB_CONFIRMING   2
+#define NGX_HTTP_IDV_CB_FORWARDING   3
+#define NGX_HTTP_IDV_CB_FINISHING    4
+
+
 /* a callback request's own state */
 typedef struct {
     ngx_str_t                   transaction_id;
     ngx_str_t                   result;         /* the JSON sent on */
     ngx_str_t                   mark;           /* the in-flight guard */
+    ngx_http_idv_store_batch_t  batch;
+    ngx_http_idv_store_op_t     op;
+    ngx_uint_t                  step;
+    unsigned                    pending:1;
     unsigned                    marked:1;
-    unsigned                    forwarding:1;
     unsigned                    finished:1;
 } ngx_http_idv_cb_ctx_t;
 
 
 static ngx_int_t ngx_http_idv_cb_prepare(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_cb_answer_stored(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_cb_state(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_cb_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_cb_reject(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t event, const char *reason);
 static ngx_int_t ngx_http_idv_cb_confirmed(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_cb_forwarded(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idv_cb_result(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_cb_ctx_t *cb);
+static ngx_int_t ngx_http_idv_cb_forwarded(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cb_ctx_t *cb,
+    ngx_http_idv_cb_main_conf_t *cmcf);
 static ngx_int_t ngx_http_idv_cb_finish(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx);
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_cb_ctx_t *cb,
+    ngx_http_idv_cb_main_conf_t *cmcf);
 static ngx_int_t ngx_http_idv_cb_ack(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, const char *message);
 static void ngx_http_idv_cb_release(void *data);
@@ -91,7 +107,8 @@ static ngx_int_t ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name,
 static ngx_int_t ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state,
     ngx_str_t *tenant, ngx_str_t *value);
 static ngx_int_t ngx_http_idv_cb_run(ngx_http_request_t *r,
-    ngx_http_idv_store_op_t *ops, ngx_uint_t n);
+    ngx_http_idv_cb_ctx_t *cb);
+static void ngx_http_idv_cb_done(ngx_http_idv_store_batch_t *b);
 
 static void *ngx_http_idv_cb_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_cb_create_loc_conf(ngx_conf_t *cf);
@@ -279,92 +296,119 @@ ngx_http_idv_cb_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
 
 /*
- * CheckResult: without idv_callback_pass the verified result of a
- * callback is kept in the zone, and CheckResult answers from it.
+ * STATE: a backend's CheckResult may be answered from the result a
+ * callback kept (ngx_http_idv_tenancy_module keeps it); a callback's own
+ * confirmation first marks its transaction in flight, or finds it
+ * delivered or in flight already (the replay guard, keyed by
+ * TransactionId, kept until it expires).
  */
 
 static ngx_int_t
-ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_cb_state(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    u_char                       *p, *body;
-    size_t                        len;
     ngx_int_t                     rc;
-    ngx_str_t                    *kept;
-    ngx_http_idv_param_t         *tx;
-    ngx_http_idv_store_op_t       op;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_idv_cb_ctx_t        *cb;
+    ngx_http_idv_store_op_t      *op;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
 
-    if (cmcf->store == NULL
-        || !(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)
-        || ngx_http_get_module_ctx(r, ngx_http_idv_callback_module))
-    {
-        /* not a CheckResult, or the callback's own confirmation */
+    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
+
+    if (cb == NULL) {
+        if (cmcf->store && (ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)) {
+            ctx->kept_result = 1;
+        }
+
         return NGX_DECLINED;
     }
 
-    tx = ngx_http_idv_req_get(&ctx->req, "TransactionId");
-    if (tx == NULL) {
-        return NGX_OK;
+    /* the authoritative result, never one kept */
+    ctx->kept_result = 0;
+
+    if (cb->pending) {
+        return NGX_AGAIN;
     }
 
-    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
+    op = &cb->op;
 
-    op.store = cmcf->store;
-    op.op = NGX_HTTP_IDV_STORE_GET;
-    op.key.len = sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1 + tx->value.len;
-    op.key.data = ngx_pnalloc(r->pool, op.key.len);
+    switch (cb->step) {
 
-    if (op.key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    case NGX_HTTP_IDV_CB_START:
+
+        if (ngx_http_idv_cb_guard(r->pool, NGX_HTTP_IDV_CB_INFLIGHT,
+                                  &ctx->tenant, &cb->mark)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(op, sizeof(ngx_http_idv_store_op_t));
+
+        op->store = cmcf->store;
+        op->op = NGX_HTTP_IDV_STORE_ADD;
+        op->key = cb->transaction_id;
+        op->value = cb->mark;
+        op->ttl = NGX_HTTP_IDV_CB_INFLIGHT_TTL * 1000;
+        op->keep = 1;
+
+        cb->step = NGX_HTTP_IDV_CB_MARKING;
+
+        if (ngx_http_idv_cb_run(r, cb) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_IDV_CB_MARKING:
+
+        cb->step = NGX_HTTP_IDV_CB_CONFIRMING;
+        rc = cb->batch.rc;
+
+        if (rc != NGX_OK) {
+            cb->finished = 1;
+            return ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
+        }
+
+        if (op->rc == NGX_DECLINED) {
+            cb->finished = 1;
+
+            if (op->result.len
+                && op->result.data[0] == NGX_HTTP_IDV_CB_DELIVERED)
+            {
+                ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_DUPLICATE);
+                return ngx_http_idv_cb_ack(r, ctx, "already delivered");
+            }
+
+            if (ngx_http_idv_set_header(r, "Retry-After",
+                                        &ngx_http_idv_cb_retry, 0)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
+                                      "Callback.InProgress",
+                                      "This transaction's callback is being "
+                                      "processed; retry later");
+        }
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_idv_cb_release;
+        cln->data = r;
+
+        cb->marked = 1;
+
+        return NGX_DECLINED;
+
+    default:
+        return NGX_DECLINED;
     }
-
-    p = ngx_cpymem(op.key.data, NGX_HTTP_IDV_CB_RESULT_KEY,
-                   sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1);
-    ngx_memcpy(p, tx->value.data, tx->value.len);
-
-    rc = ngx_http_idv_cb_run(r, &op, 1);
-
-    if (rc != NGX_OK) {
-        return ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
-    }
-
-    /* the kept value: tenant length (1), tenant, result JSON */
-
-    kept = &op.result;
-
-    if (op.rc != NGX_OK || kept->len < 1
-        || kept->len <= 1 + (size_t) kept->data[0]
-        || ctx->tenant.len != (size_t) kept->data[0]
-        || ngx_memcmp(ctx->tenant.data, kept->data + 1, kept->data[0]) != 0)
-    {
-        return NGX_OK;
-    }
-
-    len = sizeof("{\"RequestId\":\"\",\"Code\":\"Success\","
-                 "\"Message\":\"success\",\"Result\":}") - 1
-          + 32 + kept->len - 1 - kept->data[0];
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
-        return NGX_OK;
-    }
-
-    p = ngx_cpymem(body, "{\"RequestId\":\"", 14);
-    ngx_http_idv_make_id(p);
-    p += 32;
-    p = ngx_cpymem(p, "\",\"Code\":\"Success\",\"Message\":"
-                   "\"success\",\"Result\":",
-                   sizeof("\",\"Code\":\"Success\",\"Message\":"
-                          "\"success\",\"Result\":") - 1);
-    p = ngx_cpymem(p, kept->data + 1 + kept->data[0],
-                   kept->len - 1 - kept->data[0]);
-    *p++ = '}';
-
-    ctx->cached = 1;
-
-    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, body, body + len, NULL);
 }
 
 
@@ -377,13 +421,11 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_str_t                     token, tx;
     ngx_uint_t                    i, found;
-    ngx_pool_cleanup_t           *cln;
     ngx_http_idv_ctx_t           *ctx;
     ngx_http_idv_cb_ctx_t        *cb;
     ngx_http_idv_cb_key_t        *key;
     ngx_http_idv_token_t          t;
     ngx_http_idv_param_t         *params;
-    ngx_http_idv_store_op_t       op;
     ngx_http_idv_cb_loc_conf_t   *lcf;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
@@ -500,66 +542,16 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
     cb->transaction_id = tx;
 
     /*
-     * The replay guard, keyed by TransactionId: the first callback marks
-     * the transaction in flight, a delivered one is acknowledged without
-     * a second delivery.  The value: tenant length, tenant, then (once
-     * delivered without idv_callback_pass) the verified result.  That a
-     * valid token belongs to this transaction is CheckResult's to say:
-     * it is called with the token's MerchantBizId.
+     * Without idv_callback_pass the verified result is kept for the
+     * backend's CheckResult (with the transaction's owner) and the
+     * service told it was delivered.  That a valid token belongs to this
+     * transaction is said by the owner record, else by CheckResult: it is
+     * called with the token's MerchantBizId.
      */
 
-    if (ngx_http_idv_cb_guard(r->pool, NGX_HTTP_IDV_CB_INFLIGHT,
-                              &ctx->tenant, &cb->mark)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (lcf->pass.len == 0) {
+        ctx->keep_result = (ngx_msec_t) cmcf->ttl * 1000;
     }
-
-    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
-
-    op.store = cmcf->store;
-    op.op = NGX_HTTP_IDV_STORE_ADD;
-    op.key = tx;
-    op.value = cb->mark;
-    op.ttl = NGX_HTTP_IDV_CB_INFLIGHT_TTL * 1000;
-    op.keep = 1;
-
-    rc = ngx_http_idv_cb_run(r, &op, 1);
-
-    if (rc != NGX_OK) {
-        cb->finished = 1;
-        (void) ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
-        return ngx_http_idv_run(r, ctx);
-    }
-
-    if (op.rc == NGX_DECLINED) {
-
-        if (op.result.len && op.result.data[0] == NGX_HTTP_IDV_CB_DELIVERED) {
-            ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_DUPLICATE);
-            cb->finished = 1;
-            (void) ngx_http_idv_cb_ack(r, ctx, "already delivered");
-            return ngx_http_idv_run(r, ctx);
-        }
-
-        ngx_http_idv_set_header(r, "Retry-After", &ngx_http_idv_cb_retry, 0);
-
-        cb->finished = 1;
-        (void) ngx_http_idv_error(r, ctx, NGX_HTTP_CONFLICT,
-                                  "Callback.InProgress",
-                                  "This transaction's callback is being "
-                                  "processed; retry later");
-        return ngx_http_idv_run(r, ctx);
-    }
-
-    cb->marked = 1;
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_idv_cb_release;
-    cln->data = r;
 
     /* the authoritative result: CheckResult with the bound MerchantBizId */
 
@@ -621,66 +613,137 @@ ngx_http_idv_cb_reject(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/* CheckResult answered: forward the verified result, or keep it */
+/*
+ * DELIVER: CheckResult answered the callback's confirmation: the
+ * verified result goes to the backend (idv_callback_pass) or was kept
+ * (ANSWER), the transaction is marked delivered, the service is told.
+ */
 
 static ngx_int_t
 ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    char                          *printed;
-    cJSON                         *root, *result, *out, *item;
-    size_t                         len;
-    ngx_str_t                      empty = ngx_null_string;
-    ngx_uint_t                     status;
-    ngx_http_request_t            *sr;
-    ngx_http_idv_cb_ctx_t         *cb;
-    ngx_http_idv_cb_loc_conf_t    *lcf;
+    ngx_str_t                     empty = ngx_null_string;
+    ngx_http_request_t           *sr;
+    ngx_http_idv_cb_ctx_t        *cb;
+    ngx_http_idv_cb_loc_conf_t   *lcf;
+    ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
 
-    if (cb == NULL || cb->finished || ctx->attempts == 0) {
-        /* not a callback, answered already, or refused before the call */
+    if (cb == NULL || cb->finished) {
+        /* not a callback, or answered already */
         return NGX_DECLINED;
     }
 
-    if (cb->forwarding) {
-        return ngx_http_idv_cb_forwarded(r, ctx, cb);
+    if (cb->pending) {
+        return NGX_AGAIN;
     }
 
-    cb->finished = 1;
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
 
-    root = ctx->answer.json;
-    status = ctx->answer.status;
+    switch (cb->step) {
 
-    if (root == NULL || status != NGX_HTTP_OK) {
+    case NGX_HTTP_IDV_CB_CONFIRMING:
 
-        if (ctx->code.len == 16
-            && ngx_strncmp(ctx->code.data, "InvalidParameter", 16) == 0)
-        {
-            /* the service says the MerchantBizId is not this one's */
-            return ngx_http_idv_cb_reject(r, ctx, NGX_HTTP_IDV_M_CB_FOREIGN,
-                                          "token of another transaction");
+        if (ctx->attempts == 0) {
+            /* refused before the call (another tenant's transaction) */
+            cb->finished = 1;
+            return NGX_DECLINED;
         }
 
-        ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_UNCONFIRMED);
+        if (ctx->answer.json == NULL || ctx->answer.status != NGX_HTTP_OK) {
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "idv: callback for TransactionId \"%V\": CheckResult "
-                      "failed (HTTP %ui, code \"%V\")", &cb->transaction_id,
-                      status, &ctx->code);
+            cb->finished = 1;
 
-        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                  "Gateway.UpstreamError",
-                                  "The result could not be confirmed; retry "
-                                  "later");
+            if (ctx->code.len == 16
+                && ngx_strncmp(ctx->code.data, "InvalidParameter", 16) == 0)
+            {
+                /* the service says the MerchantBizId is not this one's */
+                return ngx_http_idv_cb_reject(r, ctx,
+                                              NGX_HTTP_IDV_M_CB_FOREIGN,
+                                              "token of another "
+                                              "transaction");
+            }
+
+            ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_UNCONFIRMED);
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: callback for TransactionId \"%V\": "
+                          "CheckResult failed (HTTP %ui, code \"%V\")",
+                          &cb->transaction_id, ctx->answer.status,
+                          &ctx->code);
+
+            return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                      "Gateway.UpstreamError",
+                                      "The result could not be confirmed; "
+                                      "retry later");
+        }
+
+        if (lcf->pass.len == 0) {
+            return ngx_http_idv_cb_finish(r, ctx, cb, cmcf);
+        }
+
+        if (ngx_http_idv_cb_result(r, ctx, cb) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        sr = ngx_http_idv_subrequest(r, ctx, &lcf->pass, &empty, &cb->result,
+                                     &ngx_http_idv_cb_json_type);
+        if (sr == NULL) {
+            return NGX_ERROR;
+        }
+
+        cb->step = NGX_HTTP_IDV_CB_FORWARDING;
+
+        return NGX_AGAIN;
+
+    case NGX_HTTP_IDV_CB_FORWARDING:
+        return ngx_http_idv_cb_forwarded(r, ctx, cb, cmcf);
+
+    case NGX_HTTP_IDV_CB_FINISHING:
+
+        cb->finished = 1;
+        cb->marked = 0;
+
+        ngx_http_idv_metrics_event(r, lcf->pass.len
+                                      ? NGX_HTTP_IDV_M_CB_FORWARDED
+                                      : NGX_HTTP_IDV_M_CB_KEPT);
+
+        if (cb->batch.rc != NGX_OK) {
+            /* the backend has it: a 5xx now would only deliver it twice */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: callback for TransactionId \"%V\" delivered "
+                          "but not recorded: the callback zone \"%V\" is "
+                          "full or unavailable", &cb->transaction_id,
+                          &cmcf->store->name);
+        }
+
+        return ngx_http_idv_cb_ack(r, ctx, "delivered");
+
+    default:
+        return NGX_DECLINED;
     }
+}
 
-    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
+
+/* what the backend gets: the bound fields and the verified result */
+
+static ngx_int_t
+ngx_http_idv_cb_result(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_cb_ctx_t *cb)
+{
+    char    *printed;
+    cJSON   *result, *out, *item;
+    size_t   len;
+
+    result = cJSON_GetObjectItemCaseSensitive(ctx->answer.json, "Result");
 
     /* the bound fields are not NUL-terminated: copied for cJSON */
 
     out = cJSON_CreateObject();
     if (out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
 #define ngx_http_idv_cb_add(name, s)                                          \
@@ -688,7 +751,7 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         u_char  *z_ = ngx_pnalloc(r->pool, (s)->len + 1);                     \
         if (z_ == NULL) {                                                     \
             cJSON_Delete(out);                                                \
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;                            \
+            return NGX_ERROR;                                                 \
         }                                                                     \
         ngx_memcpy(z_, (s)->data, (s)->len);                                  \
         z_[(s)->len] = '\0';                                                  \
@@ -720,7 +783,7 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     cJSON_Delete(out);
 
     if (printed == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     len = ngx_strlen(printed);
@@ -728,29 +791,14 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     cb->result.data = ngx_pnalloc(r->pool, len);
     if (cb->result.data == NULL) {
         cJSON_free(printed);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ngx_memcpy(cb->result.data, printed, len);
     cb->result.len = len;
     cJSON_free(printed);
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
-
-    if (lcf->pass.len == 0) {
-        return ngx_http_idv_cb_finish(r, ctx);
-    }
-
-    sr = ngx_http_idv_subrequest(r, ctx, &lcf->pass, &empty, &cb->result,
-                                 &ngx_http_idv_cb_json_type);
-    if (sr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cb->finished = 0;
-    cb->forwarding = 1;
-
-    return NGX_AGAIN;
+    return NGX_OK;
 }
 
 
@@ -758,22 +806,21 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
 static ngx_int_t
 ngx_http_idv_cb_forwarded(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_cb_ctx_t *cb)
+    ngx_http_idv_cb_ctx_t *cb, ngx_http_idv_cb_main_conf_t *cmcf)
 {
     if (!ctx->done) {
         return NGX_AGAIN;
     }
-
-    cb->forwarding = 0;
-    cb->finished = 1;
 
     /* the backend's 2xx is what counts, not how long its answer was */
 
     if ((!ctx->failed || ctx->too_large) && ctx->upstream_status >= 200
         && ctx->upstream_status < 300)
     {
-        return ngx_http_idv_cb_finish(r, ctx);
+        return ngx_http_idv_cb_finish(r, ctx, cb, cmcf);
     }
+
+    cb->finished = 1;
 
     ngx_http_idv_metrics_event(r, NGX_HTTP_IDV_M_CB_BACKEND_ERROR);
 
@@ -789,97 +836,39 @@ ngx_http_idv_cb_forwarded(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/*
- * delivered: the replay guard says so (kept until the zone's ttl), and
- * without a pass the result is kept for CheckResult (evictable)
- */
+/* delivered: the replay guard says so, kept until the zone's ttl */
 
 static ngx_int_t
-ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_cb_ctx_t *cb, ngx_http_idv_cb_main_conf_t *cmcf)
 {
-    u_char                       *p;
-    ngx_int_t                     rc;
-    ngx_uint_t                    n;
-    ngx_http_idv_cb_ctx_t        *cb;
-    ngx_http_idv_store_op_t       ops[2];
-    ngx_http_idv_cb_loc_conf_t   *lcf;
-    ngx_http_idv_cb_main_conf_t  *cmcf;
+    ngx_http_idv_store_op_t  *op;
 
-    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_callback_module);
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
+    op = &cb->op;
 
-    ngx_memzero(ops, sizeof(ops));
+    ngx_memzero(op, sizeof(ngx_http_idv_store_op_t));
 
-    ops[0].store = cmcf->store;
-    ops[0].op = NGX_HTTP_IDV_STORE_SET;
-    ops[0].key = cb->transaction_id;
-    ops[0].ttl = (ngx_msec_t) cmcf->ttl * 1000;
-    ops[0].keep = 1;
+    op->store = cmcf->store;
+    op->op = NGX_HTTP_IDV_STORE_SET;
+    op->key = cb->transaction_id;
+    op->ttl = (ngx_msec_t) cmcf->ttl * 1000;
+    op->keep = 1;
 
     if (ngx_http_idv_cb_guard(r->pool, NGX_HTTP_IDV_CB_DELIVERED,
-                              &ctx->tenant, &ops[0].value)
+                              &ctx->tenant, &op->value)
         != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    n = 1;
+    cb->step = NGX_HTTP_IDV_CB_FINISHING;
 
-    if (lcf->pass.len == 0) {
-
-        /* the kept value: tenant length (1), tenant, result JSON */
-
-        ops[1] = ops[0];
-        ops[1].keep = 0;
-        ops[1].key.len = sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1
-                         + cb->transaction_id.len;
-        ops[1].value.len = 1 + ctx->tenant.len + cb->result.len;
-        ops[1].key.data = ngx_pnalloc(r->pool, ops[1].key.len
-                                               + ops[1].value.len);
-
-        if (ops[1].key.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_cpymem(ops[1].key.data, NGX_HTTP_IDV_CB_RESULT_KEY,
-                       sizeof(NGX_HTTP_IDV_CB_RESULT_KEY) - 1);
-        p = ngx_cpymem(p, cb->transaction_id.data, cb->transaction_id.len);
-
-        ops[1].value.data = p;
-        *p++ = (u_char) ctx->tenant.len;
-        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
-        ngx_memcpy(p, cb->result.data, cb->result.len);
-
-        n = 2;
+    if (ngx_http_idv_cb_run(r, cb) == NGX_AGAIN) {
+        return NGX_AGAIN;
     }
 
-    rc = ngx_http_idv_cb_run(r, ops, n);
-
-    if (rc != NGX_OK && lcf->pass.len == 0) {
-        /*
-         * nothing was kept: the caller calls again later, and finds the
-         * transaction open (the in-flight mark is released)
-         */
-        return ngx_http_idv_state_error(r, ctx, cmcf->store, rc);
-    }
-
-    cb->marked = 0;
-
-    ngx_http_idv_metrics_event(r, lcf->pass.len ? NGX_HTTP_IDV_M_CB_FORWARDED
-                                                : NGX_HTTP_IDV_M_CB_KEPT);
-
-    if (rc != NGX_OK) {
-        /* the backend has it: a 5xx now would only deliver it twice */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "idv: callback for TransactionId \"%V\" delivered but "
-                      "not recorded: the callback zone \"%V\" is full",
-                      &cb->transaction_id, &cmcf->store->name);
-    }
-
-    return ngx_http_idv_cb_ack(r, ctx, "delivered");
+    return ngx_http_idv_cb_confirmed(r, ctx);
 }
-
 
 static ngx_int_t
 ngx_http_idv_cb_ack(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
@@ -911,6 +900,7 @@ ngx_http_idv_cb_release(void *data)
 
     ngx_http_idv_cb_ctx_t        *cb;
     ngx_http_idv_store_op_t       op;
+    ngx_http_idv_store_batch_t    b;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
@@ -921,16 +911,25 @@ ngx_http_idv_cb_release(void *data)
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_callback_module);
 
-    /* only this callback's own mark: never a delivered transaction's */
+    /*
+     * only this callback's own mark, never a delivered transaction's;
+     * the request is gone: nothing waits for the outcome
+     */
 
     ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
+    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
 
     op.store = cmcf->store;
     op.op = NGX_HTTP_IDV_STORE_DELETE;
     op.key = cb->transaction_id;
     op.expect = cb->mark;
 
-    (void) ngx_http_idv_cb_run(r, &op, 1);
+    b.ops = &op;
+    b.nops = 1;
+    b.pool = r->pool;
+    b.log = r->connection->log;
+
+    (void) ngx_http_idv_store_run(&b);
 
     cb->marked = 0;
 }
@@ -994,29 +993,37 @@ ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state, ngx_str_t *tenant,
  */
 
 static ngx_int_t
-ngx_http_idv_cb_run(ngx_http_request_t *r, ngx_http_idv_store_op_t *ops,
-    ngx_uint_t n)
+ngx_http_idv_cb_run(ngx_http_request_t *r, ngx_http_idv_cb_ctx_t *cb)
 {
-    ngx_int_t                    rc;
-    ngx_http_idv_store_batch_t   b;
+    ngx_int_t  rc;
 
-    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
+    cb->batch.ops = &cb->op;
+    cb->batch.nops = 1;
+    cb->batch.pool = r->pool;
+    cb->batch.log = r->connection->log;
+    cb->batch.handler = ngx_http_idv_cb_done;
+    cb->batch.data = r;
 
-    b.ops = ops;
-    b.nops = n;
-    b.pool = r->pool;
-    b.log = r->connection->log;
-
-    rc = ngx_http_idv_store_run(&b);
+    rc = ngx_http_idv_store_run(&cb->batch);
 
     if (rc == NGX_AGAIN) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "idv: the callback zone's backend answers later, "
-                      "which callbacks do not support yet");
-        return NGX_ERROR;
+        cb->pending = 1;
     }
 
     return rc;
+}
+
+
+static void
+ngx_http_idv_cb_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t     *r = b->data;
+    ngx_http_idv_cb_ctx_t  *cb;
+
+    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
+    cb->pending = 0;
+
+    ngx_http_idv_resume(r);
 }
 
 
@@ -1088,6 +1095,17 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "in the http block (the replay guard)");
             return NGX_CONF_ERROR;
         }
+
+    if (conf->handler && conf->pass.len == 0
+        && !ngx_http_idv_tenancy_configured(cf))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_callback\" without \"idv_callback_pass\" "
+                           "keeps results for CheckResult and needs "
+                           "\"idv_tenancy_zone zone=NAME:SIZE\" in the http "
+                           "block: results are kept with their owner");
+        return NGX_CONF_ERROR;
+    }
     }
 
     if (conf->keys) {
@@ -1333,7 +1351,7 @@ static ngx_int_t
 ngx_http_idv_cb_init(ngx_conf_t *cf)
 {
     if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_STATE,
-                                 ngx_http_idv_cb_answer_stored)
+                                 ngx_http_idv_cb_state)
         != NGX_OK
         || ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_PREPARE,
                                     ngx_http_idv_cb_prepare)
@@ -1342,6 +1360,6 @@ ngx_http_idv_cb_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_ANSWER,
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_DELIVER,
                                     ngx_http_idv_cb_confirmed);
 }

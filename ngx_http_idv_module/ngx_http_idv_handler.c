@@ -479,7 +479,7 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                 (void) ngx_http_idv_failure(r, ctx, rc);
             }
 
-            if (phase == NGX_HTTP_IDV_PHASE_ANSWER) {
+            if (phase >= NGX_HTTP_IDV_PHASE_ANSWER) {
                 /* a replaced answer: the later handlers see the new one */
                 ctx->index++;
                 break;

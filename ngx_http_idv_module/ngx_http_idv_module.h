@@ -69,8 +69,8 @@ typedef struct {
  *   CHARGE   what a request spends once it passed every check (limits)
  *   PREPARE  before each upstream call is signed (callback tokens)
  *            then the signed call, retried where safe
- *   ANSWER   the final answer, whoever made it: observe, keep, replace
- *            (may start subrequests)
+ *   ANSWER   the answer, whoever made it: observe and keep it
+ *   DELIVER  act on it, may replace it (may start subrequests)
  *
  * A handler returns NGX_OK or NGX_DECLINED to go on; NGX_AGAIN to suspend
  * the request (its module calls ngx_http_idv_resume() later, and the same
@@ -87,8 +87,9 @@ typedef struct {
 #define NGX_HTTP_IDV_PHASE_PREPARE   3
 #define NGX_HTTP_IDV_PHASE_UPSTREAM  4     /* the core's: sign, call, wait */
 #define NGX_HTTP_IDV_PHASE_ANSWER    5
-#define NGX_HTTP_IDV_PHASE_SEND      6     /* the core's: render, send */
-#define NGX_HTTP_IDV_PHASE_DONE      7
+#define NGX_HTTP_IDV_PHASE_DELIVER   6
+#define NGX_HTTP_IDV_PHASE_SEND      7     /* the core's: render, send */
+#define NGX_HTTP_IDV_PHASE_DONE      8
 
 #define NGX_HTTP_IDV_ANSWER          1     /* see above */
 
@@ -152,6 +153,14 @@ struct ngx_http_idv_ctx_s {
 
     ngx_buf_t                  *replacement;    /* for nginx's own errors */
     ngx_uint_t                  passed;         /* NGX_HTTP_IDV_PASSED_* */
+
+    /*
+     * kept CheckResult answers (ngx_http_idv_tenancy_module keeps them
+     * with their owner): answer from one if there is one; keep this
+     * request's final answer for this long
+     */
+    ngx_msec_t                  keep_result;
+    unsigned                    kept_result:1;
 
     unsigned                    done:1;         /* the subrequest ended */
     unsigned                    failed:1;

@@ -9,6 +9,11 @@
  * records before anything is charged or sent.  A tenant never reads,
  * deletes or receives the callback of another tenant's transaction.
  *
+ * Final CheckResult answers may be kept next to those records (for the
+ * cache's idv_cache_results and for callbacks without a pass): given
+ * again only to the tenant and MerchantBizId that got them, and evicted
+ * first when the zone is full.
+ *
  * The records live in the keyed store (idv_tenancy_zone), never evicted
  * before their ttl: losing one would let another tenant in.  A zone that
  * cannot be read refuses the request (503); a record that cannot be
@@ -18,6 +23,7 @@
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_store.h"
+#include "ngx_http_idv_tenancy.h"
 
 
 /* a MerchantBizId that two tenants have used: no one reads by it alone */
@@ -43,6 +49,7 @@ typedef struct {
     ngx_http_idv_store_op_t        ops[2];
     ngx_uint_t                     step;
     unsigned                       pending:1;
+    unsigned                       looked:1;    /* for a kept result */
 } ngx_http_idv_tenancy_ctx_t;
 
 
@@ -52,17 +59,30 @@ typedef struct {
 #define NGX_HTTP_IDV_TENANCY_RECORD   3
 #define NGX_HTTP_IDV_TENANCY_SHARE    4
 #define NGX_HTTP_IDV_TENANCY_DONE     5
+#define NGX_HTTP_IDV_TENANCY_KEEP     6
+
+/* kept CheckResult answers of at most this size */
+#define NGX_HTTP_IDV_TENANCY_RESULT_MAX  16384
 
 
 static ngx_int_t ngx_http_idv_tenancy_check(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_tenancy_verdict(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_tenancy_ctx_t *tctx);
+static ngx_int_t ngx_http_idv_tenancy_kept(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_uint_t ngx_http_idv_tenancy_plain(ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_tenancy_record(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_tenancy_keep(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_tenancy_ctx_t *tctx);
+static ngx_http_idv_tenancy_ctx_t *ngx_http_idv_tenancy_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_tenancy_run(ngx_http_request_t *r,
     ngx_http_idv_tenancy_ctx_t *tctx);
 static void ngx_http_idv_tenancy_done(ngx_http_idv_store_batch_t *b);
+static ngx_int_t ngx_http_idv_tenancy_string(u_char **p, u_char *last,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_idv_tenancy_key(ngx_http_request_t *r,
     ngx_str_t *key, u_char kind, ngx_str_t *id);
 static ngx_int_t ngx_http_idv_tenancy_value(ngx_http_request_t *r,
@@ -190,12 +210,10 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                   "MerchantBizId is longer than 255 bytes");
     }
 
-    tctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_tenancy_ctx_t));
+    tctx = ngx_http_idv_tenancy_ctx(r);
     if (tctx == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_http_set_ctx(r, tctx, ngx_http_idv_tenancy_module);
 
     if (!(flags & (NGX_HTTP_IDV_OP_READS_TX|NGX_HTTP_IDV_OP_READS_BIZ))
         || (ctx->transaction_id.len == 0 && ctx->merchant_biz_id.len == 0))
@@ -350,13 +368,30 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_http_idv_tenancy_ctx_t        *tctx;
     ngx_http_idv_tenancy_main_conf_t  *tmcf;
 
-    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
 
-    if (tctx == NULL || tctx->pending) {
-        return tctx ? NGX_AGAIN : NGX_DECLINED;
+    if (tmcf->store == NULL) {
+        return NGX_DECLINED;
     }
 
-    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+
+    if (tctx == NULL) {
+        if (ctx->keep_result == 0) {
+            return NGX_DECLINED;
+        }
+
+        tctx = ngx_http_idv_tenancy_ctx(r);
+        if (tctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        tctx->step = NGX_HTTP_IDV_TENANCY_CHECKED;
+    }
+
+    if (tctx->pending) {
+        return NGX_AGAIN;
+    }
 
     switch (tctx->step) {
 
@@ -366,8 +401,7 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             || !ctx->answer.upstream || ctx->answer.status != NGX_HTTP_OK
             || ctx->transaction_id.len == 0)
         {
-            tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
-            return NGX_DECLINED;
+            return ngx_http_idv_tenancy_keep(r, ctx, tctx);
         }
 
         ngx_memzero(tctx->ops, sizeof(tctx->ops));
@@ -469,6 +503,21 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         /* fall through */
 
+    case NGX_HTTP_IDV_TENANCY_KEEP:
+
+        tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+
+        if (tctx->batch.rc != NGX_OK) {
+            /* only a cost: CheckResult will ask the service */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "idv: the result of TransactionId \"%V\" not "
+                          "kept: idv_tenancy_zone \"%V\" is full or "
+                          "unavailable", &ctx->transaction_id,
+                          &tmcf->store->name);
+        }
+
+        return NGX_DECLINED;
+
     case NGX_HTTP_IDV_TENANCY_SHARE:
 
         tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
@@ -486,6 +535,269 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     default:
         return NGX_DECLINED;
     }
+}
+
+
+/*
+ * STATE: a CheckResult that may be answered from a kept result (the
+ * cache's idv_cache_results, a callback's without a pass) gets it, if
+ * this tenant and MerchantBizId got it first.  The value: Passed, the
+ * tenant and the MerchantBizId each with its size, the envelope.
+ */
+
+static ngx_int_t
+ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                            *p, *last;
+    ngx_str_t                          age, tenant, biz;
+    ngx_uint_t                         passed;
+    ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_ctx_t        *tctx;
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+
+    if (!ctx->kept_result || tmcf->store == NULL
+        || ctx->transaction_id.len == 0 || !ngx_http_idv_tenancy_plain(ctx))
+    {
+        return NGX_DECLINED;
+    }
+
+    tctx = ngx_http_idv_tenancy_ctx(r);
+    if (tctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (tctx->pending) {
+        return NGX_AGAIN;
+    }
+
+    op = &tctx->ops[0];
+
+    if (!tctx->looked) {
+        tctx->looked = 1;
+
+        ngx_memzero(tctx->ops, sizeof(tctx->ops));
+
+        op->store = tmcf->store;
+        op->op = NGX_HTTP_IDV_STORE_GET;
+
+        if (ngx_http_idv_tenancy_key(r, &op->key, 'r', &ctx->transaction_id)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        tctx->batch.ops = op;
+        tctx->batch.nops = 1;
+
+        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+    }
+
+    if (tctx->batch.rc != NGX_OK || op->rc != NGX_OK) {
+        /* nothing kept (an unavailable store only costs a call) */
+        return NGX_DECLINED;
+    }
+
+    p = op->result.data;
+    last = p + op->result.len;
+
+    if (p == last) {
+        return NGX_DECLINED;
+    }
+
+    passed = *p++;
+
+    if (ngx_http_idv_tenancy_string(&p, last, &tenant) != NGX_OK
+        || ngx_http_idv_tenancy_string(&p, last, &biz) != NGX_OK
+        || p == last)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "idv: a malformed result in idv_tenancy_zone \"%V\"",
+                      &tmcf->store->name);
+        return NGX_DECLINED;
+    }
+
+    if (tenant.len != ctx->tenant.len
+        || ngx_memcmp(tenant.data, ctx->tenant.data, tenant.len) != 0
+        || biz.len != ctx->merchant_biz_id.len
+        || ngx_memcmp(biz.data, ctx->merchant_biz_id.data, biz.len) != 0)
+    {
+        /* another's: the service decides */
+        return NGX_DECLINED;
+    }
+
+    /* Age: how old the answer given again is, as HTTP caches say it */
+
+    age.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (age.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    age.len = ngx_sprintf(age.data, "%M", op->age / 1000) - age.data;
+
+    if (ngx_http_idv_set_header(r, "Age", &age, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->passed = passed;
+    ctx->cached = 1;
+    ngx_str_set(&ctx->code, "Success");
+
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, NULL);
+}
+
+
+/*
+ * Only the plain CheckResult (no images, no extras) is kept and given
+ * again: its answer is small and the same for every caller of the same
+ * tenant.
+ */
+
+static ngx_uint_t
+ngx_http_idv_tenancy_plain(ngx_http_idv_ctx_t *ctx)
+{
+    size_t                 i;
+    ngx_http_idv_param_t  *p;
+
+    if (!(ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT)) {
+        return 0;
+    }
+
+    for (i = 0; i < ctx->req.nparams; i++) {
+        p = &ctx->req.params[i];
+
+        if (p->key.len == sizeof("MerchantBizId") - 1
+            && ngx_strncmp(p->key.data, "MerchantBizId", p->key.len) == 0)
+        {
+            continue;
+        }
+
+        if (p->key.len == sizeof("TransactionId") - 1
+            && ngx_strncmp(p->key.data, "TransactionId", p->key.len) == 0)
+        {
+            continue;
+        }
+
+        if (p->key.len == sizeof("IsReturnImage") - 1
+            && ngx_strncmp(p->key.data, "IsReturnImage", p->key.len) == 0
+            && p->value.len == 1 && p->value.data[0] == 'N')
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* ANSWER: a final plain CheckResult answer, kept when asked to */
+
+static ngx_int_t
+ngx_http_idv_tenancy_keep(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_tenancy_ctx_t *tctx)
+{
+    u_char                            *p;
+    size_t                             len;
+    ngx_str_t                         *v;
+    ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    len = ctx->answer.end - ctx->answer.start;
+
+    if (ctx->keep_result == 0 || !ctx->answer.upstream
+        || ctx->answer.status != NGX_HTTP_OK
+        || ctx->passed == NGX_HTTP_IDV_PASSED_UNKNOWN
+        || ctx->transaction_id.len == 0 || !ngx_http_idv_tenancy_plain(ctx)
+        || len > NGX_HTTP_IDV_TENANCY_RESULT_MAX
+        || ctx->tenant.len > NGX_HTTP_IDV_TENANCY_MAX
+        || ctx->merchant_biz_id.len > NGX_HTTP_IDV_TENANCY_MAX)
+    {
+        tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+        return NGX_DECLINED;
+    }
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_idv_tenancy_module);
+
+    ngx_memzero(tctx->ops, sizeof(tctx->ops));
+
+    op = &tctx->ops[0];
+    op->store = tmcf->store;
+    op->op = NGX_HTTP_IDV_STORE_SET;
+    op->ttl = ctx->keep_result;
+
+    if (ngx_http_idv_tenancy_key(r, &op->key, 'r', &ctx->transaction_id)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    v = &op->value;
+    v->len = 1 + 1 + ctx->tenant.len + 1 + ctx->merchant_biz_id.len + len;
+    v->data = ngx_pnalloc(r->pool, v->len);
+    if (v->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = v->data;
+    *p++ = (u_char) ctx->passed;
+    *p++ = (u_char) ctx->tenant.len;
+    p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+    *p++ = (u_char) ctx->merchant_biz_id.len;
+    p = ngx_cpymem(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
+    ngx_memcpy(p, ctx->answer.start, len);
+
+    tctx->batch.ops = op;
+    tctx->batch.nops = 1;
+    tctx->step = NGX_HTTP_IDV_TENANCY_KEEP;
+
+    if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_idv_tenancy_record(r, ctx);
+}
+
+
+static ngx_http_idv_tenancy_ctx_t *
+ngx_http_idv_tenancy_ctx(ngx_http_request_t *r)
+{
+    ngx_http_idv_tenancy_ctx_t  *tctx;
+
+    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
+
+    if (tctx == NULL) {
+        tctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_tenancy_ctx_t));
+        if (tctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, tctx, ngx_http_idv_tenancy_module);
+    }
+
+    return tctx;
+}
+
+
+/* a string with its size in one byte, from a stored value */
+
+static ngx_int_t
+ngx_http_idv_tenancy_string(u_char **p, u_char *last, ngx_str_t *s)
+{
+    if (*p >= last || (size_t) (last - *p) < 1 + (size_t) **p) {
+        return NGX_ERROR;
+    }
+
+    s->len = **p;
+    s->data = *p + 1;
+
+    *p += 1 + s->len;
+
+    return NGX_OK;
 }
 
 
@@ -587,6 +899,17 @@ ngx_http_idv_tenancy_forbidden(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                                 "tenant"
                               : "The MerchantBizId does not belong to this "
                                 "tenant");
+}
+
+
+ngx_uint_t
+ngx_http_idv_tenancy_configured(ngx_conf_t *cf)
+{
+    ngx_http_idv_tenancy_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_tenancy_module);
+
+    return tmcf->store != NULL;
 }
 
 
@@ -709,7 +1032,10 @@ ngx_http_idv_tenancy_init(ngx_conf_t *cf)
 {
     if (ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_CHECK,
                                  ngx_http_idv_tenancy_check)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_STATE,
+                                    ngx_http_idv_tenancy_kept)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }

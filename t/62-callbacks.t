@@ -15,6 +15,7 @@ use File::Temp ();
 
 my $CB = <<'END';
     idv_callback_zone zone=idv_cb:1m;
+    idv_tenancy_zone zone=idv_owners:1m;
     log_format backend escape=json '$request_body';
 
     server {
@@ -226,8 +227,10 @@ ok($r->{json}{Gateway}{cached}, 'CheckResult: marked cached');
 is($t->mock_stats->{calls}, $calls, 'CheckResult: no upstream call');
 $r = $t->post('/idv/result', { MerchantBizId => 'cb005',
               TransactionId => $tx5 }, 'X-Tenant' => 'other');
-is($t->mock_stats->{calls}, $calls + 1,
-   "another tenant does not get the kept result");
+is($r->{status}, 403, "another tenant does not get the kept result: 403");
+is($r->{json}{Code}, 'Forbidden.Tenant',
+   "another tenant: Forbidden.Tenant, refused by the owner record");
+is($t->mock_stats->{calls}, $calls, "another tenant: no upstream call");
 
 
 # stateless: a second gateway holding the same key verifies the token;

@@ -121,6 +121,7 @@ $t->write_config($t->standard_http(
     extra_http => <<'END',
     idv_metrics_zone 256k tenants=2;
     idv_callback_zone zone=idv_cb:256k;
+    idv_tenancy_zone zone=idv_owners:256k;
 
     log_format idvjson escape=json
         '{"action":"$idv_action","tenant":"$idv_tenant","code":"$idv_code",'
