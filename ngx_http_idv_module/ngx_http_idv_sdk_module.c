@@ -56,6 +56,17 @@ typedef struct {
 } ngx_http_idv_sdk_loc_conf_t;
 
 
+/* a verified SDK request: its nonce, used up in the CHECK phase */
+typedef struct {
+    ngx_str_t                   key_id;
+    ngx_http_idv_store_batch_t  batch;
+    ngx_http_idv_store_op_t     op;
+    unsigned                    sent:1;
+    unsigned                    pending:1;
+    unsigned                    checked:1;
+} ngx_http_idv_sdk_ctx_t;
+
+
 static ngx_int_t ngx_http_idv_sdk_post_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_sdk_mask(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_sdk_handler(ngx_http_request_t *r);
@@ -66,7 +77,13 @@ static ngx_int_t ngx_http_idv_sdk_headers(ngx_http_request_t *r,
 static ngx_http_idv_sdk_key_t *ngx_http_idv_sdk_find_key(ngx_array_t *keys,
     ngx_str_t *id);
 static ngx_int_t ngx_http_idv_sdk_nonce(ngx_http_request_t *r,
-    ngx_http_idv_verify_t *v);
+    ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_sdk_done(ngx_http_idv_store_batch_t *b);
+static ngx_int_t ngx_http_idv_sdk_nonce_key(ngx_http_request_t *r,
+    ngx_http_idv_verify_t *v, ngx_http_idv_sdk_key_t *key);
+static ngx_int_t ngx_http_idv_sdk_error(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message, ngx_str_t *key_id);
 static ngx_int_t ngx_http_idv_sdk_call(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_verify_t *v);
 static ngx_int_t ngx_http_idv_sdk_refuse(ngx_http_request_t *r,
@@ -382,23 +399,10 @@ ngx_http_idv_sdk_process(ngx_http_request_t *r)
         return ngx_http_idv_sdk_verify_error(r, &v);
     }
 
-    rc = ngx_http_idv_sdk_nonce(r, &v);
+    /* the nonce is used up in the CHECK phase, once nothing else refuses */
 
-    if (rc == NGX_DECLINED) {
-        ngx_str_set(&msg, "Specified signature nonce was used already.");
-        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "SignatureNonceUsed", &msg, &key->id);
-    }
-
-    if (rc == NGX_HTTP_IDV_STORE_FULL) {
-        ngx_str_set(&msg, "The gateway has no room left to remember "
-                          "signature nonces; retry later.");
-        return ngx_http_idv_sdk_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "Gateway.StateFull", &msg, &key->id);
-    }
-
-    if (rc != NGX_OK) {
-        return rc;
+    if (ngx_http_idv_sdk_nonce_key(r, &v, key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* verified: the key's tenant is the request's from here on */
@@ -520,65 +524,133 @@ ngx_http_idv_sdk_find_key(ngx_array_t *keys, ngx_str_t *id)
 
 
 /*
- * A nonce is remembered per AccessKeyId until the request could no
- * longer pass the timestamp check, and never evicted: a zone full of
- * nonces refuses new requests (503) rather than forget one.  Size it for
- * 30 minutes of requests.  NGX_OK: fresh, now used; NGX_DECLINED: used
- * already; NGX_HTTP_IDV_STORE_FULL; or an HTTP status.
+ * CHECK: a nonce is remembered per AccessKeyId (keep: never evicted)
+ * until the request could no longer pass the timestamp check.  Only a
+ * request that passed every check of the SDK endpoint uses one up; a
+ * full zone refuses the request rather than forget a nonce.
  */
 
 static ngx_int_t
-ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
+ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    u_char                        *p;
-    time_t                         left;
     ngx_int_t                      rc;
-    ngx_http_idv_store_op_t        op;
-    ngx_http_idv_store_batch_t     b;
+    ngx_str_t                      msg;
+    ngx_http_idv_sdk_ctx_t        *sctx;
     ngx_http_idv_sdk_main_conf_t  *smcf;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_idv_sdk_module);
+    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
 
-    ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
-
-    op.store = smcf->store;
-    op.op = NGX_HTTP_IDV_STORE_ADD;
-    op.keep = 1;
-
-    op.key.len = v->access_key_id.len + 1 + v->nonce.len;
-    op.key.data = ngx_pnalloc(r->pool, op.key.len);
-
-    if (op.key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (sctx == NULL || sctx->checked) {
+        return NGX_DECLINED;
     }
 
-    p = ngx_cpymem(op.key.data, v->access_key_id.data, v->access_key_id.len);
+    if (sctx->pending) {
+        return NGX_AGAIN;
+    }
+
+    if (!sctx->sent) {
+        smcf = ngx_http_get_module_main_conf(r, ngx_http_idv_sdk_module);
+
+        sctx->op.store = smcf->store;
+        sctx->op.op = NGX_HTTP_IDV_STORE_ADD;
+        sctx->op.keep = 1;
+
+        sctx->batch.ops = &sctx->op;
+        sctx->batch.nops = 1;
+        sctx->batch.pool = r->pool;
+        sctx->batch.log = r->connection->log;
+        sctx->batch.handler = ngx_http_idv_sdk_done;
+        sctx->batch.data = r;
+
+        sctx->sent = 1;
+
+        rc = ngx_http_idv_store_run(&sctx->batch);
+
+        if (rc == NGX_AGAIN) {
+            sctx->pending = 1;
+            return NGX_AGAIN;
+        }
+    }
+
+    sctx->checked = 1;
+
+    rc = sctx->batch.rc;
+
+    if (rc == NGX_HTTP_IDV_STORE_FULL) {
+        ngx_str_set(&msg, "The gateway has no room left to remember "
+                          "signature nonces; retry later.");
+        return ngx_http_idv_sdk_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "Gateway.StateFull", &msg,
+                                      &sctx->key_id);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_str_set(&msg, "The gateway cannot check the signature nonce "
+                          "now; retry later.");
+        return ngx_http_idv_sdk_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "Gateway.StateUnavailable", &msg,
+                                      &sctx->key_id);
+    }
+
+    if (sctx->op.rc == NGX_DECLINED) {
+        ngx_str_set(&msg, "Specified signature nonce was used already.");
+        return ngx_http_idv_sdk_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "SignatureNonceUsed", &msg,
+                                      &sctx->key_id);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_idv_sdk_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t      *r = b->data;
+    ngx_http_idv_sdk_ctx_t  *sctx;
+
+    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
+    sctx->pending = 0;
+
+    ngx_http_idv_resume(r);
+}
+
+
+/* the nonce's key and lifetime, for the CHECK phase */
+
+static ngx_int_t
+ngx_http_idv_sdk_nonce_key(ngx_http_request_t *r, ngx_http_idv_verify_t *v,
+    ngx_http_idv_sdk_key_t *key)
+{
+    u_char                  *p;
+    time_t                   left;
+    ngx_http_idv_sdk_ctx_t  *sctx;
+
+    sctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_sdk_ctx_t));
+    if (sctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_set_ctx(r, sctx, ngx_http_idv_sdk_module);
+
+    sctx->key_id = key->id;
+
+    sctx->op.key.len = v->access_key_id.len + 1 + v->nonce.len;
+    sctx->op.key.data = ngx_pnalloc(r->pool, sctx->op.key.len);
+
+    if (sctx->op.key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(sctx->op.key.data, v->access_key_id.data,
+                   v->access_key_id.len);
     *p++ = '\0';
     ngx_memcpy(p, v->nonce.data, v->nonce.len);
 
     left = v->time + NGX_HTTP_IDV_VERIFY_WINDOW + 1 - ngx_time();
-    op.ttl = (ngx_msec_t) ngx_max(left, 1) * 1000;
+    sctx->op.ttl = (ngx_msec_t) ngx_max(left, 1) * 1000;
 
-    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
-
-    b.ops = &op;
-    b.nops = 1;
-    b.pool = r->pool;
-    b.log = r->connection->log;
-
-    /* the zone is in shared memory, which answers at once */
-
-    rc = ngx_http_idv_store_run(&b);
-
-    if (rc == NGX_HTTP_IDV_STORE_FULL) {
-        return rc;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return op.rc;
+    return NGX_OK;
 }
 
 
@@ -649,12 +721,12 @@ ngx_http_idv_sdk_verify_error(ngx_http_request_t *r, ngx_http_idv_verify_t *v)
 /* a refusal in the service's own error shape, logged without secrets */
 
 static ngx_int_t
-ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, ngx_str_t *message, ngx_str_t *key_id)
+ngx_http_idv_sdk_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t status, const char *code, ngx_str_t *message,
+    ngx_str_t *key_id)
 {
     u_char                       safe[64], *text;
     size_t                       i;
-    ngx_http_idv_ctx_t          *ctx;
     ngx_http_idv_sdk_loc_conf_t *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_sdk_module);
@@ -671,14 +743,9 @@ ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
                   "idv: SDK request refused: %s, AccessKeyId \"%*s\"",
                   code, i, safe);
 
-    ctx = ngx_http_idv_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     text = ngx_pnalloc(r->pool, message->len + 1);
     if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     *ngx_cpymem(text, message->data, message->len) = '\0';
@@ -686,6 +753,29 @@ ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
     (void) ngx_http_idv_error(r, ctx, status, code, (char *) text);
 
     ctx->answer.service = 1;
+
+    return NGX_HTTP_IDV_ANSWER;
+}
+
+
+/* a refusal before the pipeline started */
+
+static ngx_int_t
+ngx_http_idv_sdk_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, ngx_str_t *message, ngx_str_t *key_id)
+{
+    ngx_http_idv_ctx_t  *ctx;
+
+    ctx = ngx_http_idv_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_idv_sdk_error(r, ctx, status, code, message, key_id)
+        != NGX_HTTP_IDV_ANSWER)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return ngx_http_idv_run(r, ctx);
 }
@@ -1237,5 +1327,6 @@ ngx_http_idv_sdk_init(ngx_conf_t *cf)
 
     *h = ngx_http_idv_sdk_post_read;
 
-    return NGX_OK;
+    return ngx_http_idv_add_handler(cf, NGX_HTTP_IDV_PHASE_CHECK,
+                                    ngx_http_idv_sdk_nonce);
 }

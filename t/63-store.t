@@ -26,10 +26,14 @@ my $HTTP = <<'END';
     idv_callback_zone zone=callbacks:%%CB%% ttl=1d;
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
     idv_metrics_zone %%M%%;
+    idv_limit_zone zone=sdk_limit:1m;
 END
 
 my $SERVER = <<'END';
-        location = / { idv_sdk_gateway; }
+        location = / {
+            idv_sdk_gateway;
+            idv_limit zone=sdk_limit rate=1r/m nodelay;
+        }
         location = /metrics { idv_metrics; }
 END
 
@@ -54,12 +58,14 @@ sub enc {
 }
 
 # an SDK request signed like the V1 SDKs sign it; the nonce is used up
-# once the signature is verified, then the old Version refuses it before
-# any upstream call
+# once every check passed, then the tenant's limit (one a minute) refuses
+# it before any upstream call
 sub sdk {
     my ($t, $nonce) = @_;
 
-    my %q = (Action => 'CheckResult', Version => '2019-03-07',
+    my %q = (Action => 'CheckResult', Version => '2022-08-09',
+             MerchantBizId => 'store01',
+             TransactionId => 'a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5',
              Format => 'json', SignatureMethod => 'HMAC-SHA1',
              SignatureVersion => '1.0', AccessKeyId => $ID,
              SignatureNonce => $nonce,
@@ -97,15 +103,17 @@ $t->keep_alive(1);
 # --- a zone full of nonces -------------------------------------------------
 
 my $r = sdk($t, 'nonce-0');
-is($r->{status}, 400, 'a verified request uses up its nonce');
-is($r->{json}{Code}, 'InvalidVersion', 'and is refused after that');
+isnt($r->{status}, 503, 'a verified request uses up its nonce');
+$r = sdk($t, 'nonce-00');
+is($r->{json}{Code}, 'Gateway.Throttled',
+   'the next one too, and its tenant\'s limit refuses it after that');
 
-my ($used, $full) = (1, undef);
+my ($used, $full) = (2, undef);
 
 for my $i (1 .. 2000) {
     $r = sdk($t, "nonce-$i");
 
-    if ($r->{status} != 400) {
+    if ($r->{status} == 503) {
         $full = $r;
         last;
     }
@@ -123,7 +131,7 @@ unlike($full->{json}{Message} // '', qr/nonce-/,
 $r = sdk($t, 'nonce-0');
 is($r->{json}{Code}, 'SignatureNonceUsed',
    'the first nonce is still remembered: a nonce is never evicted');
-$r = sdk($t, 'nonce-' . ($used - 1));
+$r = sdk($t, 'nonce-' . ($used - 2));
 is($r->{json}{Code}, 'SignatureNonceUsed', 'and so is the last one');
 
 like($t->error_log,
