@@ -337,7 +337,9 @@ ngx_http_idv_cb_answer_stored(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     if (op.rc != NGX_OK || kept->len < 1
         || kept->len <= 1 + (size_t) kept->data[0]
         || ctx->tenant.len != (size_t) kept->data[0]
-        || ngx_memcmp(ctx->tenant.data, kept->data + 1, kept->data[0]) != 0)
+        || (kept->data[0]
+            && ngx_memcmp(ctx->tenant.data, kept->data + 1, kept->data[0])
+               != 0))
     {
         return NGX_OK;
     }

@@ -75,6 +75,11 @@ typedef struct {
 
 #define ngx_http_idv_store_held(sh, n)  ((n)->held == (sh)->batch)
 
+/* the key's value after an operation is "s" */
+#define ngx_http_idv_store_is(p, s)                                           \
+    ((p)->len == (s)->len                                                     \
+     && ((p)->len == 0 || ngx_memcmp((p)->data, (s)->data, (p)->len) == 0))
+
 
 /* one operation of a running batch, and the state of its key after it */
 
@@ -766,9 +771,7 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
             break;
         }
 
-        if (p->len != op->expect.len
-            || ngx_memcmp(p->data, op->expect.data, p->len) != 0)
-        {
+        if (!ngx_http_idv_store_is(p, &op->expect)) {
             return ngx_http_idv_store_report(b, op, p, now);
         }
 
@@ -790,9 +793,7 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
 
     case NGX_HTTP_IDV_STORE_DELETE:
         if (!p->exists
-            || (op->expect.data
-                && (p->len != op->expect.len
-                    || ngx_memcmp(p->data, op->expect.data, p->len) != 0)))
+            || (op->expect.data && !ngx_http_idv_store_is(p, &op->expect)))
         {
             break;
         }
@@ -964,7 +965,9 @@ ngx_http_idv_store_report(ngx_http_idv_store_batch_t *b,
         return NGX_ERROR;
     }
 
-    ngx_memcpy(op->result.data, p->data, p->len);
+    if (p->len) {
+        ngx_memcpy(op->result.data, p->data, p->len);
+    }
     op->result.len = p->len;
 
     op->age = ((ngx_msec_int_t) (now - p->written) > 0) ? now - p->written
@@ -1105,7 +1108,9 @@ ngx_http_idv_store_apply(ngx_http_idv_store_batch_t *b,
             p->sh->entries++;
         }
 
-        ngx_memmove(n->data, p->data, p->len);
+        if (p->len) {
+            ngx_memmove(n->data, p->data, p->len);
+        }
 
         n->written = p->written;
         n->expiry.key = p->expire;
