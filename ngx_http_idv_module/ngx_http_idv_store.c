@@ -35,6 +35,12 @@
 #define NGX_HTTP_IDV_STORE_STACK      8
 
 
+/*
+ * An entry: 128 bytes and its value.  "held" is the number of the last
+ * batch that held it: such an entry is neither reclaimed nor evicted
+ * while that batch runs (a batch of a worker that died leaves no mark).
+ */
+
 typedef struct {
     ngx_rbtree_node_t           node;       /* key: the hash's first bytes */
     ngx_rbtree_node_t           expiry;     /* key: the expiry time */
@@ -44,7 +50,7 @@ typedef struct {
     uint32_t                    len;
     unsigned                    keep:1;
     unsigned                    expires:1;
-    unsigned                    busy:1;     /* held by the running batch */
+    unsigned                    held:30;
     u_char                      data[1];
 } ngx_http_idv_store_node_t;
 
@@ -61,7 +67,18 @@ typedef struct {
     ngx_atomic_t                evicted;
     time_t                      full_logged;
     time_t                      evict_logged;
+    uint32_t                    batch;      /* the running batch's number */
 } ngx_http_idv_store_shctx_t;
+
+
+#define NGX_HTTP_IDV_STORE_BATCH_MASK   0x3fffffff
+
+#define ngx_http_idv_store_held(sh, n)  ((n)->held == (sh)->batch)
+
+/* the key's value after an operation is "s" */
+#define ngx_http_idv_store_is(p, s)                                           \
+    ((p)->len == (s)->len                                                     \
+     && ((p)->len == 0 || ngx_memcmp((p)->data, (s)->data, (p)->len) == 0))
 
 
 /* one operation of a running batch, and the state of its key after it */
@@ -583,12 +600,10 @@ ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b)
     rc = NGX_OK;
     declined = 0;
 
-    /* every operation is evaluated, even after an error: each key's last
-       one then knows the entry to let go of */
-
     for (i = 0; i < b->nops; i++) {
         if (ngx_http_idv_store_eval(b, plan, i, now) != NGX_OK) {
             rc = NGX_ERROR;
+            break;
         }
 
         op = &b->ops[i];
@@ -607,14 +622,6 @@ ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b)
 
         if (rc == NGX_OK) {
             ngx_http_idv_store_apply(b, plan);
-        }
-    }
-
-    /* the entries the batch held may be reclaimed or evicted again */
-
-    for (i = 0; i < b->nops; i++) {
-        if (plan[i].last && plan[i].node) {
-            plan[i].node->busy = 0;
         }
     }
 
@@ -649,8 +656,9 @@ static ngx_uint_t
 ngx_http_idv_store_lock(ngx_http_idv_store_plan_t *plan, ngx_uint_t nops,
     ngx_slab_pool_t **pools)
 {
-    ngx_uint_t        i, j, n;
-    ngx_slab_pool_t  *sp;
+    ngx_uint_t                   i, j, n;
+    ngx_slab_pool_t             *sp;
+    ngx_http_idv_store_shctx_t  *sh;
 
     n = 0;
 
@@ -673,6 +681,10 @@ ngx_http_idv_store_lock(ngx_http_idv_store_plan_t *plan, ngx_uint_t nops,
 
     for (i = 0; i < n; i++) {
         ngx_shmtx_lock(&pools[i]->mutex);
+
+        /* a new batch: what older ones held is free */
+        sh = pools[i]->data;
+        sh->batch = (sh->batch + 1) & NGX_HTTP_IDV_STORE_BATCH_MASK;
     }
 
     return n;
@@ -718,7 +730,7 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
         p->node = n;
 
         if (n) {
-            n->busy = 1;
+            n->held = p->sh->batch;
 
             if (!n->expires
                 || (ngx_msec_int_t) (n->expiry.key - now) > 0)
@@ -759,9 +771,7 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
             break;
         }
 
-        if (p->len != op->expect.len
-            || ngx_memcmp(p->data, op->expect.data, p->len) != 0)
-        {
+        if (!ngx_http_idv_store_is(p, &op->expect)) {
             return ngx_http_idv_store_report(b, op, p, now);
         }
 
@@ -783,9 +793,7 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
 
     case NGX_HTTP_IDV_STORE_DELETE:
         if (!p->exists
-            || (op->expect.data
-                && (p->len != op->expect.len
-                    || ngx_memcmp(p->data, op->expect.data, p->len) != 0)))
+            || (op->expect.data && !ngx_http_idv_store_is(p, &op->expect)))
         {
             break;
         }
@@ -957,7 +965,9 @@ ngx_http_idv_store_report(ngx_http_idv_store_batch_t *b,
         return NGX_ERROR;
     }
 
-    ngx_memcpy(op->result.data, p->data, p->len);
+    if (p->len) {
+        ngx_memcpy(op->result.data, p->data, p->len);
+    }
     op->result.len = p->len;
 
     op->age = ((ngx_msec_int_t) (now - p->written) > 0) ? now - p->written
@@ -1092,13 +1102,15 @@ ngx_http_idv_store_apply(ngx_http_idv_store_batch_t *b,
             ngx_memcpy(n->hash, p->hash, NGX_HTTP_IDV_STORE_HASH_LEN);
             n->node.key = ngx_http_idv_store_key(p->hash);
             n->len = (uint32_t) p->len;
-            n->busy = 0;
+            n->held = (p->sh->batch - 1) & NGX_HTTP_IDV_STORE_BATCH_MASK;
 
             ngx_rbtree_insert(&p->sh->rbtree, &n->node);
             p->sh->entries++;
         }
 
-        ngx_memmove(n->data, p->data, p->len);
+        if (p->len) {
+            ngx_memmove(n->data, p->data, p->len);
+        }
 
         n->written = p->written;
         n->expiry.key = p->expire;
@@ -1138,7 +1150,7 @@ ngx_http_idv_store_reclaim(ngx_slab_pool_t *shpool, ngx_msec_t now,
                 ((u_char *) node - offsetof(ngx_http_idv_store_node_t,
                                             expiry));
 
-        if (!e->busy) {
+        if (!ngx_http_idv_store_held(sh, e)) {
             ngx_http_idv_store_delete(shpool, e);
             n++;
         }
@@ -1167,7 +1179,7 @@ ngx_http_idv_store_evict(ngx_slab_pool_t *shpool)
     {
         e = ngx_queue_data(q, ngx_http_idv_store_node_t, queue);
 
-        if (!e->busy) {
+        if (!ngx_http_idv_store_held(sh, e)) {
             ngx_http_idv_store_delete(shpool, e);
             sh->evicted++;
             return 1;

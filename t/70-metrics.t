@@ -122,6 +122,8 @@ $t->write_config($t->standard_http(
     idv_metrics_zone 256k tenants=2;
     idv_callback_zone zone=idv_cb:256k;
     idv_tenancy_zone zone=idv_owners:256k;
+    idv_cache_zone zone=idv_tx:256k;
+    idv_limit_zone zone=idv_lim:64k;
 
     log_format idvjson escape=json
         '{"action":"$idv_action","tenant":"$idv_tenant","code":"$idv_code",'
@@ -215,6 +217,36 @@ for my $phase ('before reload', 'after reload') {
     ok(defined value($samples, 'idv_zone_used_ratio', zone => 'idv_cb',
                      kind => 'callback'),
        "$phase: zone occupancy");
+
+    # every zone of the module, once: the stores and the others
+
+    my %zones = map { ("$_->{labels}{zone}/$_->{labels}{kind}" => 1) }
+                grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples;
+    is_deeply([sort keys %zones],
+              [qw(idv_cb/callback idv_lim/limit idv_metrics/metrics
+                  idv_tx/cache)],
+              "$phase: every zone's occupancy, each once");
+    is(scalar(grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples), 4,
+       "$phase: no zone twice");
+
+    for my $s (grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples) {
+        ok($s->{value} > 0 && $s->{value} <= 1,
+           "$phase: $s->{labels}{zone} used ratio $s->{value} in (0, 1]");
+    }
+
+    for my $name (qw(idv_store_full_total idv_store_evictions_total)) {
+        is($type->{$name}, 'counter', "$phase: $name is a counter");
+        is(value($samples, $name, zone => 'idv_cb', kind => 'callback'), 0,
+           "$phase: $name of the callback zone");
+        is(value($samples, $name, zone => 'idv_tx', kind => 'cache'), 0,
+           "$phase: $name of the cache zone");
+        ok(!defined value($samples, $name, zone => 'idv_lim'),
+           "$phase: $name: not for a zone that is not a store");
+    }
+
+    is($type->{idv_store_entries}, 'gauge', "$phase: idv_store_entries");
+    ok(defined value($samples, 'idv_store_entries', zone => 'idv_cb'),
+       "$phase: the callback zone's entries");
     unlike($r->{body}, qr/PII/, "$phase: no PII in metrics");
 
     $t->reload if $phase eq 'before reload';
