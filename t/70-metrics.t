@@ -224,9 +224,9 @@ for my $phase ('before reload', 'after reload') {
                 grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples;
     is_deeply([sort keys %zones],
               [qw(idv_cb/callback idv_lim/limit idv_metrics/metrics
-                  idv_tx/cache)],
+                  idv_owners/tenancy idv_tx/cache)],
               "$phase: every zone's occupancy, each once");
-    is(scalar(grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples), 4,
+    is(scalar(grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples), 5,
        "$phase: no zone twice");
 
     for my $s (grep { $_->{name} eq 'idv_zone_used_ratio' } @$samples) {
