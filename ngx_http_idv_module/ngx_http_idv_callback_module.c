@@ -12,6 +12,7 @@
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_conf_file.h"
 #include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_tenancy.h"
@@ -21,6 +22,7 @@
 
 
 #define NGX_HTTP_IDV_CB_KEY_MAX      2
+#define NGX_HTTP_IDV_CB_KEY_FILE_MAX 4096
 
 /* replay-guard states of a transaction */
 #define NGX_HTTP_IDV_CB_INFLIGHT     1
@@ -118,6 +120,8 @@ static char *ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_idv_cb_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_idv_cb_key_parse(ngx_http_idv_conf_file_t *file,
+    void *data);
 static char *ngx_http_idv_cb(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_idv_cb_init(ngx_conf_t *cf);
 
@@ -1217,13 +1221,8 @@ ngx_http_idv_cb_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_cb_loc_conf_t *lcf = conf;
 
-    u_char                 *buf, *p, *end;
-    ssize_t                 n;
-    ngx_fd_t                fd;
-    ngx_str_t              *value, file;
-    ngx_uint_t              i;
-    ngx_file_info_t         fi;
-    ngx_http_idv_cb_key_t  *k;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
 
     if (lcf->keys != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -1238,81 +1237,61 @@ ngx_http_idv_cb_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
-        file = value[i];
-
-        if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-
-        fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-        if (fd == NGX_INVALID_FILE) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               "idv_callback_key: cannot open \"%V\"", &file);
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-            || ngx_file_size(&fi) > 4096)
+        if (ngx_http_idv_conf_file_parse(cf, "idv_callback_key", &value[i],
+                                         NGX_HTTP_IDV_CB_KEY_FILE_MAX,
+                                         ngx_http_idv_cb_key_parse, lcf->keys)
+            != NGX_OK)
         {
-            (void) ngx_close_file(fd);
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "idv_callback_key: \"%V\" is not a key file",
-                               &file);
-            return NGX_CONF_ERROR;
-        }
-
-        if (fi.st_mode & (S_IROTH|S_IWOTH)) {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "idv_callback_key: \"%V\" is readable by "
-                               "other users; chmod 600 or 640 it", &file);
-        }
-
-        buf = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
-        if (buf == NULL) {
-            (void) ngx_close_file(fd);
-            return NGX_CONF_ERROR;
-        }
-
-        n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
-        (void) ngx_close_file(fd);
-
-        if (n < 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               "idv_callback_key: cannot read \"%V\"", &file);
-            return NGX_CONF_ERROR;
-        }
-
-        p = buf;
-        end = buf + n;
-
-        while (end > p && (end[-1] == '\n' || end[-1] == '\r'
-                           || end[-1] == ' '))
-        {
-            end--;
-        }
-
-        if (end - p < 32) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "idv_callback_key: \"%V\" holds fewer than 32 "
-                               "bytes; use e.g. \"openssl rand -hex 32\"",
-                               &file);
-            return NGX_CONF_ERROR;
-        }
-
-        k = ngx_array_push(lcf->keys);
-        if (k == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        k->key.data = p;
-        k->key.len = end - p;
-
-        if (ngx_http_idv_token_kid(k->key.data, k->key.len, k->kid) != 0) {
             return NGX_CONF_ERROR;
         }
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the key is the file's bytes, but for a line end and trailing blanks */
+
+static ngx_int_t
+ngx_http_idv_cb_key_parse(ngx_http_idv_conf_file_t *file, void *data)
+{
+    ngx_array_t *keys = data;
+
+    u_char                 *end;
+    ngx_http_idv_cb_key_t  *k;
+
+    end = file->end;
+
+    while (end > file->start
+           && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+    {
+        end--;
+    }
+
+    if (end - file->start < 32) {
+        ngx_http_idv_conf_file_error(file, 0, "holds fewer than 32 bytes; "
+                                     "use e.g. \"openssl rand -hex 32\"");
+        return NGX_ERROR;
+    }
+
+    k = ngx_array_push(keys);
+    if (k == NULL) {
+        return NGX_ERROR;
+    }
+
+    k->key.len = end - file->start;
+    k->key.data = ngx_pnalloc(file->cf->pool, k->key.len);
+    if (k->key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(k->key.data, file->start, k->key.len);
+
+    if (ngx_http_idv_token_kid(k->key.data, k->key.len, k->kid) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -5,6 +5,16 @@
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_conf_file.h"
+
+
+#define NGX_HTTP_IDV_CREDENTIALS_MAX  (64 * 1024)
+
+
+typedef struct {
+    ngx_http_idv_loc_conf_t    *lcf;
+    ngx_str_t                   profile;
+} ngx_http_idv_credentials_ctx_t;
 
 
 static ngx_int_t ngx_http_idv_add_variables(ngx_conf_t *cf);
@@ -23,8 +33,8 @@ static char *ngx_http_idv_pass(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_idv_action(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_idv_credentials_parse(ngx_conf_t *cf,
-    ngx_http_idv_loc_conf_t *lcf, ngx_str_t *file, ngx_str_t *profile);
+static ngx_int_t ngx_http_idv_credentials_parse(
+    ngx_http_idv_conf_file_t *file, void *data);
 static ngx_int_t ngx_http_idv_init_module(ngx_cycle_t *cycle);
 static void ngx_http_idv_exit(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_idv_variable(ngx_http_request_t *r,
@@ -504,7 +514,8 @@ ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_loc_conf_t *lcf = conf;
 
-    ngx_str_t  *value, file, profile;
+    ngx_str_t                        *value;
+    ngx_http_idv_credentials_ctx_t    ctx;
 
     if (lcf->credentials.len) {
         return "is duplicate";
@@ -517,13 +528,8 @@ ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    file = value[1];
-
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_str_set(&profile, "default");
+    ctx.lcf = lcf;
+    ngx_str_set(&ctx.profile, "default");
 
     if (cf->args->nelts == 3) {
         if (ngx_strncmp(value[2].data, "profile=", 8) != 0
@@ -535,22 +541,24 @@ ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        profile.data = value[2].data + 8;
-        profile.len = value[2].len - 8;
+        ctx.profile.data = value[2].data + 8;
+        ctx.profile.len = value[2].len - 8;
     }
 
-    if (ngx_http_idv_credentials_parse(cf, lcf, &file, &profile) != NGX_OK) {
+    if (ngx_http_idv_conf_file_parse(cf, "idv_credentials", &value[1],
+                                     NGX_HTTP_IDV_CREDENTIALS_MAX,
+                                     ngx_http_idv_credentials_parse, &ctx)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    lcf->credentials = file;
 
     return NGX_CONF_OK;
 }
 
 
 /*
- * The Alibaba Cloud credentials file:
+ * The Alibaba Cloud credentials file, in INI form:
  *
  *     [default]
  *     type = access_key
@@ -559,117 +567,77 @@ ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  */
 
 static ngx_int_t
-ngx_http_idv_credentials_parse(ngx_conf_t *cf, ngx_http_idv_loc_conf_t *lcf,
-    ngx_str_t *file, ngx_str_t *profile)
+ngx_http_idv_credentials_parse(ngx_http_idv_conf_file_t *file, void *data)
 {
-    u_char           *buf, *p, *end, *eol, *eq, *k, *ke, *v, *ve;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_str_t        *dst;
-    ngx_uint_t        in_profile, found;
-    ngx_file_info_t   fi;
+    ngx_http_idv_credentials_ctx_t *ctx = data;
 
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    u_char                   *eq, *v, *ve;
+    ngx_str_t                 line, key, *dst, *profile;
+    ngx_uint_t                in_profile, found;
+    ngx_http_idv_loc_conf_t  *lcf;
 
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "idv_credentials: cannot open \"%V\"", file);
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 65536)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "idv_credentials: \"%V\" is not a readable "
-                           "credentials file", file);
-        (void) ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    if (fi.st_mode & (S_IROTH|S_IWOTH)) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "idv_credentials: \"%V\" is readable by other "
-                           "users; chmod 600 or 640 it", file);
-    }
-
-    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
-    if (buf == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
-
-    (void) ngx_close_file(fd);
-
-    if (n < 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "idv_credentials: cannot read \"%V\"", file);
-        return NGX_ERROR;
-    }
-
+    lcf = ctx->lcf;
+    profile = &ctx->profile;
     in_profile = 0;
     found = 0;
 
-    for (p = buf, end = buf + n; p < end; p = eol + 1) {
+    while (ngx_http_idv_conf_file_line(file, &line) == NGX_OK) {
 
-        eol = ngx_strlchr(p, end, '\n');
-        if (eol == NULL) {
-            eol = end;
-        }
+        if (line.data[0] == '[') {
+            if (line.len < 2 || line.data[line.len - 1] != ']') {
+                ngx_http_idv_conf_file_error(file, file->line,
+                                             "expected \"[profile]\"");
+                return NGX_ERROR;
+            }
 
-        k = p;
-        ve = eol;
+            in_profile = (line.len - 2 == profile->len
+                          && ngx_strncmp(line.data + 1, profile->data,
+                                         profile->len)
+                             == 0);
 
-        while (k < ve && (*k == ' ' || *k == '\t')) {
-            k++;
-        }
+            if (in_profile && !found) {
+                found = file->line;
+            }
 
-        while (ve > k && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
-        {
-            ve--;
-        }
-
-        if (k == ve || *k == '#' || *k == ';') {
             continue;
         }
 
-        if (*k == '[') {
-            in_profile = (ve[-1] == ']'
-                          && (size_t) (ve - k - 2) == profile->len
-                          && ngx_strncmp(k + 1, profile->data,
-                                         profile->len) == 0);
-            found |= in_profile;
-            continue;
+        eq = ngx_strlchr(line.data, line.data + line.len, '=');
+
+        if (eq == NULL) {
+            ngx_http_idv_conf_file_error(file, file->line,
+                                         "expected \"key = value\"");
+            return NGX_ERROR;
         }
 
         if (!in_profile) {
             continue;
         }
 
-        eq = ngx_strlchr(k, ve, '=');
-        if (eq == NULL) {
-            continue;
-        }
+        key.data = line.data;
+        key.len = eq - line.data;
 
-        ke = eq;
-        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) {
-            ke--;
+        while (key.len && (key.data[key.len - 1] == ' '
+                           || key.data[key.len - 1] == '\t'))
+        {
+            key.len--;
         }
 
         v = eq + 1;
+        ve = line.data + line.len;
+
         while (v < ve && (*v == ' ' || *v == '\t')) {
             v++;
         }
 
-        if ((size_t) (ke - k) == sizeof("access_key_id") - 1
-            && ngx_strncmp(k, "access_key_id", ke - k) == 0)
+        if (key.len == sizeof("access_key_id") - 1
+            && ngx_strncmp(key.data, "access_key_id", key.len) == 0)
         {
             dst = &lcf->access_key_id;
 
-        } else if ((size_t) (ke - k) == sizeof("access_key_secret") - 1
-                   && ngx_strncmp(k, "access_key_secret", ke - k) == 0)
+        } else if (key.len == sizeof("access_key_secret") - 1
+                   && ngx_strncmp(key.data, "access_key_secret", key.len)
+                      == 0)
         {
             dst = &lcf->access_key_secret;
 
@@ -678,7 +646,7 @@ ngx_http_idv_credentials_parse(ngx_conf_t *cf, ngx_http_idv_loc_conf_t *lcf,
         }
 
         dst->len = ve - v;
-        dst->data = ngx_pnalloc(cf->pool, dst->len + 1);
+        dst->data = ngx_pnalloc(file->cf->pool, dst->len + 1);
         if (dst->data == NULL) {
             return NGX_ERROR;
         }
@@ -687,23 +655,20 @@ ngx_http_idv_credentials_parse(ngx_conf_t *cf, ngx_http_idv_loc_conf_t *lcf,
         dst->data[dst->len] = '\0';
     }
 
-    /* the file's bytes held the secret: do not leave them in memory */
-    ngx_explicit_memzero(buf, n);
-
     if (!found) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_credentials: \"%V\" has no profile [%V]",
-                           file, profile);
+        ngx_http_idv_conf_file_error(file, 0, "has no profile [%V]",
+                                     profile);
         return NGX_ERROR;
     }
 
     if (lcf->access_key_id.len == 0 || lcf->access_key_secret.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_credentials: profile [%V] of \"%V\" needs "
-                           "both access_key_id and access_key_secret",
-                           profile, file);
+        ngx_http_idv_conf_file_error(file, found, "profile [%V] needs both "
+                                     "access_key_id and access_key_secret",
+                                     profile);
         return NGX_ERROR;
     }
+
+    lcf->credentials = file->name;
 
     return NGX_OK;
 }

@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_conf_file.h"
 #include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_verify.h"
@@ -45,7 +46,6 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                *keys;           /* sorted by id */
-    ngx_str_t                   file;
     ngx_flag_t                  gateway;        /* a location has one */
 } ngx_http_idv_sdk_srv_conf_t;
 
@@ -103,8 +103,8 @@ static char *ngx_http_idv_sdk_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_idv_sdk_keys(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf,
-    ngx_http_idv_sdk_srv_conf_t *sscf, u_char *buf, size_t len);
+static ngx_int_t ngx_http_idv_sdk_keys_parse(ngx_http_idv_conf_file_t *file,
+    void *data);
 static ngx_int_t ngx_http_idv_sdk_key_cmp(const void *one, const void *two);
 static char *ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -795,7 +795,6 @@ ngx_http_idv_sdk_create_srv_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->keys = NULL;
-     *     conf->file = { 0, NULL };
      *     conf->gateway = 0;
      */
 
@@ -811,7 +810,6 @@ ngx_http_idv_sdk_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;
-        conf->file = prev->file;
     }
 
     return NGX_CONF_OK;
@@ -995,85 +993,39 @@ ngx_http_idv_sdk_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_sdk_srv_conf_t *sscf = conf;
 
-    u_char           *buf;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_int_t         rc;
-    ngx_str_t        *value, file;
-    ngx_file_info_t   fi;
+    ngx_str_t  *value;
 
     if (sscf->keys) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
-    file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "idv_tenant_keys: cannot open \"%V\"", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || !ngx_is_file(&fi)
-        || ngx_file_size(&fi) > NGX_HTTP_IDV_SDK_FILE_MAX)
+    if (ngx_http_idv_conf_file_parse(cf, "idv_tenant_keys", &value[1],
+                                     NGX_HTTP_IDV_SDK_FILE_MAX,
+                                     ngx_http_idv_sdk_keys_parse, sscf)
+        != NGX_OK)
     {
-        (void) ngx_close_file(fd);
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_tenant_keys: \"%V\" is not a key file "
-                           "(a regular file of at most 1m)", &file);
         return NGX_CONF_ERROR;
     }
 
-    if (fi.st_mode & (S_IROTH|S_IWOTH)) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "idv_tenant_keys: \"%V\" is readable by other "
-                           "users; chmod 600 or 640 it", &file);
-    }
-
-    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
-    if (buf == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
-
-    (void) ngx_close_file(fd);
-
-    if (n < 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "idv_tenant_keys: cannot read \"%V\"", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    sscf->file = file;
-
-    rc = ngx_http_idv_sdk_keys_parse(cf, sscf, buf, n);
-
-    /* the file's bytes held the secrets: do not leave them in memory */
-    ngx_explicit_memzero(buf, n);
-
-    return (rc == NGX_OK) ? NGX_CONF_OK : NGX_CONF_ERROR;
+    return NGX_CONF_OK;
 }
 
 
 static ngx_int_t
-ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
-    u_char *buf, size_t len)
+ngx_http_idv_sdk_keys_parse(ngx_http_idv_conf_file_t *file, void *data)
 {
-    u_char                   *p, *end, *eol, *s, *e, *a;
-    ngx_str_t                 f[5], name;
-    ngx_uint_t                i, k, nf, line;
+    ngx_http_idv_sdk_srv_conf_t *sscf = data;
+
+    u_char                   *s, *e, *a;
+    ngx_str_t                 f[4], name, line;
+    ngx_uint_t                i, k, nf;
+    ngx_conf_t               *cf;
     const ngx_http_idv_op_t  *op;
     ngx_http_idv_sdk_key_t   *key;
+
+    cf = file->cf;
 
     sscf->keys = ngx_array_create(cf->pool, 8,
                                   sizeof(ngx_http_idv_sdk_key_t));
@@ -1081,58 +1033,14 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
         return NGX_ERROR;
     }
 
-    line = 0;
-    end = buf + len;
+    while (ngx_http_idv_conf_file_line(file, &line) == NGX_OK) {
 
-    for (p = buf; p < end; p = eol + 1) {
-
-        line++;
-
-        eol = ngx_strlchr(p, end, '\n');
-        if (eol == NULL) {
-            eol = end;
-        }
-
-        /* fields separated by blanks; a field starting with '#' ends it */
-
-        nf = 0;
-        s = p;
-
-        for ( ;; ) {
-            while (s < eol && (*s == ' ' || *s == '\t' || *s == '\r')) {
-                s++;
-            }
-
-            if (s == eol || *s == '#') {
-                break;
-            }
-
-            e = s;
-
-            while (e < eol && *e != ' ' && *e != '\t' && *e != '\r') {
-                e++;
-            }
-
-            if (nf == 5) {
-                break;
-            }
-
-            f[nf].data = s;
-            f[nf].len = e - s;
-            nf++;
-
-            s = e;
-        }
-
-        if (nf == 0) {
-            continue;
-        }
+        nf = ngx_http_idv_conf_file_fields(&line, f, 4);
 
         if (nf < 3 || nf > 4) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "idv_tenant_keys: \"%V\" line %ui: expected "
-                               "\"tenant access_key_id access_key_secret "
-                               "[Action,...]\"", &sscf->file, line);
+            ngx_http_idv_conf_file_error(file, file->line,
+                                         "expected \"tenant access_key_id "
+                                         "access_key_secret [Action,...]\"");
             return NGX_ERROR;
         }
 
@@ -1157,22 +1065,21 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
 
         for (i = 0; i < f[2].len; i++) {
             if (f[2].data[i] <= 0x20 || f[2].data[i] >= 0x7f) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "idv_tenant_keys: \"%V\" line %ui: the "
-                                   "secret of \"%V\" has a character "
-                                   "that is not printable ASCII",
-                                   &sscf->file, line, &f[1]);
+                ngx_http_idv_conf_file_error(file, file->line,
+                                             "the secret of \"%V\" has a "
+                                             "character that is not "
+                                             "printable ASCII", &f[1]);
                 return NGX_ERROR;
             }
         }
 
         if (f[2].len < NGX_HTTP_IDV_SDK_SECRET_MIN) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "idv_tenant_keys: \"%V\" line %ui: the secret "
-                               "of \"%V\" is shorter than %d characters; "
-                               "generate one with e.g. \"openssl rand "
-                               "-base64 24\"", &sscf->file, line, &f[1],
-                               NGX_HTTP_IDV_SDK_SECRET_MIN);
+            ngx_http_idv_conf_file_error(file, file->line,
+                                         "the secret of \"%V\" is shorter "
+                                         "than %d characters; generate one "
+                                         "with e.g. \"openssl rand -base64 "
+                                         "24\"", &f[1],
+                                         NGX_HTTP_IDV_SDK_SECRET_MIN);
             return NGX_ERROR;
         }
 
@@ -1188,7 +1095,7 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
         key->secret.data = ngx_pstrdup(cf->pool, &f[2]);
         key->secret.len = f[2].len;
         key->allowed = NULL;
-        key->line = line;
+        key->line = file->line;
 
         if (key->tenant.data == NULL || key->id.data == NULL
             || key->secret.data == NULL)
@@ -1222,12 +1129,11 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
             op = ngx_http_idv_op_find(name.data, name.len);
 
             if (op == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "idv_tenant_keys: \"%V\" line %ui: "
-                                   "unknown action \"%V\": it is not an "
-                                   "action of cloudauth-intl %s",
-                                   &sscf->file, line, &name,
-                                   NGX_HTTP_IDV_API_VERSION);
+                ngx_http_idv_conf_file_error(file, file->line,
+                                             "unknown action \"%V\": it is "
+                                             "not an action of "
+                                             "cloudauth-intl %s", &name,
+                                             NGX_HTTP_IDV_API_VERSION);
                 return NGX_ERROR;
             }
 
@@ -1238,9 +1144,7 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
     }
 
     if (sscf->keys->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_tenant_keys: \"%V\" holds no key",
-                           &sscf->file);
+        ngx_http_idv_conf_file_error(file, 0, "holds no key");
         return NGX_ERROR;
     }
 
@@ -1251,13 +1155,13 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
 
     for (i = 1; i < sscf->keys->nelts; i++) {
         if (ngx_http_idv_sdk_key_cmp(&key[i - 1], &key[i]) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "idv_tenant_keys: \"%V\" line %ui: duplicate "
-                               "AccessKeyId \"%V\" (first on line %ui)",
-                               &sscf->file,
-                               ngx_max(key[i - 1].line, key[i].line),
-                               &key[i].id,
-                               ngx_min(key[i - 1].line, key[i].line));
+            ngx_http_idv_conf_file_error(file,
+                                         ngx_max(key[i - 1].line,
+                                                 key[i].line),
+                                         "duplicate AccessKeyId \"%V\" "
+                                         "(first on line %ui)", &key[i].id,
+                                         ngx_min(key[i - 1].line,
+                                                 key[i].line));
             return NGX_ERROR;
         }
     }
@@ -1266,12 +1170,11 @@ ngx_http_idv_sdk_keys_parse(ngx_conf_t *cf, ngx_http_idv_sdk_srv_conf_t *sscf,
 
 bad_name:
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "idv_tenant_keys: \"%V\" line %ui: the %s may hold "
-                       "only letters, digits and \"-_.%s\", up to %d "
-                       "characters", &sscf->file, line,
-                       k ? "AccessKeyId" : "tenant", k ? "" : ":@",
-                       NGX_HTTP_IDV_SDK_NAME_MAX);
+    ngx_http_idv_conf_file_error(file, file->line,
+                                 "the %s may hold only letters, digits and "
+                                 "\"-_.%s\", up to %d characters",
+                                 k ? "AccessKeyId" : "tenant",
+                                 k ? "" : ":@", NGX_HTTP_IDV_SDK_NAME_MAX);
     return NGX_ERROR;
 }
 

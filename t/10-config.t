@@ -140,13 +140,210 @@ conf_fails('credentials file without the profile',
 conf_fails('credentials profile without a secret',
            server('idv_action CheckResult;',
                   http => "idv_credentials $dir/credentials profile=other;"),
-           qr/needs both access_key_id and access_key_secret/);
+           qr/idv_credentials: \Q$dir\E\/credentials:7: profile \[other\] needs both access_key_id and access_key_secret/);
 
 conf_fails('credentials file and static keys on one level',
            server('idv_action CheckResult;',
                   http => "idv_credentials $dir/credentials; "
                           . 'idv_access_key_id a; idv_access_key_secret b;'),
            qr/conflicts with "idv_credentials"/);
+
+
+# the secrets files' common reader (ngx_http_idv_conf_file.c): a regular
+# file of bounded size, lines named FILE:LINE, never their text
+
+sub write_file {
+    my ($name, $text, $mode) = @_;
+
+    open my $fh, '>', "$dir/$name" or die "$dir/$name: $!";
+    print $fh $text;
+    close $fh;
+    chmod $mode // 0600, "$dir/$name";
+
+    return "$dir/$name";
+}
+
+sub credentials_in {
+    my ($file) = @_;
+    return server('idv_action CheckResult;',
+                  http => "idv_credentials $file;");
+}
+
+# a malformed line: FILE:LINE and what is wrong, not the line
+sub bad_line {
+    my ($name, $text, $line, $what) = @_;
+
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $file = write_file('cred-bad', $text);
+    conf_fails($name, credentials_in($file),
+               qr/idv_credentials: \Q$file\E:$line: $what/);
+}
+
+bad_line('a credentials line that is not "key = value"',
+         "[default]\naccess_key_id = fileid\n"
+         . "access_key_secret s3cr3t-from-file\n",
+         3, qr/expected "key = value"/);
+
+bad_line('a profile header without "]"',
+         "; comment\n[default\naccess_key_id = fileid\n"
+         . "access_key_secret = s3cr3t-from-file\n",
+         2, qr/expected "\[profile\]"/);
+
+my $file;
+
+$file = write_file('cred-crlf', "; written on Windows\r\n\r\n"
+                                . "  [default]  \r\n"
+                                . "\taccess_key_id\t=\tfileid \r\n"
+                                . "access_key_secret=s3cr3t-from-file\r\n");
+conf_ok('credentials with CRLF line ends, blanks and ";" comments',
+        credentials_in($file));
+
+mkdir "$dir/cred-dir";
+
+conf_fails('a credentials "file" that is a directory',
+           credentials_in("$dir/cred-dir"),
+           qr/idv_credentials: "\Q$dir\E\/cred-dir" is not a regular file/);
+
+SKIP: {
+    skip 'no mkfifo', 3 unless eval { require POSIX;
+                                      POSIX::mkfifo("$dir/cred-fifo", 0600) };
+
+    conf_fails('a FIFO in place of the credentials file, without hanging',
+               credentials_in("$dir/cred-fifo"),
+               qr/idv_credentials: "\Q$dir\E\/cred-fifo" is not a regular file/);
+}
+
+conf_fails('a credentials file over 64k',
+           credentials_in(write_file('cred-big',
+                                     "[default]\n" . ("# padding\n" x 7000))),
+           qr/idv_credentials: "\Q$dir\E\/cred-big" is larger than 64k/);
+
+
+# who else may read or change a secrets file: one [warn] per problem,
+# naming it; the configuration still loads
+
+sub warns {
+    my ($name, $http, $re, %opt) = @_;
+
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    $t->write_config($http, main => $opt{main} // '');
+    my ($rc, $out) = $t->nginx_t;
+
+    is($rc, 0, "$name: nginx -t passes") or diag $out;
+
+    if (defined $re) {
+        like($out, qr/\[warn\] $re/, "$name: the [warn] says why");
+    } else {
+        unlike($out, qr/\[warn\] idv_/, "$name: no [warn]");
+    }
+
+    for my $not (@{$opt{not} // []}) {
+        unlike($out, $not, "$name: and nothing else") or diag $out;
+    }
+
+    unlike($out, qr/s3cr3t-from-file/,
+           "$name: the message does not show a secret");
+}
+
+my $cred = write_file('cred-mode', "[default]\naccess_key_id = fileid\n"
+                                   . "access_key_secret = s3cr3t-from-file\n");
+my $cred_re = qr/idv_credentials: "\Q$cred\E"/;
+
+chmod 0644, $cred;
+warns('a credentials file readable by other users',
+      credentials_in($cred),
+      qr/$cred_re is readable by other users; chmod 600 or 640 it/);
+
+chmod 0602, $cred;
+warns('a credentials file writable, not readable, by other users',
+      credentials_in($cred),
+      qr/$cred_re is writable by other users; chmod 600 or 640 it/,
+      not => [qr/readable by other users/]);
+
+chmod 0606, $cred;
+warns('a credentials file readable and writable by other users',
+      credentials_in($cred),
+      qr/$cred_re is readable and writable by other users/);
+
+chmod 0600, $cred;
+warns('a credentials file of mode 600', credentials_in($cred), undef);
+
+my $keyfile = write_file('callback-key', ('k' x 48) . "\n", 0666);
+warns('the same check guards idv_callback_key',
+      server('return 200;', http => "idv_callback_key $keyfile;"),
+      qr/idv_callback_key: "\Q$keyfile\E" is readable and writable by other users/);
+
+$file = write_file('callback-short', ('k' x 31) . "\n");
+conf_fails('a callback key of fewer than 32 bytes',
+           server('return 200;', http => "idv_callback_key $file;"),
+           qr/idv_callback_key: "\Q$file\E" holds fewer than 32 bytes/);
+
+# the workers' group and user: only when root loads the configuration,
+# for otherwise the workers are that user, whom no mode keeps out
+
+SKIP: {
+    my $group = (grep { defined getgrnam($_) } qw(nogroup nobody))[0];
+    my $user = defined getpwnam('nobody') ? 'nobody' : undef;
+
+    skip 'needs root and a user nobody', 15 if $> != 0 || !$group || !$user;
+
+    my $gid = getgrnam($group);
+    my $uid = getpwnam($user);
+    my $main = "user $user $group;";
+
+    chown 0, $gid, $cred;
+
+    chmod 0640, $cred;
+    warns("a credentials file readable by the workers' group",
+          credentials_in($cred),
+          qr/$cred_re is readable by group "$group", the workers' group; chmod 600 it or give it another group/,
+          main => $main);
+
+    chmod 0620, $cred;
+    warns("a credentials file writable by the workers' group",
+          credentials_in($cred),
+          qr/$cred_re is writable by group "$group", the workers' group/,
+          main => $main);
+
+    chmod 0600, $cred;
+    warns("a credentials file of the workers' group, mode 600",
+          credentials_in($cred), undef, main => $main);
+
+    chown 0, 0, $cred;
+    chmod 0640, $cred;
+    warns("a credentials file readable by another group (640 root:root)",
+          credentials_in($cred), undef, main => $main);
+
+    chown $uid, 0, $cred;
+    chmod 0600, $cred;
+    warns("a credentials file that belongs to the workers' user",
+          credentials_in($cred),
+          qr/$cred_re belongs to user "$user", the workers' user; chown it to root/,
+          main => $main);
+
+    chown 0, 0, $cred;
+}
+
+# nginx -T prints the configuration files nginx parsed; the secrets
+# files are the module's, not among them
+
+{
+    $file = write_file('cred-T', "[default]\naccess_key_id = LTAIfromfileT\n"
+                                 . "access_key_secret = s3cr3t-from-file-T\n");
+
+    $t->write_config(credentials_in($file));
+    my $out = IdvTest::_capture($t->nginx_binary, '-T', '-p', "$dir/",
+                                '-c', "$dir/nginx.conf",
+                                '-e', "$dir/T.log");
+
+    is($? >> 8, 0, 'nginx -T with idv_credentials passes') or diag $out;
+    like($out, qr/idv_credentials \Q$file\E;/,
+         'nginx -T shows the directive');
+    unlike($out, qr/s3cr3t-from-file-T|LTAIfromfileT/,
+           'nginx -T shows no key from the file');
+}
 
 conf_fails('product code on an action without one',
            server('idv_action CheckResult; idv_product_code eKYC;',

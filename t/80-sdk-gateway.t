@@ -793,34 +793,41 @@ sub conf_error {
     ok(!@leaks, "$name: no secret in the message") or diag $out;
 }
 
+# whole-file problems name "FILE", a line's FILE:LINE
 my $F = qr{"[^"]*/tenant\.keys"};
+my $L = qr{/\S*/tenant\.keys};
 
 conf_error("acme $KEY{acme}[0] $KEY{acme}[1]\nbeta $KEY{beta}[0]\n", 0600,
            undef, undef,
-           qr/\[emerg\] idv_tenant_keys: $F line 2: expected "tenant access_key_id access_key_secret \[Action,...\]"/,
+           qr/\[emerg\] idv_tenant_keys: $L:2: expected "tenant access_key_id access_key_secret \[Action,...\]"/,
            'a line with two fields');
 
 conf_error("acme $KEY{acme}[0] $KEY{acme}[1] CheckResult extra\n", 0600,
-           undef, undef, qr/\[emerg\] idv_tenant_keys: $F line 1: expected/,
+           undef, undef, qr/\[emerg\] idv_tenant_keys: $L:1: expected/,
            'a line with five fields');
 
 conf_error("acme $KEY{acme}[0] $KEY{acme}[1]\n#\n"
            . "beta $KEY{acme}[0] $KEY{beta}[1]\n", 0600, undef, undef,
-           qr/\[emerg\] idv_tenant_keys: $F line 3: duplicate AccessKeyId "LTAIacme0001" \(first on line 1\)/,
+           qr/\[emerg\] idv_tenant_keys: $L:3: duplicate AccessKeyId "LTAIacme0001" \(first on line 1\)/,
            'a duplicate AccessKeyId');
 
 conf_error("acme $KEY{acme}[0] $KEY{acme}[1] CheckResult,Initialise\n",
            0600, undef, undef,
-           qr/\[emerg\] idv_tenant_keys: $F line 1: unknown action "Initialise"/,
+           qr/\[emerg\] idv_tenant_keys: $L:1: unknown action "Initialise"/,
            'an unknown action');
 
 conf_error("acme $KEY{acme}[0] short-secret\n", 0600, undef, undef,
-           qr/\[emerg\] idv_tenant_keys: $F line 1: the secret of "LTAIacme0001" is shorter than 16/,
+           qr/\[emerg\] idv_tenant_keys: $L:1: the secret of "LTAIacme0001" is shorter than 16/,
            'a short secret');
 
 conf_error("ac/me $KEY{acme}[0] $KEY{acme}[1]\n", 0600, undef, undef,
-           qr/\[emerg\] idv_tenant_keys: $F line 1: the tenant may hold only/,
+           qr/\[emerg\] idv_tenant_keys: $L:1: the tenant may hold only/,
            'a tenant name with a slash');
+
+conf_error("; written on Windows\r\n\r\n"
+           . "  acme $KEY{acme}[0] $KEY{acme}[1] CheckResult # inline\r\n",
+           0600, undef, undef, qr/test is successful/,
+           'CRLF line ends, ";" and "#" comments', ok => 1);
 
 conf_error("# nothing\n", 0600, undef, undef,
            qr/\[emerg\] idv_tenant_keys: $F holds no key/, 'no key');
