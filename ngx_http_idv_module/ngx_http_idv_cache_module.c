@@ -371,12 +371,13 @@ ngx_http_idv_cache_create(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         p = cctx->key.data;
         *p++ = 'i';
         p = ngx_sprintf(p, "%04xd", (int) (ctx->tenant.len & 0xffff));
-        p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+        p = ngx_http_idv_cpymem(p, ctx->tenant.data, ctx->tenant.len);
         p = ngx_sprintf(p, "%04xd", (int) (product->len & 0xffff));
-        p = ngx_cpymem(p, product->data, product->len);
+        p = ngx_http_idv_cpymem(p, product->data, product->len);
         p = ngx_sprintf(p, "%04xd",
                         (int) (ctx->merchant_biz_id.len & 0xffff));
-        ngx_memcpy(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
+        (void) ngx_http_idv_cpymem(p, ctx->merchant_biz_id.data,
+                                   ctx->merchant_biz_id.len);
 
         return ngx_http_idv_cache_head(r, ctx, cctx);
     }
@@ -821,9 +822,9 @@ ngx_http_idv_cache_replay_error(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    message = ngx_cpymem(code, c.data, c.len);
+    message = ngx_http_idv_cpymem(code, c.data, c.len);
     *message++ = '\0';
-    *ngx_cpymem(message, m.data, m.len) = '\0';
+    *ngx_http_idv_cpymem(message, m.data, m.len) = '\0';
 
     if (status == NGX_HTTP_TOO_MANY_REQUESTS
         && ngx_http_idv_set_header(r, "Retry-After", &one, 1) != NGX_OK)
@@ -944,7 +945,7 @@ ngx_http_idv_cache_land(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     *p++ = (u_char) ctx->transaction_id.len;
     p = ngx_cpymem(p, ctx->transaction_id.data, ctx->transaction_id.len);
     *p++ = (u_char) ctx->request_id.len;
-    p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
+    p = ngx_http_idv_cpymem(p, ctx->request_id.data, ctx->request_id.len);
     ngx_memcpy(p, ctx->answer.start, len);
 
     return ngx_http_idv_cache_end_flight(r, cctx, &v, cctx->zone->ttl);
@@ -1006,9 +1007,9 @@ ngx_http_idv_cache_fail(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     p = ngx_cpymem(p, &status, sizeof(uint16_t));
     *p++ = (u_char) code.len;
-    p = ngx_cpymem(p, code.data, code.len);
+    p = ngx_http_idv_cpymem(p, code.data, code.len);
     *p++ = (u_char) message.len;
-    ngx_memcpy(p, message.data, message.len);
+    (void) ngx_http_idv_cpymem(p, message.data, message.len);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "idv cache: flight %uL failed with HTTP %ui",

@@ -262,7 +262,9 @@ ngx_http_idv_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         break;
 
     case NGX_HTTP_IDV_VAR_ACTION:
-        s = ngx_http_idv_ngx_str(&ctx->conf->op->name);
+        /* an SDK request refused before its action was known has none */
+        s = ctx->conf->op ? ngx_http_idv_ngx_str(&ctx->conf->op->name)
+                          : NULL;
         break;
 
     case NGX_HTTP_IDV_VAR_CODE:

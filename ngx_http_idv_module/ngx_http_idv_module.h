@@ -18,6 +18,16 @@
 #include "ngx_http_idv_store.h"
 
 
+/*
+ * copies and comparisons of strings that may be empty, and then NULL
+ * (memcpy() and memcmp() must not be given NULL, even for no bytes)
+ */
+#define ngx_http_idv_cpymem(dst, src, n)                                     \
+    ((n) ? ngx_cpymem(dst, src, n) : (u_char *) (dst))
+#define ngx_http_idv_memeq(a, b, n)                                          \
+    ((n) == 0 || ngx_memcmp(a, b, n) == 0)
+
+
 /* the pure core's strings share ngx_str_t's layout */
 #define ngx_http_idv_ngx_str(s)        ((ngx_str_t *) (s))
 

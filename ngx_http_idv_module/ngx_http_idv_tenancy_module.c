@@ -314,7 +314,7 @@ ngx_http_idv_tenancy_verdict(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     tlen = *p++;
 
-    if (tlen != ctx->tenant.len || ngx_memcmp(p, ctx->tenant.data, tlen) != 0)
+    if (tlen != ctx->tenant.len || !ngx_http_idv_memeq(p, ctx->tenant.data, tlen))
     {
         return ngx_http_idv_tenancy_forbidden(r, ctx, "another tenant's");
     }
@@ -336,7 +336,7 @@ ngx_http_idv_tenancy_verdict(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     if (ctx->merchant_biz_id.len
         && (blen != ctx->merchant_biz_id.len
-            || ngx_memcmp(p, ctx->merchant_biz_id.data, blen) != 0))
+            || !ngx_http_idv_memeq(p, ctx->merchant_biz_id.data, blen)))
     {
         return ngx_http_idv_tenancy_forbidden(r, ctx,
                                               "MerchantBizId of another "
@@ -481,8 +481,8 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         if (tctx->batch.nops < 2 || op->rc == NGX_OK
             || (op->result.len == op->value.len
-                && ngx_memcmp(op->result.data, op->value.data,
-                              op->value.len) == 0))
+                && ngx_http_idv_memeq(op->result.data, op->value.data,
+                                      op->value.len)))
         {
             tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
             return NGX_DECLINED;
@@ -621,9 +621,10 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     }
 
     if (tenant.len != ctx->tenant.len
-        || ngx_memcmp(tenant.data, ctx->tenant.data, tenant.len) != 0
+        || !ngx_http_idv_memeq(tenant.data, ctx->tenant.data, tenant.len)
         || biz.len != ctx->merchant_biz_id.len
-        || ngx_memcmp(biz.data, ctx->merchant_biz_id.data, biz.len) != 0)
+        || !ngx_http_idv_memeq(biz.data, ctx->merchant_biz_id.data,
+                               biz.len))
     {
         /* another's: the service decides */
         return NGX_DECLINED;
@@ -746,9 +747,10 @@ ngx_http_idv_tenancy_keep(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     p = v->data;
     *p++ = (u_char) ctx->passed;
     *p++ = (u_char) ctx->tenant.len;
-    p = ngx_cpymem(p, ctx->tenant.data, ctx->tenant.len);
+    p = ngx_http_idv_cpymem(p, ctx->tenant.data, ctx->tenant.len);
     *p++ = (u_char) ctx->merchant_biz_id.len;
-    p = ngx_cpymem(p, ctx->merchant_biz_id.data, ctx->merchant_biz_id.len);
+    p = ngx_http_idv_cpymem(p, ctx->merchant_biz_id.data,
+                            ctx->merchant_biz_id.len);
     ngx_memcpy(p, ctx->answer.start, len);
 
     tctx->batch.ops = op;
@@ -848,7 +850,7 @@ ngx_http_idv_tenancy_key(ngx_http_request_t *r, ngx_str_t *key, u_char kind,
     }
 
     key->data[0] = kind;
-    ngx_memcpy(key->data + 1, id->data, id->len);
+    (void) ngx_http_idv_cpymem(key->data + 1, id->data, id->len);
 
     return NGX_OK;
 }
@@ -868,7 +870,7 @@ ngx_http_idv_tenancy_value(ngx_http_request_t *r, ngx_str_t *value,
 
     p = value->data;
     *p++ = (u_char) tenant->len;
-    p = ngx_cpymem(p, tenant->data, tenant->len);
+    p = ngx_http_idv_cpymem(p, tenant->data, tenant->len);
 
     if (biz->len) {
         *p++ = (u_char) biz->len;
