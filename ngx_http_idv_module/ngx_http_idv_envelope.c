@@ -104,13 +104,14 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
      * comes from a variable (a header, say) and is escaped
      */
 
-    esc = ngx_escape_json(NULL, ctx->tenant.data, ctx->tenant.len);
+    esc = ngx_escape_json(NULL, ctx->tenant.data, ctx->tenant.len)
+          + ngx_escape_json(NULL, ctx->req.product.data, ctx->req.product.len);
 
     size = sizeof("\"Gateway\":{\"action\":\"\",\"productCode\":\"\","
                   "\"tenant\":\"\",\"cached\":false,\"attempts\":,"
                   "\"upstreamStatus\":,\"upstreamTime\":.,"
                   "\"passed\":false}") - 1
-           + conf->op->name.len + conf->product.len
+           + conf->op->name.len + ctx->req.product.len
            + ctx->tenant.len + esc + 3 * NGX_INT_T_LEN + 3;
 
     start = ngx_pnalloc(r->pool, size);
@@ -121,8 +122,14 @@ ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     p = ngx_sprintf(start, "\"Gateway\":{\"action\":\"%V\"",
                     ngx_http_idv_ngx_str(&conf->op->name));
 
-    if (conf->product.len) {
-        p = ngx_sprintf(p, ",\"productCode\":\"%V\"", &conf->product);
+    /* the request's: the location's, or a client's the action knows */
+
+    if (ctx->req.product.len) {
+        p = ngx_cpymem(p, ",\"productCode\":\"",
+                       sizeof(",\"productCode\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, ctx->req.product.data,
+                                       ctx->req.product.len);
+        *p++ = '"';
     }
 
     if (ctx->tenant.len) {
@@ -174,7 +181,8 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     code_len = ngx_strlen(code);
     msg_len = ngx_strlen(message);
-    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len);
+    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len)
+              + ngx_escape_json(NULL, (u_char *) code, code_len);
 
     b = ngx_create_temp_buf(r->pool,
                             sizeof("{\"RequestId\":\"\",\"Code\":\"\","
@@ -191,7 +199,7 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_make_id(b->last);
     b->last += 32;
     b->last = ngx_cpymem(b->last, "\",\"Code\":\"", sizeof("\",\"Code\":\"") - 1);
-    b->last = ngx_cpymem(b->last, code, code_len);
+    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) code, code_len);
     b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
                          sizeof("\",\"Message\":\"") - 1);
     b->last = (u_char *) ngx_escape_json(b->last, (u_char *) message, msg_len);

@@ -165,6 +165,17 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                       "(idv_tenant is empty)");
             return ngx_http_idv_run(r, ctx);
         }
+
+        if (ctx->tenant.len > NGX_HTTP_IDV_NAME_MAX) {
+            /* logs and metrics must not show it either */
+            ngx_str_set(&ctx->tenant, "(too long)");
+
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "Gateway.TenantInvalid",
+                                      "The tenant name is longer than 255 "
+                                      "bytes");
+            return ngx_http_idv_run(r, ctx);
+        }
     }
 
     rc = ngx_http_idv_read_body(r, &body);
@@ -175,6 +186,10 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     rq->op = conf->op;
     rq->alloc = ngx_http_idv_palloc;
     rq->alloc_data = r->pool;
+
+    /* the location's product code labels even a body refused unparsed */
+    rq->product.data = conf->product.data;
+    rq->product.len = conf->product.len;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -265,11 +280,32 @@ ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         rq->product.len = conf->product.len;
 
     } else if (p) {
+
+        /* a client's code the action does not document: refused here */
+
+        if (!ngx_http_idv_op_product_known(conf->op, p->value.data,
+                                           p->value.len))
+        {
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "InvalidParameter",
+                                      "ProductCode is not one this action "
+                                      "accepts");
+            return ngx_http_idv_run(r, ctx);
+        }
+
         rq->product = p->value;
     }
 
     p = rq->nparams ? ngx_http_idv_req_get(rq, "MerchantBizId") : NULL;
     if (p) {
+        if (p->value.len > NGX_HTTP_IDV_NAME_MAX) {
+            (void) ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "InvalidParameter",
+                                      "MerchantBizId is longer than 255 "
+                                      "bytes");
+            return ngx_http_idv_run(r, ctx);
+        }
+
         ctx->merchant_biz_id.data = p->value.data;
         ctx->merchant_biz_id.len = p->value.len;
     }

@@ -34,6 +34,9 @@
 
 #define NGX_HTTP_IDV_DEFAULT_ENDPOINT  "cloudauth-intl.cn-hongkong.aliyuncs.com"
 
+/* a tenant, a MerchantBizId: longer ones are refused before anything */
+#define NGX_HTTP_IDV_NAME_MAX          255
+
 
 typedef struct {
     ngx_str_t                   access_key_id;

@@ -67,27 +67,31 @@ ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status, const char *code,
     size_t  i, n;
     char    safe[64];
 
-    /* parameter names come from the backend: print only a safe subset */
+    /*
+     * Parameter names come from the backend.  Only a name that looks like
+     * one (a letter, then letters, digits, '_', '-', '.', at most 60
+     * bytes) is shown; anything else may be a value sent the wrong way
+     * (a JSON body as a form), an identity number among it: not shown.
+     */
 
     n = 0;
 
-    for (i = 0; name && i < len && n < sizeof(safe) - 4; i++) {
-        if ((name[i] >= 'A' && name[i] <= 'Z')
-            || (name[i] >= 'a' && name[i] <= 'z')
-            || (name[i] >= '0' && name[i] <= '9')
-            || name[i] == '_' || name[i] == '-' || name[i] == '.')
+    for (i = 0; name && i < len && i < sizeof(safe) - 4; i++) {
+        if (!((name[i] >= 'A' && name[i] <= 'Z')
+              || (name[i] >= 'a' && name[i] <= 'z')
+              || (i > 0 && ((name[i] >= '0' && name[i] <= '9')
+                            || name[i] == '_' || name[i] == '-'
+                            || name[i] == '.'))))
         {
-            safe[n++] = name[i];
-
-        } else {
-            safe[n++] = '?';
+            break;
         }
+
+        safe[n++] = name[i];
     }
 
-    if (name && i < len) {
-        safe[n++] = '.';
-        safe[n++] = '.';
-        safe[n++] = '.';
+    if (name && (len == 0 || i < len)) {
+        n = sizeof("(a name not shown)") - 1;
+        memcpy(safe, "(a name not shown)", n);
     }
 
     safe[n] = '\0';

@@ -666,7 +666,7 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 {
     size_t                  i;
     ngx_http_idv_req_t     *rq;
-    ngx_http_idv_param_t   *prm, *p;
+    ngx_http_idv_param_t   *prm;
 
     rq = &ctx->req;
 
@@ -689,14 +689,6 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                                       rq->message);
             return ngx_http_idv_run(r, ctx);
         }
-    }
-
-    /* the product code is the client's here: it labels limits, metrics */
-
-    p = rq->nparams ? ngx_http_idv_req_get(rq, "ProductCode") : NULL;
-    if (p) {
-        ctx->conf->product.data = p->value.data;
-        ctx->conf->product.len = p->value.len;
     }
 
     return ngx_http_idv_start(r, ctx);

@@ -30,7 +30,7 @@
 #define NGX_HTTP_IDV_TENANCY_SHARED   "\x00shared"
 
 #define NGX_HTTP_IDV_TENANCY_TTL      ((ngx_msec_t) 30 * 86400 * 1000)
-#define NGX_HTTP_IDV_TENANCY_MAX      255   /* tenant, MerchantBizId */
+#define NGX_HTTP_IDV_TENANCY_MAX      NGX_HTTP_IDV_NAME_MAX
 
 
 typedef struct {
@@ -195,19 +195,6 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       |NGX_HTTP_IDV_OP_CREATES_TX)))
     {
         return NGX_DECLINED;
-    }
-
-    if (ctx->tenant.len > NGX_HTTP_IDV_TENANCY_MAX) {
-        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                  "Gateway.TenantInvalid",
-                                  "The tenant name is longer than 255 "
-                                  "bytes");
-    }
-
-    if (ctx->merchant_biz_id.len > NGX_HTTP_IDV_TENANCY_MAX) {
-        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                  "InvalidParameter",
-                                  "MerchantBizId is longer than 255 bytes");
     }
 
     tctx = ngx_http_idv_tenancy_ctx(r);
