@@ -149,6 +149,7 @@ struct ngx_http_idv_ctx_s {
     ngx_http_idv_answer_t       answer;
 
     ngx_event_t                 retry;      /* backoff timer */
+    ngx_event_t                 guard;      /* the call outlives its client */
 
     ngx_http_request_t         *sr;
     ngx_buf_t                  *response;

@@ -16,6 +16,8 @@
 
 static ngx_int_t ngx_http_idv_upstream_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static void ngx_http_idv_guard_handler(ngx_event_t *ev);
+static void ngx_http_idv_guard_cleanup(void *data);
 static ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
     ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
 
@@ -193,6 +195,7 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_buf_t                    *b;
     ngx_chain_t                  *cl;
     ngx_table_elt_t              *ct;
+    ngx_pool_cleanup_t           *cln;
     ngx_http_request_t           *sr;
     ngx_http_request_body_t      *rb;
     ngx_http_post_subrequest_t   *ps;
@@ -288,7 +291,66 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     /* the pipeline goes on once the subrequest is done */
     r->write_event_handler = ngx_http_idv_wait_handler;
 
+    /*
+     * Once the subrequest has started its upstream, it is made to ignore
+     * the client going away: the service may have the call already (an
+     * Initialize is billed), so its answer must land (in the cache, the
+     * replay guard) whatever the client does, as with
+     * "proxy_ignore_client_abort on" in the location.
+     */
+
+    if (ctx->guard.handler == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NULL;
+        }
+
+        cln->handler = ngx_http_idv_guard_cleanup;
+        cln->data = ctx;
+
+        ctx->guard.handler = ngx_http_idv_guard_handler;
+        ctx->guard.log = r->connection->log;
+    }
+
+    ctx->guard.data = sr;
+
+    if (!ctx->guard.posted) {
+        ngx_post_event(&ctx->guard, &ngx_posted_events);
+    }
+
     return sr;
+}
+
+
+static void
+ngx_http_idv_guard_handler(ngx_event_t *ev)
+{
+    ngx_http_request_t  *sr = ev->data;
+
+    ngx_http_upstream_t  *u;
+
+    u = sr->upstream;
+
+    if (u == NULL || sr->done) {
+        return;
+    }
+
+    /* the same for every request of the location: set once, kept */
+    u->conf->ignore_client_abort = 1;
+
+    sr->read_event_handler = ngx_http_block_reading;
+    sr->write_event_handler = ngx_http_request_empty_handler;
+}
+
+
+static void
+ngx_http_idv_guard_cleanup(void *data)
+{
+    ngx_http_idv_ctx_t  *ctx = data;
+
+    if (ctx->guard.posted) {
+        ngx_delete_posted_event(&ctx->guard);
+    }
 }
 
 
