@@ -496,6 +496,27 @@ ngx_http_idv_upstream_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     if (ctx->too_large) {
         ctx->failed = 1;
+
+    } else if (sr->headers_out.content_length_n >= 0
+               && (ctx->response == NULL
+                   || ctx->response->last - ctx->response->pos
+                      < sr->headers_out.content_length_n))
+    {
+        /*
+         * the connection was cut after the headers: less than the
+         * announced answer arrived, a transport failure (reads retry)
+         */
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "idv: the answer of the upstream location was cut "
+                      "short: %O of %O bytes",
+                      ctx->response ? (off_t) (ctx->response->last
+                                               - ctx->response->pos)
+                                    : (off_t) 0,
+                      sr->headers_out.content_length_n);
+
+        ctx->failed = 1;
+        ctx->upstream_status = NGX_HTTP_BAD_GATEWAY;
     }
 
     return rc;

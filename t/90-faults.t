@@ -501,12 +501,8 @@ for my $case (['reset', 200, 2, 'reset before the answer: retried'],
     $t->mock_fault(mode => $mode, action => 'CheckResult');
     $r = $t->post('/idv/result', \%q);
 
-    # docs/security.md, finding F2: an answer cut after its headers reaches
-    # the module as a complete 200 and is judged "not an envelope"
-    local $TODO = $mode eq 'reset_mid'
-        ? 'a read cut mid-answer is not retried (docs/security.md F2)'
-        : undef;
-
+    # docs/security.md, finding F2 (fixed): an answer cut after its headers
+    # is a transport failure, which a read retries
     is($r->{status}, $status, "CheckResult, $name: $status")
         or diag $r->{body};
     is(calls(), $n, "CheckResult, $name: $n call(s)");
