@@ -41,11 +41,6 @@
 #define NGX_HTTP_IDV_CACHE_LEADER     1
 #define NGX_HTTP_IDV_CACHE_WAITER     2
 
-/* the state of a request's store batch */
-#define NGX_HTTP_IDV_CACHE_IDLE       0
-#define NGX_HTTP_IDV_CACHE_PENDING    1
-#define NGX_HTTP_IDV_CACHE_DONE       2
-
 /* a waiter looks again this often (waiters in the flight's worker are
    woken at once) */
 #define NGX_HTTP_IDV_CACHE_POLL       25
@@ -86,7 +81,7 @@ typedef struct {
 
     ngx_http_idv_store_batch_t      batch;
     ngx_http_idv_store_op_t         op;
-    ngx_uint_t                      io;         /* IDLE, PENDING, DONE */
+    ngx_http_request_t             *request;
 
     ngx_event_t                     poll;
     ngx_queue_t                     waiting;    /* this worker's waiters */
@@ -101,6 +96,7 @@ typedef struct {
     unsigned                        kind:2;
     unsigned                        role:2;
     unsigned                        queued:1;
+    unsigned                        ran:1;      /* a batch's results to see */
 } ngx_http_idv_cache_ctx_t;
 
 
@@ -141,7 +137,6 @@ static void ngx_http_idv_cache_cleanup(void *data);
 
 static ngx_int_t ngx_http_idv_cache_run(ngx_http_request_t *r,
     ngx_http_idv_cache_ctx_t *cctx);
-static void ngx_http_idv_cache_done(ngx_http_idv_store_batch_t *b);
 static void ngx_http_idv_cache_poll_handler(ngx_event_t *ev);
 static void ngx_http_idv_cache_wake(ngx_str_t *key);
 static ngx_int_t ngx_http_idv_cache_digest(ngx_http_request_t *r,
@@ -284,9 +279,12 @@ ngx_http_idv_cache_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         if (conf->results
             && (ctx->conf->op->flags & NGX_HTTP_IDV_OP_RESULT))
         {
-            /* a final answer is kept, and given again, with its owner */
+            /*
+             * a final answer is kept, and given again, with its owner
+             * (for as long as a callback keeps it, if that is longer)
+             */
             ctx->kept_result = 1;
-            ctx->keep_result = conf->results;
+            ctx->keep_result = ngx_max(ctx->keep_result, conf->results);
         }
 
         if (conf->zone == NULL) {
@@ -335,8 +333,7 @@ ngx_http_idv_cache_create(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     *cctxp = cctx;
 
     cctx->zone = conf->zone;
-    cctx->batch.ops = &cctx->op;
-    cctx->batch.nops = 1;
+    cctx->request = r;
 
     flags = ctx->conf->op->flags;
 
@@ -427,7 +424,7 @@ ngx_http_idv_cache_initialize(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 {
     ngx_int_t  rc;
 
-    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
+    if (cctx->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -435,7 +432,7 @@ ngx_http_idv_cache_initialize(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    if (cctx->io == NGX_HTTP_IDV_CACHE_IDLE) {
+    if (!cctx->ran) {
 
         if (cctx->role == NGX_HTTP_IDV_CACHE_WAITER) {
             if (cctx->poll.timer_set || cctx->poll.posted) {
@@ -464,7 +461,7 @@ ngx_http_idv_cache_initialize(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         }
     }
 
-    cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
+    cctx->ran = 0;
 
     if (cctx->batch.rc != NGX_OK) {
         ngx_http_idv_cache_unwait(cctx);
@@ -870,13 +867,13 @@ ngx_http_idv_cache_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (cctx->io == NGX_HTTP_IDV_CACHE_PENDING) {
+    if (cctx->batch.pending) {
         return NGX_AGAIN;
     }
 
-    if (cctx->io == NGX_HTTP_IDV_CACHE_DONE) {
+    if (cctx->ran) {
         /* what this request wrote has been written */
-        cctx->io = NGX_HTTP_IDV_CACHE_IDLE;
+        cctx->ran = 0;
 
         if (cctx->role == NGX_HTTP_IDV_CACHE_LEADER) {
             cctx->role = 0;
@@ -1066,7 +1063,6 @@ ngx_http_idv_cache_cleanup(void *data)
     ngx_http_idv_cache_ctx_t  *cctx = data;
 
     ngx_http_idv_store_op_t     op;
-    ngx_http_idv_store_batch_t  b;
 
     ngx_http_idv_cache_unwait(cctx);
 
@@ -1079,7 +1075,6 @@ ngx_http_idv_cache_cleanup(void *data)
     /* fire and forget: the request is gone; the entry expires anyway */
 
     ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
-    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
 
     op.store = cctx->zone->store;
     op.key = cctx->key;
@@ -1087,12 +1082,7 @@ ngx_http_idv_cache_cleanup(void *data)
     op.expect.data = cctx->head;
     op.expect.len = NGX_HTTP_IDV_CACHE_HEAD;
 
-    b.ops = &op;
-    b.nops = 1;
-    b.pool = cctx->batch.pool;
-    b.log = ngx_cycle->log;
-
-    (void) ngx_http_idv_store_run(&b);
+    ngx_http_idv_state_forget(cctx->request, &op);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "idv cache: flight %uL released without an answer",
@@ -1105,34 +1095,11 @@ ngx_http_idv_cache_cleanup(void *data)
 static ngx_int_t
 ngx_http_idv_cache_run(ngx_http_request_t *r, ngx_http_idv_cache_ctx_t *cctx)
 {
-    ngx_int_t  rc;
-
     cctx->batch.ops = &cctx->op;
     cctx->batch.nops = 1;
-    cctx->batch.pool = r->pool;
-    cctx->batch.log = r->connection->log;
-    cctx->batch.handler = ngx_http_idv_cache_done;
-    cctx->batch.data = r;
+    cctx->ran = 1;
 
-    rc = ngx_http_idv_store_run(&cctx->batch);
-
-    cctx->io = (rc == NGX_AGAIN) ? NGX_HTTP_IDV_CACHE_PENDING
-                                 : NGX_HTTP_IDV_CACHE_DONE;
-
-    return rc;
-}
-
-
-static void
-ngx_http_idv_cache_done(ngx_http_idv_store_batch_t *b)
-{
-    ngx_http_request_t        *r = b->data;
-    ngx_http_idv_cache_ctx_t  *cctx;
-
-    cctx = ngx_http_get_module_ctx(r, ngx_http_idv_cache_module);
-    cctx->io = NGX_HTTP_IDV_CACHE_DONE;
-
-    ngx_http_idv_resume(r);
+    return ngx_http_idv_state_call(r, &cctx->batch);
 }
 
 
@@ -1440,12 +1407,13 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     lcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
 
-    if (lcf->op && conf->results && !ngx_http_idv_tenancy_configured(cf)) {
+    if ((lcf->op || lcf->dialect == NGX_HTTP_IDV_DIALECT_SDK)
+        && conf->results && !ngx_http_idv_tenancy_configured(cf))
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_cache_results\" in a location with "
-                           "\"idv_action %V\" needs \"idv_tenancy_zone\": "
-                           "results are kept with their owner",
-                           ngx_http_idv_ngx_str(&lcf->op->name));
+                           "\"idv_cache_results\" in a location that calls "
+                           "the API needs \"idv_tenancy_zone\": results are "
+                           "kept with their owner");
         return NGX_CONF_ERROR;
     }
 

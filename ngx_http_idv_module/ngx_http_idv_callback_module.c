@@ -78,7 +78,6 @@ typedef struct {
     ngx_http_idv_store_batch_t  batch;
     ngx_http_idv_store_op_t     op;
     ngx_uint_t                  step;
-    unsigned                    pending:1;
     unsigned                    marked:1;
     unsigned                    finished:1;
 } ngx_http_idv_cb_ctx_t;
@@ -108,9 +107,7 @@ static ngx_int_t ngx_http_idv_cb_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state,
     ngx_str_t *tenant, ngx_str_t *value);
-static ngx_int_t ngx_http_idv_cb_run(ngx_http_request_t *r,
-    ngx_http_idv_cb_ctx_t *cb);
-static void ngx_http_idv_cb_done(ngx_http_idv_store_batch_t *b);
+
 
 static void *ngx_http_idv_cb_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_idv_cb_create_loc_conf(ngx_conf_t *cf);
@@ -331,7 +328,7 @@ ngx_http_idv_cb_state(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     /* the authoritative result, never one kept */
     ctx->kept_result = 0;
 
-    if (cb->pending) {
+    if (cb->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -359,7 +356,7 @@ ngx_http_idv_cb_state(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         cb->step = NGX_HTTP_IDV_CB_MARKING;
 
-        if (ngx_http_idv_cb_run(r, cb) == NGX_AGAIN) {
+        if (ngx_http_idv_state_call(r, &cb->batch) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
 
@@ -544,6 +541,8 @@ ngx_http_idv_cb_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, cb, ngx_http_idv_callback_module);
     cb->transaction_id = tx;
+    cb->batch.ops = &cb->op;
+    cb->batch.nops = 1;
 
     /*
      * Without idv_callback_pass the verified result is kept for the
@@ -639,7 +638,7 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (cb->pending) {
+    if (cb->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -867,7 +866,7 @@ ngx_http_idv_cb_finish(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     cb->step = NGX_HTTP_IDV_CB_FINISHING;
 
-    if (ngx_http_idv_cb_run(r, cb) == NGX_AGAIN) {
+    if (ngx_http_idv_state_call(r, &cb->batch) == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
@@ -904,7 +903,6 @@ ngx_http_idv_cb_release(void *data)
 
     ngx_http_idv_cb_ctx_t        *cb;
     ngx_http_idv_store_op_t       op;
-    ngx_http_idv_store_batch_t    b;
     ngx_http_idv_cb_main_conf_t  *cmcf;
 
     cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
@@ -921,19 +919,13 @@ ngx_http_idv_cb_release(void *data)
      */
 
     ngx_memzero(&op, sizeof(ngx_http_idv_store_op_t));
-    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
 
     op.store = cmcf->store;
     op.op = NGX_HTTP_IDV_STORE_DELETE;
     op.key = cb->transaction_id;
     op.expect = cb->mark;
 
-    b.ops = &op;
-    b.nops = 1;
-    b.pool = r->pool;
-    b.log = r->connection->log;
-
-    (void) ngx_http_idv_store_run(&b);
+    ngx_http_idv_state_forget(r, &op);
 
     cb->marked = 0;
 }
@@ -988,46 +980,6 @@ ngx_http_idv_cb_guard(ngx_pool_t *pool, ngx_uint_t state, ngx_str_t *tenant,
     ngx_memcpy(p, tenant->data, tenant->len);
 
     return NGX_OK;
-}
-
-
-/*
- * A batch on the callback zone: NGX_OK, NGX_HTTP_IDV_STORE_FULL or
- * NGX_ERROR.  The zone is in shared memory, which answers at once.
- */
-
-static ngx_int_t
-ngx_http_idv_cb_run(ngx_http_request_t *r, ngx_http_idv_cb_ctx_t *cb)
-{
-    ngx_int_t  rc;
-
-    cb->batch.ops = &cb->op;
-    cb->batch.nops = 1;
-    cb->batch.pool = r->pool;
-    cb->batch.log = r->connection->log;
-    cb->batch.handler = ngx_http_idv_cb_done;
-    cb->batch.data = r;
-
-    rc = ngx_http_idv_store_run(&cb->batch);
-
-    if (rc == NGX_AGAIN) {
-        cb->pending = 1;
-    }
-
-    return rc;
-}
-
-
-static void
-ngx_http_idv_cb_done(ngx_http_idv_store_batch_t *b)
-{
-    ngx_http_request_t     *r = b->data;
-    ngx_http_idv_cb_ctx_t  *cb;
-
-    cb = ngx_http_get_module_ctx(r, ngx_http_idv_callback_module);
-    cb->pending = 0;
-
-    ngx_http_idv_resume(r);
 }
 
 

@@ -23,6 +23,7 @@ static ngx_int_t ngx_http_idv_process(ngx_http_request_t *r,
 static void ngx_http_idv_req_cleanup(void *data);
 static ngx_int_t ngx_http_idv_upstream_step(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_state_done(ngx_http_idv_store_batch_t *b);
 static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
@@ -637,6 +638,60 @@ ngx_http_idv_failure(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     return ngx_http_idv_error(r, ctx, status, "Gateway.Error",
                               "The gateway could not process the request");
+}
+
+
+/*
+ * A pipeline handler's batch: NGX_AGAIN while the store works (b->pending
+ * says so; the pipeline resumes, and the handler runs again, once it is
+ * done), or the batch's outcome, b->rc.
+ */
+
+ngx_int_t
+ngx_http_idv_state_call(ngx_http_request_t *r, ngx_http_idv_store_batch_t *b)
+{
+    ngx_int_t  rc;
+
+    b->pool = r->pool;
+    b->log = r->connection->log;
+    b->handler = ngx_http_idv_state_done;
+    b->data = r;
+
+    rc = ngx_http_idv_store_run(b);
+
+    b->pending = (rc == NGX_AGAIN);
+
+    return rc;
+}
+
+
+static void
+ngx_http_idv_state_done(ngx_http_idv_store_batch_t *b)
+{
+    b->pending = 0;
+
+    ngx_http_idv_resume(b->data);
+}
+
+
+/*
+ * One operation whose outcome nothing waits for (a request that ends
+ * releases what it held): run, and forgotten.
+ */
+
+void
+ngx_http_idv_state_forget(ngx_http_request_t *r, ngx_http_idv_store_op_t *op)
+{
+    ngx_http_idv_store_batch_t  b;
+
+    ngx_memzero(&b, sizeof(ngx_http_idv_store_batch_t));
+
+    b.ops = op;
+    b.nops = 1;
+    b.pool = r->pool;
+    b.log = r->connection->log;
+
+    (void) ngx_http_idv_store_run(&b);
 }
 
 

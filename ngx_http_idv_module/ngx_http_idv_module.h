@@ -199,6 +199,10 @@ ngx_int_t ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx);
 void ngx_http_idv_resume(ngx_http_request_t *r);
 void ngx_http_idv_wait_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_idv_state_call(ngx_http_request_t *r,
+    ngx_http_idv_store_batch_t *b);
+void ngx_http_idv_state_forget(ngx_http_request_t *r,
+    ngx_http_idv_store_op_t *op);
 ngx_int_t ngx_http_idv_state_error(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_store_t *store, ngx_int_t rc);
 void *ngx_http_idv_palloc(void *pool, size_t size);

@@ -62,7 +62,6 @@ typedef struct {
     ngx_http_idv_store_batch_t  batch;
     ngx_http_idv_store_op_t     op;
     unsigned                    sent:1;
-    unsigned                    pending:1;
     unsigned                    checked:1;
 } ngx_http_idv_sdk_ctx_t;
 
@@ -78,7 +77,6 @@ static ngx_http_idv_sdk_key_t *ngx_http_idv_sdk_find_key(ngx_array_t *keys,
     ngx_str_t *id);
 static ngx_int_t ngx_http_idv_sdk_nonce(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static void ngx_http_idv_sdk_done(ngx_http_idv_store_batch_t *b);
 static ngx_int_t ngx_http_idv_sdk_nonce_key(ngx_http_request_t *r,
     ngx_http_idv_verify_t *v, ngx_http_idv_sdk_key_t *key);
 static ngx_int_t ngx_http_idv_sdk_error(ngx_http_request_t *r,
@@ -544,7 +542,7 @@ ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (sctx->pending) {
+    if (sctx->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -557,17 +555,10 @@ ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         sctx->batch.ops = &sctx->op;
         sctx->batch.nops = 1;
-        sctx->batch.pool = r->pool;
-        sctx->batch.log = r->connection->log;
-        sctx->batch.handler = ngx_http_idv_sdk_done;
-        sctx->batch.data = r;
 
         sctx->sent = 1;
 
-        rc = ngx_http_idv_store_run(&sctx->batch);
-
-        if (rc == NGX_AGAIN) {
-            sctx->pending = 1;
+        if (ngx_http_idv_state_call(r, &sctx->batch) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
     }
@@ -600,19 +591,6 @@ ngx_http_idv_sdk_nonce(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     }
 
     return NGX_DECLINED;
-}
-
-
-static void
-ngx_http_idv_sdk_done(ngx_http_idv_store_batch_t *b)
-{
-    ngx_http_request_t      *r = b->data;
-    ngx_http_idv_sdk_ctx_t  *sctx;
-
-    sctx = ngx_http_get_module_ctx(r, ngx_http_idv_sdk_module);
-    sctx->pending = 0;
-
-    ngx_http_idv_resume(r);
 }
 
 

@@ -1341,7 +1341,7 @@ ngx_http_idv_store_log(ngx_http_idv_store_batch_t *b,
         if (plan[i].log_full) {
             ngx_log_error(NGX_LOG_ERR, b->log, 0,
                           "idv %s zone \"%V\" is full: the entries it must "
-                          "keep leave no room, the request is refused "
+                          "keep leave no room for this one "
                           "(logged at most every %d s; consider a larger "
                           "zone)", st->kind, &st->name,
                           NGX_HTTP_IDV_STORE_LOG_FULL);

@@ -135,6 +135,9 @@ struct ngx_http_idv_store_batch_s {
      * declined, no write of the batch is applied (reads still report)
      */
     unsigned                    atomic:1;
+
+    /* the caller's: the batch answers later and has not yet */
+    unsigned                    pending:1;
 };
 
 

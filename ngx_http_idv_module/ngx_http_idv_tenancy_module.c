@@ -25,6 +25,8 @@
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_tenancy.h"
 
+#include <cjson/cJSON.h>
+
 
 /* a MerchantBizId that two tenants have used: no one reads by it alone */
 #define NGX_HTTP_IDV_TENANCY_SHARED   "\x00shared"
@@ -48,7 +50,6 @@ typedef struct {
     ngx_http_idv_store_batch_t     batch;
     ngx_http_idv_store_op_t        ops[2];
     ngx_uint_t                     step;
-    unsigned                       pending:1;
     unsigned                       looked:1;    /* for a kept result */
 } ngx_http_idv_tenancy_ctx_t;
 
@@ -71,6 +72,7 @@ static ngx_int_t ngx_http_idv_tenancy_verdict(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_tenancy_ctx_t *tctx);
 static ngx_int_t ngx_http_idv_tenancy_kept(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_tenancy_json_cleanup(void *data);
 static ngx_uint_t ngx_http_idv_tenancy_plain(ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_tenancy_record(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
@@ -78,15 +80,13 @@ static ngx_int_t ngx_http_idv_tenancy_keep(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_tenancy_ctx_t *tctx);
 static ngx_http_idv_tenancy_ctx_t *ngx_http_idv_tenancy_ctx(
     ngx_http_request_t *r);
-static ngx_int_t ngx_http_idv_tenancy_run(ngx_http_request_t *r,
-    ngx_http_idv_tenancy_ctx_t *tctx);
-static void ngx_http_idv_tenancy_done(ngx_http_idv_store_batch_t *b);
 static ngx_int_t ngx_http_idv_tenancy_string(u_char **p, u_char *last,
     ngx_str_t *s);
 static ngx_int_t ngx_http_idv_tenancy_key(ngx_http_request_t *r,
     ngx_str_t *key, u_char kind, ngx_str_t *id);
 static ngx_int_t ngx_http_idv_tenancy_value(ngx_http_request_t *r,
-    ngx_str_t *value, ngx_str_t *tenant, ngx_str_t *biz);
+    ngx_str_t *value, ngx_str_t *tenant, ngx_str_t *biz,
+    ngx_uint_t with_biz);
 static ngx_int_t ngx_http_idv_tenancy_forbidden(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, const char *why);
 
@@ -175,7 +175,7 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
 
     if (tctx) {
-        if (tctx->pending) {
+        if (tctx->batch.pending) {
             return NGX_AGAIN;
         }
 
@@ -232,7 +232,7 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     tctx->batch.nops = 1;
     tctx->step = NGX_HTTP_IDV_TENANCY_CHECK;
 
-    if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+    if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
@@ -376,7 +376,7 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         tctx->step = NGX_HTTP_IDV_TENANCY_CHECKED;
     }
 
-    if (tctx->pending) {
+    if (tctx->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -402,7 +402,7 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         if (ngx_http_idv_tenancy_key(r, &op->key, 't', &ctx->transaction_id)
             != NGX_OK
             || ngx_http_idv_tenancy_value(r, &op->value, &ctx->tenant,
-                                          &ctx->merchant_biz_id)
+                                          &ctx->merchant_biz_id, 1)
                != NGX_OK)
         {
             return NGX_ERROR;
@@ -421,7 +421,7 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                          &ctx->merchant_biz_id)
                 != NGX_OK
                 || ngx_http_idv_tenancy_value(r, &op->value, &ctx->tenant,
-                                              &none)
+                                              &none, 0)
                    != NGX_OK)
             {
                 return NGX_ERROR;
@@ -433,7 +433,7 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         tctx->batch.ops = tctx->ops;
         tctx->step = NGX_HTTP_IDV_TENANCY_RECORD;
 
-        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+        if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
 
@@ -466,29 +466,46 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         op = &tctx->ops[1];
 
-        if (tctx->batch.nops < 2 || op->rc == NGX_OK
-            || (op->result.len == op->value.len
-                && ngx_http_idv_memeq(op->result.data, op->value.data,
-                                      op->value.len)))
-        {
+        if (tctx->batch.nops < 2 || op->rc == NGX_OK) {
             tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
             return NGX_DECLINED;
         }
 
-        /* another tenant's MerchantBizId too: nobody reads by it alone */
-
         op->op = NGX_HTTP_IDV_STORE_SET;
-        ngx_str_set(&op->value, NGX_HTTP_IDV_TENANCY_SHARED);
+
+        if (!(op->result.len == op->value.len
+              && ngx_http_idv_memeq(op->result.data, op->value.data,
+                                    op->value.len)))
+        {
+            /* another tenant's MerchantBizId too: nobody reads by it alone */
+            ngx_str_set(&op->value, NGX_HTTP_IDV_TENANCY_SHARED);
+        }
+
+        /* (the tenant's own again: its lifetime starts anew) */
 
         tctx->batch.ops = op;
         tctx->batch.nops = 1;
         tctx->step = NGX_HTTP_IDV_TENANCY_SHARE;
 
-        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+        if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
 
         /* fall through */
+
+    case NGX_HTTP_IDV_TENANCY_SHARE:
+
+        tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
+
+        if (tctx->batch.rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "idv: MerchantBizId \"%V\" not marked as shared "
+                          "by several tenants: idv_tenancy_zone \"%V\" is "
+                          "full or unavailable",
+                          &ctx->merchant_biz_id, &tmcf->store->name);
+        }
+
+        return NGX_DECLINED;
 
     case NGX_HTTP_IDV_TENANCY_KEEP:
 
@@ -501,20 +518,6 @@ ngx_http_idv_tenancy_record(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                           "kept: idv_tenancy_zone \"%V\" is full or "
                           "unavailable", &ctx->transaction_id,
                           &tmcf->store->name);
-        }
-
-        return NGX_DECLINED;
-
-    case NGX_HTTP_IDV_TENANCY_SHARE:
-
-        tctx->step = NGX_HTTP_IDV_TENANCY_DONE;
-
-        if (tctx->batch.rc != NGX_OK) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "idv: MerchantBizId \"%V\" not marked as shared "
-                          "by several tenants: idv_tenancy_zone \"%V\" is "
-                          "full or unavailable",
-                          &ctx->merchant_biz_id, &tmcf->store->name);
         }
 
         return NGX_DECLINED;
@@ -536,8 +539,10 @@ static ngx_int_t
 ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     u_char                            *p, *last;
+    cJSON                             *json;
     ngx_str_t                          age, tenant, biz;
     ngx_uint_t                         passed;
+    ngx_pool_cleanup_t                *cln;
     ngx_http_idv_store_op_t           *op;
     ngx_http_idv_tenancy_ctx_t        *tctx;
     ngx_http_idv_tenancy_main_conf_t  *tmcf;
@@ -555,7 +560,7 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (tctx->pending) {
+    if (tctx->batch.pending) {
         return NGX_AGAIN;
     }
 
@@ -578,7 +583,7 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         tctx->batch.ops = op;
         tctx->batch.nops = 1;
 
-        if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+        if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
     }
@@ -634,7 +639,33 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ctx->cached = 1;
     ngx_str_set(&ctx->code, "Success");
 
-    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, NULL);
+    json = NULL;
+
+    if (ctx->conf->expand_json) {
+        /* the renderer expands the Ext* members of a parsed answer */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        json = cJSON_ParseWithLength((char *) p, last - p);
+        if (json == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_idv_tenancy_json_cleanup;
+        cln->data = json;
+    }
+
+    return ngx_http_idv_reply(r, ctx, NGX_HTTP_OK, p, last, json);
+}
+
+
+static void
+ngx_http_idv_tenancy_json_cleanup(void *data)
+{
+    cJSON_Delete(data);
 }
 
 
@@ -744,7 +775,7 @@ ngx_http_idv_tenancy_keep(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     tctx->batch.nops = 1;
     tctx->step = NGX_HTTP_IDV_TENANCY_KEEP;
 
-    if (ngx_http_idv_tenancy_run(r, tctx) == NGX_AGAIN) {
+    if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
@@ -790,40 +821,6 @@ ngx_http_idv_tenancy_string(u_char **p, u_char *last, ngx_str_t *s)
 }
 
 
-static ngx_int_t
-ngx_http_idv_tenancy_run(ngx_http_request_t *r,
-    ngx_http_idv_tenancy_ctx_t *tctx)
-{
-    ngx_int_t  rc;
-
-    tctx->batch.pool = r->pool;
-    tctx->batch.log = r->connection->log;
-    tctx->batch.handler = ngx_http_idv_tenancy_done;
-    tctx->batch.data = r;
-
-    rc = ngx_http_idv_store_run(&tctx->batch);
-
-    if (rc == NGX_AGAIN) {
-        tctx->pending = 1;
-    }
-
-    return rc;
-}
-
-
-static void
-ngx_http_idv_tenancy_done(ngx_http_idv_store_batch_t *b)
-{
-    ngx_http_request_t          *r = b->data;
-    ngx_http_idv_tenancy_ctx_t  *tctx;
-
-    tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
-    tctx->pending = 0;
-
-    ngx_http_idv_resume(r);
-}
-
-
 /* a kind byte, then the id: 't' TransactionId, 'b' MerchantBizId */
 
 static ngx_int_t
@@ -845,11 +842,11 @@ ngx_http_idv_tenancy_key(ngx_http_request_t *r, ngx_str_t *key, u_char kind,
 
 static ngx_int_t
 ngx_http_idv_tenancy_value(ngx_http_request_t *r, ngx_str_t *value,
-    ngx_str_t *tenant, ngx_str_t *biz)
+    ngx_str_t *tenant, ngx_str_t *biz, ngx_uint_t with_biz)
 {
     u_char  *p;
 
-    value->len = 1 + tenant->len + (biz->len ? 1 + biz->len : 0);
+    value->len = 1 + tenant->len + (with_biz ? 1 + biz->len : 0);
     value->data = ngx_pnalloc(r->pool, value->len);
     if (value->data == NULL) {
         return NGX_ERROR;
@@ -859,9 +856,10 @@ ngx_http_idv_tenancy_value(ngx_http_request_t *r, ngx_str_t *value,
     *p++ = (u_char) tenant->len;
     p = ngx_http_idv_cpymem(p, tenant->data, tenant->len);
 
-    if (biz->len) {
+    if (with_biz) {
+        /* a transaction's: its MerchantBizId, if it has one (may be 0) */
         *p++ = (u_char) biz->len;
-        ngx_memcpy(p, biz->data, biz->len);
+        (void) ngx_http_idv_cpymem(p, biz->data, biz->len);
     }
 
     return NGX_OK;
