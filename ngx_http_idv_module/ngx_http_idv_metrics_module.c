@@ -6,9 +6,14 @@
  * (atomic increments; a mutex only to claim a new label set) and served
  * in the Prometheus text format by idv_metrics.  The zone is reused
  * across reloads, so counters survive them.  Label cardinality is bounded
- * by construction: actions come from the operations table, tenants take
- * at most idv_metrics_zone's tenants= slots (later ones count as
- * "other"), and result codes at most NGX_HTTP_IDV_M_SERIES label sets.
+ * by construction, whatever the clients send: actions come from the
+ * operations table, products from the codes each action documents
+ * (others count as "other"), result codes are short visible ASCII or
+ * "other", and tenants take at most idv_metrics_zone's tenants= slots
+ * under a sanitised name (later ones and junk count as "other").  A
+ * series once claimed is never given up; when the table is full, a new
+ * label set counts in its action's overflow series, product="other",
+ * code="other", which is reserved outside the table.
  */
 
 
@@ -64,6 +69,9 @@ typedef struct {
     ngx_http_idv_m_status_t     statuses[NGX_HTTP_IDV_M_STATUSES];
     ngx_http_idv_m_series_t     series[NGX_HTTP_IDV_M_SERIES];
 
+    /* product="other", code="other", and what a full table turns away */
+    ngx_atomic_t                overflow[NGX_HTTP_IDV_M_OPS];
+
     ngx_uint_t                  ntenants;       /* slots, "other" last */
     ngx_http_idv_m_tenant_t     tenants[1];
 } ngx_http_idv_m_shctx_t;
@@ -93,6 +101,15 @@ enum {
 
 
 static ngx_int_t ngx_http_idv_m_log(ngx_http_request_t *r);
+static void ngx_http_idv_m_product(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_str_t *label);
+static void ngx_http_idv_m_count(ngx_http_idv_m_main_conf_t *mmcf,
+    ngx_uint_t op, ngx_str_t *product, ngx_str_t *code);
+static void ngx_http_idv_m_tenant(ngx_http_idv_m_main_conf_t *mmcf,
+    ngx_str_t *tenant, ngx_uint_t throttled);
+static size_t ngx_http_idv_m_tenant_label(ngx_str_t *tenant, u_char *buf);
+static ngx_uint_t ngx_http_idv_m_sane(u_char *s, size_t len, size_t max);
+static size_t ngx_http_idv_m_utf8(u_char *p, u_char *last);
 static void ngx_http_idv_m_status(ngx_http_idv_m_main_conf_t *mmcf,
     ngx_uint_t kind, ngx_str_t *value);
 static ngx_int_t ngx_http_idv_m_handler(ngx_http_request_t *r);
@@ -213,14 +230,10 @@ ngx_http_idv_metrics_event(ngx_http_request_t *r, ngx_uint_t event)
 static ngx_int_t
 ngx_http_idv_m_log(ngx_http_request_t *r)
 {
-    u_char                      *product, *code;
-    size_t                       plen, clen;
-    uint32_t                     hash;
-    ngx_uint_t                   op, i, b, throttled;
+    ngx_str_t                    product, code;
+    ngx_uint_t                   op, b, throttled;
     ngx_http_idv_ctx_t          *ctx;
     ngx_http_variable_value_t   *v;
-    ngx_http_idv_m_series_t     *s;
-    ngx_http_idv_m_tenant_t     *t;
     ngx_http_idv_m_shctx_t      *sh;
     ngx_http_idv_m_main_conf_t  *mmcf;
 
@@ -245,48 +258,21 @@ ngx_http_idv_m_log(ngx_http_request_t *r)
 
     /* requests by action, product and result code */
 
-    product = ctx->conf->product.data;
-    plen = ngx_min(ctx->conf->product.len, NGX_HTTP_IDV_M_PRODUCT);
+    ngx_http_idv_m_product(r, ctx, &product);
 
-    if (ctx->code.len) {
-        code = ctx->code.data;
-        clen = ngx_min(ctx->code.len, NGX_HTTP_IDV_M_CODE);
+    if (ctx->code.len == 0) {
+        ngx_str_set(&code, "none");
+
+    } else if (ngx_http_idv_m_sane(ctx->code.data, ctx->code.len,
+                                   NGX_HTTP_IDV_M_CODE))
+    {
+        code = ctx->code;
 
     } else {
-        code = (u_char *) "none";
-        clen = 4;
+        ngx_str_set(&code, "other");
     }
 
-    hash = ngx_crc32_short(code, clen) ^ (uint32_t) op * 2654435761u
-           ^ (plen ? ngx_crc32_short(product, plen) : 0);
-
-    for (i = 0; i < NGX_HTTP_IDV_M_SERIES; i++) {
-        s = &sh->series[(hash + i) % NGX_HTTP_IDV_M_SERIES];
-
-        if (!s->used) {
-            ngx_shmtx_lock(&mmcf->shpool->mutex);
-
-            if (!s->used) {
-                s->op = op;
-                s->product_len = (u_char) plen;
-                s->code_len = (u_char) clen;
-                ngx_memcpy(s->product, product, plen);
-                ngx_memcpy(s->code, code, clen);
-                ngx_memory_barrier();
-                s->used = 1;
-            }
-
-            ngx_shmtx_unlock(&mmcf->shpool->mutex);
-        }
-
-        if (s->op == op && s->product_len == plen && s->code_len == clen
-            && ngx_memcmp(s->product, product, plen) == 0
-            && ngx_memcmp(s->code, code, clen) == 0)
-        {
-            (void) ngx_atomic_fetch_add(&s->count, 1);
-            break;
-        }
-    }
+    ngx_http_idv_m_count(mmcf, op, &product, &code);
 
     /* the upstream call: latency of the last attempt, retries */
 
@@ -329,50 +315,312 @@ ngx_http_idv_m_log(ngx_http_request_t *r)
         }
     }
 
-    /* per tenant: the first slots to be claimed, then "other" */
-
     if (ctx->tenant.len && sh->ntenants) {
-        t = NULL;
-
-        for (i = 0; i + 1 < sh->ntenants; i++) {
-            t = &sh->tenants[i];
-
-            if (t->len == 0) {
-                ngx_shmtx_lock(&mmcf->shpool->mutex);
-
-                if (t->len == 0) {
-                    ngx_memcpy(t->name, ctx->tenant.data,
-                               ngx_min(ctx->tenant.len,
-                                       NGX_HTTP_IDV_M_TENANT));
-                    ngx_memory_barrier();
-                    t->len = (u_char) ngx_min(ctx->tenant.len,
-                                              NGX_HTTP_IDV_M_TENANT);
-                }
-
-                ngx_shmtx_unlock(&mmcf->shpool->mutex);
-            }
-
-            if (t->len == ngx_min(ctx->tenant.len, NGX_HTTP_IDV_M_TENANT)
-                && ngx_memcmp(t->name, ctx->tenant.data, t->len) == 0)
-            {
-                break;
-            }
-
-            t = NULL;
-        }
-
-        if (t == NULL) {
-            t = &sh->tenants[sh->ntenants - 1];
-        }
-
-        (void) ngx_atomic_fetch_add(&t->requests, 1);
-
-        if (throttled) {
-            (void) ngx_atomic_fetch_add(&t->throttled, 1);
-        }
+        ngx_http_idv_m_tenant(mmcf, &ctx->tenant, throttled);
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The product label: a code the operations table documents for the
+ * action; for an action that takes a ProductCode whose values are not
+ * documented, the location's own idv_product_code (the operator's, so
+ * bounded by the configuration); empty without a ProductCode.  Any other
+ * value, which the client chose, is "other".
+ */
+
+static void
+ngx_http_idv_m_product(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_str_t *label)
+{
+    ngx_str_t                *product;
+    const ngx_http_idv_op_t  *op;
+    ngx_http_idv_loc_conf_t  *ilcf;
+
+    op = ctx->conf->op;
+
+    /* the SDK's or the location's code, or the one a backend sent */
+
+    product = ctx->conf->product.len ? &ctx->conf->product
+                                     : ngx_http_idv_ngx_str(&ctx->req.product);
+
+    if (product->len == 0) {
+        ngx_str_set(label, "");
+        return;
+    }
+
+    if (ngx_http_idv_m_sane(product->data, product->len,
+                            NGX_HTTP_IDV_M_PRODUCT))
+    {
+        if (op->products) {
+            if (ngx_http_idv_op_product_known(op, product->data,
+                                              product->len))
+            {
+                *label = *product;
+                return;
+            }
+
+        } else {
+            ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
+
+            if (ilcf->product.len == product->len
+                && ngx_memcmp(ilcf->product.data, product->data,
+                              product->len)
+                   == 0)
+            {
+                *label = *product;
+                return;
+            }
+        }
+    }
+
+    ngx_str_set(label, "other");
+}
+
+
+/*
+ * A label set claims its series for good, so that no traffic can displace
+ * a series already counted.  When the table is full, a new label set
+ * counts in the action's overflow series, which is not in the table: the
+ * one of product="other", code="other" itself.
+ */
+
+static void
+ngx_http_idv_m_count(ngx_http_idv_m_main_conf_t *mmcf, ngx_uint_t op,
+    ngx_str_t *product, ngx_str_t *code)
+{
+    uint32_t                  hash;
+    ngx_uint_t                i;
+    ngx_http_idv_m_series_t  *s;
+    ngx_http_idv_m_shctx_t   *sh;
+
+    sh = mmcf->sh;
+
+    if (product->len == 5 && ngx_strncmp(product->data, "other", 5) == 0
+        && code->len == 5 && ngx_strncmp(code->data, "other", 5) == 0)
+    {
+        goto overflow;
+    }
+
+    hash = ngx_crc32_short(code->data, code->len)
+           ^ (uint32_t) op * 2654435761u
+           ^ (product->len ? ngx_crc32_short(product->data, product->len)
+                           : 0);
+
+    for (i = 0; i < NGX_HTTP_IDV_M_SERIES; i++) {
+        s = &sh->series[(hash + i) % NGX_HTTP_IDV_M_SERIES];
+
+        if (!s->used) {
+            ngx_shmtx_lock(&mmcf->shpool->mutex);
+
+            if (!s->used) {
+                s->op = op;
+                s->product_len = (u_char) product->len;
+                s->code_len = (u_char) code->len;
+                (void) ngx_http_idv_cpymem(s->product, product->data,
+                                           product->len);
+                (void) ngx_http_idv_cpymem(s->code, code->data, code->len);
+                ngx_memory_barrier();
+                s->used = 1;
+            }
+
+            ngx_shmtx_unlock(&mmcf->shpool->mutex);
+        }
+
+        if (s->op == op
+            && s->product_len == product->len
+            && s->code_len == code->len
+            && ngx_http_idv_memeq(s->product, product->data, product->len)
+            && ngx_http_idv_memeq(s->code, code->data, code->len))
+        {
+            (void) ngx_atomic_fetch_add(&s->count, 1);
+            return;
+        }
+    }
+
+overflow:
+
+    (void) ngx_atomic_fetch_add(&sh->overflow[op], 1);
+}
+
+
+/* per tenant: the first names to claim a slot, then "other" */
+
+static void
+ngx_http_idv_m_tenant(ngx_http_idv_m_main_conf_t *mmcf, ngx_str_t *tenant,
+    ngx_uint_t throttled)
+{
+    u_char                    name[NGX_HTTP_IDV_M_TENANT];
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_idv_m_tenant_t  *t;
+    ngx_http_idv_m_shctx_t   *sh;
+
+    sh = mmcf->sh;
+    t = &sh->tenants[sh->ntenants - 1];
+
+    len = ngx_http_idv_m_tenant_label(tenant, name);
+
+    for (i = 0; len && i + 1 < sh->ntenants; i++) {
+
+        if (sh->tenants[i].len == 0) {
+            ngx_shmtx_lock(&mmcf->shpool->mutex);
+
+            if (sh->tenants[i].len == 0) {
+                ngx_memcpy(sh->tenants[i].name, name, len);
+                ngx_memory_barrier();
+                sh->tenants[i].len = (u_char) len;
+            }
+
+            ngx_shmtx_unlock(&mmcf->shpool->mutex);
+        }
+
+        if (sh->tenants[i].len == len
+            && ngx_memcmp(sh->tenants[i].name, name, len) == 0)
+        {
+            t = &sh->tenants[i];
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&t->requests, 1);
+
+    if (throttled) {
+        (void) ngx_atomic_fetch_add(&t->throttled, 1);
+    }
+}
+
+
+/*
+ * The tenant's label in buf, at most NGX_HTTP_IDV_M_TENANT bytes, or 0
+ * for "other".  Bytes of [A-Za-z0-9._:@-] are kept, every other byte of
+ * valid UTF-8 becomes "_" (no escapes, no look-alike or bidirectional
+ * characters on a dashboard); a longer name keeps its first bytes and
+ * ends in "-" and its CRC-32 in hex, so that long names sharing a prefix
+ * stay apart.  A name with a control byte or invalid UTF-8 is no
+ * configured tenant's: it takes no slot.
+ */
+
+static size_t
+ngx_http_idv_m_tenant_label(ngx_str_t *tenant, u_char *buf)
+{
+    u_char  *p, *last, c;
+    size_t   n, len;
+
+    p = tenant->data;
+    last = p + tenant->len;
+
+    for ( /* void */ ; p < last; p += n) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return 0;
+        }
+
+        n = ngx_http_idv_m_utf8(p, last);
+
+        if (n == 0) {
+            return 0;
+        }
+    }
+
+    len = ngx_min(tenant->len, NGX_HTTP_IDV_M_TENANT);
+
+    for (n = 0; n < len; n++) {
+        c = tenant->data[n];
+
+        buf[n] = (ngx_http_idv_m_sane(&c, 1, 1) || c == ':' || c == '@')
+                 ? c : '_';
+    }
+
+    if (tenant->len > NGX_HTTP_IDV_M_TENANT) {
+        len = NGX_HTTP_IDV_M_TENANT - 9;
+        (void) ngx_sprintf(buf + len, "-%08xD",
+                           ngx_crc32_long(tenant->data, tenant->len));
+        len = NGX_HTTP_IDV_M_TENANT;
+    }
+
+    /* the name of the overflow series is not a tenant's */
+
+    if (len == 5 && ngx_strncmp(buf, "other", 5) == 0) {
+        return 0;
+    }
+
+    return len;
+}
+
+
+/* a short label of visible ASCII: [A-Za-z0-9._-]{1,max} */
+
+static ngx_uint_t
+ngx_http_idv_m_sane(u_char *s, size_t len, size_t max)
+{
+    size_t  i;
+
+    if (len == 0 || len > max) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9')
+              || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The length of the well-formed UTF-8 sequence at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+ * ngx_utf8_decode() is laxer than Prometheus.
+ */
+
+static size_t
+ngx_http_idv_m_utf8(u_char *p, u_char *last)
+{
+    size_t  n, i;
+    u_char  lo, hi;
+
+    if (*p < 0x80) {
+        return 1;
+    }
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (*p >= 0xc2 && *p <= 0xdf) {
+        n = 2;
+
+    } else if (*p >= 0xe0 && *p <= 0xef) {
+        n = 3;
+        lo = (*p == 0xe0) ? 0xa0 : 0x80;
+        hi = (*p == 0xed) ? 0x9f : 0xbf;
+
+    } else if (*p >= 0xf0 && *p <= 0xf4) {
+        n = 4;
+        lo = (*p == 0xf0) ? 0x90 : 0x80;
+        hi = (*p == 0xf4) ? 0x8f : 0xbf;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
 }
 
 
@@ -445,7 +693,7 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
     size = 8192
            + NGX_HTTP_IDV_M_SERIES * (128 + NGX_HTTP_IDV_M_PRODUCT
                                       + NGX_HTTP_IDV_M_CODE * 6)
-           + ngx_http_idv_nops * (NGX_HTTP_IDV_M_BUCKETS + 4) * 128
+           + ngx_http_idv_nops * (NGX_HTTP_IDV_M_BUCKETS + 5) * 128
            + NGX_HTTP_IDV_M_STATUSES * 128
            + NGX_HTTP_IDV_M_EVENTS * 96
            + sh->ntenants * 2 * (96 + NGX_HTTP_IDV_M_TENANT * 6)
@@ -479,6 +727,17 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
         p = ngx_slprintf(p, end, "\",code=\"");
         p = ngx_http_idv_m_label(p, end, s->code, s->code_len);
         p = ngx_slprintf(p, end, "\"} %uA\n", s->count);
+    }
+
+    for (i = 0; i < ngx_http_idv_nops && i < NGX_HTTP_IDV_M_OPS; i++) {
+        if (sh->overflow[i] == 0) {
+            continue;
+        }
+
+        p = ngx_slprintf(p, end, "idv_requests_total{action=\"%V\","
+                         "product=\"other\",code=\"other\"} %uA\n",
+                         ngx_http_idv_ngx_str(&ngx_http_idv_ops[i].name),
+                         sh->overflow[i]);
     }
 
     p = ngx_slprintf(p, end,
@@ -774,25 +1033,47 @@ ngx_http_idv_m_sample(u_char *p, u_char *end, const char *name,
 }
 
 
-/* label values: backslash, double quote and newline escaped */
+/*
+ * label values: backslash, double quote and newline escaped; a control
+ * byte or one that is not part of well-formed UTF-8 printed as "?", so
+ * that the page is valid UTF-8 whatever a label holds
+ */
 
 static u_char *
 ngx_http_idv_m_label(u_char *p, u_char *end, u_char *s, size_t len)
 {
-    size_t  i;
+    u_char  *last;
+    size_t   n;
 
-    for (i = 0; i < len && end - p > 2; i++) {
-        if (s[i] == '\\' || s[i] == '"') {
+    last = s + len;
+
+    while (s < last && end - p >= 4) {
+
+        switch (*s) {
+
+        case '\\':
+        case '"':
             *p++ = '\\';
-            *p++ = s[i];
+            *p++ = *s++;
+            continue;
 
-        } else if (s[i] == '\n') {
+        case '\n':
             *p++ = '\\';
             *p++ = 'n';
-
-        } else {
-            *p++ = s[i];
+            s++;
+            continue;
         }
+
+        n = ngx_http_idv_m_utf8(s, last);
+
+        if (n == 0 || *s < 0x20 || *s == 0x7f) {
+            *p++ = '?';
+            s++;
+            continue;
+        }
+
+        p = ngx_cpymem(p, s, n);
+        s += n;
     }
 
     return p;
