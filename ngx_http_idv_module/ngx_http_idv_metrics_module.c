@@ -336,15 +336,27 @@ ngx_http_idv_m_product(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_str_t *label)
 {
     ngx_str_t                *product;
+    ngx_http_idv_param_t     *p;
     const ngx_http_idv_op_t  *op;
     ngx_http_idv_loc_conf_t  *ilcf;
 
     op = ctx->conf->op;
 
-    /* the SDK's or the location's code, or the one a backend sent */
+    /*
+     * the location's code, or the one the request sent (taken, or
+     * refused as one the action does not document)
+     */
 
     product = ctx->conf->product.len ? &ctx->conf->product
                                      : ngx_http_idv_ngx_str(&ctx->req.product);
+
+    if (product->len == 0 && ctx->req.nparams) {
+        p = ngx_http_idv_req_get(&ctx->req, "ProductCode");
+
+        if (p) {
+            product = ngx_http_idv_ngx_str(&p->value);
+        }
+    }
 
     if (product->len == 0) {
         ngx_str_set(label, "");
