@@ -198,7 +198,8 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
                          sizeof("{\"RequestId\":\"") - 1);
     ngx_http_idv_make_id(b->last);
     b->last += 32;
-    b->last = ngx_cpymem(b->last, "\",\"Code\":\"", sizeof("\",\"Code\":\"") - 1);
+    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
+                         sizeof("\",\"Code\":\"") - 1);
     b->last = (u_char *) ngx_escape_json(b->last, (u_char *) code, code_len);
     b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
                          sizeof("\",\"Message\":\"") - 1);

@@ -28,6 +28,8 @@ static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_upstream_failed(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, const char *message);
 static void ngx_http_idv_json_cleanup(void *data);
 static ngx_int_t ngx_http_idv_retry(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
@@ -785,15 +787,7 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ngx_http_idv_ngx_str(&ctx->conf->op->name),
                       ctx->upstream_status, &ctx->merchant_biz_id);
 
-        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            return ngx_http_idv_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
-                                      "Gateway.UpstreamTimeout",
-                                      "ID Verification did not answer in "
-                                      "time");
-        }
-
-        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                  "Gateway.UpstreamError",
+        return ngx_http_idv_upstream_failed(r, ctx,
                                   ctx->too_large
                                   ? "The answer of ID Verification is too "
                                     "large for subrequest_output_buffer_size"
@@ -826,17 +820,10 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                       ctx->upstream_status, (size_t) (end - start),
                       &ctx->merchant_biz_id);
 
-        if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
-            return ngx_http_idv_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
-                                      "Gateway.UpstreamTimeout",
-                                      "ID Verification did not answer in "
-                                      "time");
-        }
-
-        return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                  "Gateway.UpstreamError",
-                                  "ID Verification answered with something "
-                                  "that is not its JSON envelope");
+        return ngx_http_idv_upstream_failed(r, ctx,
+                                            "ID Verification answered with "
+                                            "something that is not its JSON "
+                                            "envelope");
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -939,6 +926,23 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ctx->answer.upstream = 1;
 
     return NGX_OK;
+}
+
+
+/* no answer to relay: a timeout says so, anything else is the message */
+
+static ngx_int_t
+ngx_http_idv_upstream_failed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    const char *message)
+{
+    if (ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT) {
+        return ngx_http_idv_error(r, ctx, NGX_HTTP_GATEWAY_TIME_OUT,
+                                  "Gateway.UpstreamTimeout",
+                                  "ID Verification did not answer in time");
+    }
+
+    return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                              "Gateway.UpstreamError", message);
 }
 
 

@@ -301,7 +301,8 @@ ngx_http_idv_tenancy_verdict(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     tlen = *p++;
 
-    if (tlen != ctx->tenant.len || !ngx_http_idv_memeq(p, ctx->tenant.data, tlen))
+    if (tlen != ctx->tenant.len
+        || !ngx_http_idv_memeq(p, ctx->tenant.data, tlen))
     {
         return ngx_http_idv_tenancy_forbidden(r, ctx, "another tenant's");
     }

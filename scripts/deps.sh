@@ -3,7 +3,7 @@
 # scripts/deps.sh -- Debian packages: install those a command needs and
 # lacks (apt-get, as root; otherwise say what to install).
 #
-# Sourced by build.sh; uses say and die (lib.sh).
+# Sourced by build.sh (and bench/lib/prepare.sh); uses say and die.
 
 APT_UPDATED=
 
@@ -27,7 +27,7 @@ ensure_pkgs() {
             "sudo apt-get install ${missing[*]})"
     fi
 
-    say "build.sh: installing ${missing[*]}"
+    say "installing ${missing[*]}"
 
     if [ -z "$APT_UPDATED" ]; then
         apt-get update -q >/dev/null

@@ -7,28 +7,9 @@
 #
 # Sourced by bench/run.sh; uses say, die (common.sh).  Sets MODULE, CERTS.
 
-pkg_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed$'
-}
-
-
-ensure_pkgs() {
-    local missing=() p
-
-    for p in "$@"; do
-        pkg_installed "$p" || missing+=("$p")
-    done
-
-    [ ${#missing[@]} -eq 0 ] && return 0
-
-    [ "$(id -u)" -eq 0 ] \
-        || die "missing packages: ${missing[*]} (sudo apt-get install ${missing[*]})"
-
-    say "installing ${missing[*]}"
-    apt-get update -q > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-        < /dev/null > /dev/null || die "apt-get install ${missing[*]} failed"
-}
+# packages: the one installer of the repository (scripts/deps.sh)
+# shellcheck source=scripts/deps.sh
+. "$ROOT/scripts/deps.sh"
 
 
 prepare() {
