@@ -14,12 +14,15 @@
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_json.h"
 
 #include <cjson/cJSON.h>
 
 
 static u_char *ngx_http_idv_gateway_json(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, size_t *len);
+static void ngx_http_idv_gateway(ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_gateway_t *gw);
 static ngx_buf_t *ngx_http_idv_error_buf(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, const char *code,
     const char *message, ngx_uint_t service);
@@ -42,6 +45,10 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_idv_json_type = ngx_string("application/json");
+
+/* what an id is measured by: any 32 characters that need no escape */
+static u_char     ngx_http_idv_no_id[NGX_HTTP_IDV_REQUEST_ID_LEN + 1] =
+    "00000000000000000000000000000000";
 
 /* the service answers application/json;charset=utf-8: so does the SDK's */
 static ngx_str_t  ngx_http_idv_sdk_json_type =
@@ -93,71 +100,45 @@ static u_char *
 ngx_http_idv_gateway_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, size_t *len)
 {
-    u_char                   *p, *start;
-    size_t                    size, esc;
-    ngx_http_idv_loc_conf_t  *conf;
+    u_char                  *start;
+    ngx_http_idv_gateway_t   gw;
 
-    conf = ctx->conf;
+    ngx_http_idv_gateway(ctx, &gw);
 
-    /*
-     * action and product code come from the configuration; the tenant
-     * comes from a variable (a header, say) and is escaped
-     */
+    *len = ngx_http_idv_json_gateway(NULL, &gw);
 
-    esc = ngx_escape_json(NULL, ctx->tenant.data, ctx->tenant.len)
-          + ngx_escape_json(NULL, ctx->req.product.data, ctx->req.product.len);
-
-    size = sizeof("\"Gateway\":{\"action\":\"\",\"productCode\":\"\","
-                  "\"tenant\":\"\",\"cached\":false,\"attempts\":,"
-                  "\"upstreamStatus\":,\"upstreamTime\":.,"
-                  "\"passed\":false}") - 1
-           + conf->op->name.len + ctx->req.product.len
-           + ctx->tenant.len + esc + 3 * NGX_INT_T_LEN + 3;
-
-    start = ngx_pnalloc(r->pool, size);
+    start = ngx_pnalloc(r->pool, *len);
     if (start == NULL) {
         return NULL;
     }
 
-    p = ngx_sprintf(start, "\"Gateway\":{\"action\":\"%V\"",
-                    ngx_http_idv_ngx_str(&conf->op->name));
-
-    /* the request's: the location's, or a client's the action knows */
-
-    if (ctx->req.product.len) {
-        p = ngx_cpymem(p, ",\"productCode\":\"",
-                       sizeof(",\"productCode\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, ctx->req.product.data,
-                                       ctx->req.product.len);
-        *p++ = '"';
-    }
-
-    if (ctx->tenant.len) {
-        p = ngx_cpymem(p, ",\"tenant\":\"", sizeof(",\"tenant\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, ctx->tenant.data, ctx->tenant.len);
-        *p++ = '"';
-    }
-
-    p = ngx_sprintf(p, ",\"cached\":%s,\"attempts\":%ui",
-                    ctx->cached ? "true" : "false", ctx->attempts);
-
-    if (ctx->attempts) {
-        p = ngx_sprintf(p, ",\"upstreamStatus\":%ui,\"upstreamTime\":%M.%03M",
-                        ctx->upstream_status, ctx->upstream_time / 1000,
-                        ctx->upstream_time % 1000);
-    }
-
-    if (ctx->passed != NGX_HTTP_IDV_PASSED_UNKNOWN) {
-        p = ngx_sprintf(p, ",\"passed\":%s",
-                        ctx->passed == NGX_HTTP_IDV_PASSED_YES
-                        ? "true" : "false");
-    }
-
-    *p++ = '}';
-
-    *len = p - start;
+    (void) ngx_http_idv_json_gateway(start, &gw);
 
     return start;
+}
+
+
+/*
+ * what the "Gateway" member says: action and product code from the
+ * configuration and the request, the tenant from a variable (a header,
+ * say); every one escaped by the writer
+ */
+
+static void
+ngx_http_idv_gateway(ngx_http_idv_ctx_t *ctx, ngx_http_idv_gateway_t *gw)
+{
+    ngx_memzero(gw, sizeof(ngx_http_idv_gateway_t));
+
+    gw->action = ctx->conf->op->name;
+    gw->product = ctx->req.product;
+    gw->tenant.data = ctx->tenant.data;
+    gw->tenant.len = ctx->tenant.len;
+    gw->cached = ctx->cached;
+    gw->attempts = ctx->attempts;
+    gw->upstream_status = ctx->upstream_status;
+    gw->upstream_ms = ctx->upstream_time;
+    gw->passed = (ctx->passed == NGX_HTTP_IDV_PASSED_YES) ? 1
+                 : (ctx->passed == NGX_HTTP_IDV_PASSED_NO) ? 2 : 0;
 }
 
 
@@ -166,47 +147,37 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message,
     ngx_uint_t service)
 {
-    u_char     *gw, *id;
-    size_t      gw_len, code_len, msg_len, msg_esc;
-    ngx_buf_t  *b;
+    u_char                  *id;
+    size_t                   len, code_len, msg_len;
+    ngx_buf_t               *b;
+    ngx_http_idv_gateway_t   gw;
 
     if (service || ctx->conf->op == NULL) {
         return ngx_http_idv_sdk_error_buf(r, ctx, code, message);
     }
 
-    gw = ngx_http_idv_gateway_json(r, ctx, status, &gw_len);
-    if (gw == NULL) {
-        return NULL;
-    }
+    ngx_http_idv_gateway(ctx, &gw);
 
     code_len = ngx_strlen(code);
     msg_len = ngx_strlen(message);
-    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len)
-              + ngx_escape_json(NULL, (u_char *) code, code_len);
 
-    b = ngx_create_temp_buf(r->pool,
-                            sizeof("{\"RequestId\":\"\",\"Code\":\"\","
-                                   "\"Message\":\"\",}") - 1
-                            + 32 + code_len + msg_len + msg_esc + gw_len);
+    len = ngx_http_idv_json_error(NULL, ngx_http_idv_no_id, (u_char *) code,
+                                  code_len, (u_char *) message, msg_len,
+                                  &gw);
+
+    b = ngx_create_temp_buf(r->pool, NGX_HTTP_IDV_REQUEST_ID_LEN + len);
     if (b == NULL) {
         return NULL;
     }
 
-    id = b->last + sizeof("{\"RequestId\":\"") - 1;
+    /* the id first, where it stays: $idv_request_id points at it */
 
-    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
-                         sizeof("{\"RequestId\":\"") - 1);
-    ngx_http_idv_make_id(b->last);
-    b->last += 32;
-    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
-                         sizeof("\",\"Code\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) code, code_len);
-    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
-                         sizeof("\",\"Message\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) message, msg_len);
-    b->last = ngx_cpymem(b->last, "\",", 2);
-    b->last = ngx_cpymem(b->last, gw, gw_len);
-    *b->last++ = '}';
+    id = b->end - NGX_HTTP_IDV_REQUEST_ID_LEN;
+    ngx_http_idv_make_id(id);
+
+    b->last += ngx_http_idv_json_error(b->last, id, (u_char *) code,
+                                       code_len, (u_char *) message, msg_len,
+                                       &gw);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -216,14 +187,12 @@ ngx_http_idv_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     if (ctx->request_id.len == 0) {
         ctx->request_id.data = id;
-        ctx->request_id.len = 32;
+        ctx->request_id.len = NGX_HTTP_IDV_REQUEST_ID_LEN;
     }
 
     return b;
 }
 
-
-/* {"RequestId":"…","Message":"…","HostId":"…","Code":"…"} */
 
 static ngx_buf_t *
 ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
@@ -231,7 +200,6 @@ ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 {
     u_char     *id;
     size_t      len, code_len, msg_len;
-    uintptr_t   code_esc, msg_esc, host_esc;
     ngx_buf_t  *b;
     ngx_str_t   host;
 
@@ -244,37 +212,23 @@ ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     code_len = ngx_strlen(code);
     msg_len = ngx_strlen(message);
-    code_esc = ngx_escape_json(NULL, (u_char *) code, code_len);
-    msg_esc = ngx_escape_json(NULL, (u_char *) message, msg_len);
-    host_esc = ngx_escape_json(NULL, host.data, host.len);
 
-    len = sizeof("{\"RequestId\":\"\",\"Message\":\"\",\"HostId\":\"\","
-                 "\"Code\":\"\"}") - 1
-          + 32 + msg_len + msg_esc + host.len + host_esc + code_len
-          + code_esc;
+    len = ngx_http_idv_json_service_error(NULL, ngx_http_idv_no_id,
+                                          (u_char *) code, code_len,
+                                          (u_char *) message, msg_len,
+                                          host.data, host.len);
 
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_create_temp_buf(r->pool, NGX_HTTP_IDV_REQUEST_ID_LEN + len);
     if (b == NULL) {
         return NULL;
     }
 
-    b->last = ngx_cpymem(b->last, "{\"RequestId\":\"",
-                         sizeof("{\"RequestId\":\"") - 1);
-    id = b->last;
-    ngx_http_idv_make_id(b->last);
-    b->last += 32;
+    id = b->end - NGX_HTTP_IDV_REQUEST_ID_LEN;
+    ngx_http_idv_make_id(id);
 
-    b->last = ngx_cpymem(b->last, "\",\"Message\":\"",
-                         sizeof("\",\"Message\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) message,
-                                         msg_len);
-    b->last = ngx_cpymem(b->last, "\",\"HostId\":\"",
-                         sizeof("\",\"HostId\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, host.data, host.len);
-    b->last = ngx_cpymem(b->last, "\",\"Code\":\"",
-                         sizeof("\",\"Code\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, (u_char *) code, code_len);
-    b->last = ngx_cpymem(b->last, "\"}", 2);
+    b->last += ngx_http_idv_json_service_error(b->last, id, (u_char *) code,
+                                               code_len, (u_char *) message,
+                                               msg_len, host.data, host.len);
 
     b->last_buf = 1;
     b->last_in_chain = 1;
@@ -284,7 +238,7 @@ ngx_http_idv_sdk_error_buf(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ctx->code.data = (u_char *) code;
     ctx->code.len = code_len;
     ctx->request_id.data = id;
-    ctx->request_id.len = 32;
+    ctx->request_id.len = NGX_HTTP_IDV_REQUEST_ID_LEN;
 
     return b;
 }

@@ -37,6 +37,7 @@ CORE_SRCS="
     ngx_http_idv_module/ngx_http_idv_token.c
     ngx_http_idv_module/ngx_http_idv_verify.c
     ngx_http_idv_module/ngx_http_idv_siphash.c
+    ngx_http_idv_module/ngx_http_idv_json.c
 "
 
 

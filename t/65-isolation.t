@@ -115,6 +115,22 @@ sub delivered {
            split /\n/, $log;
 }
 
+# the backend's access log line is written when its request ends, which
+# may be a moment after the callback was answered
+sub delivered_wait {
+    my ($t, $n) = @_;
+    my $deadline = time + 5;
+    my @d;
+
+    while (time < $deadline) {
+        @d = delivered($t);
+        return @d if @d >= $n;
+        select(undef, undef, undef, 0.05);
+    }
+
+    return @d;
+}
+
 sub calls { $_[0]->mock_stats->{calls} }
 
 sub enc {
@@ -174,7 +190,7 @@ is(calls($t), $calls, 'refused before CheckResult: no upstream call');
 
 $f = fire($t, $txb, $up_b->{query}{CallbackToken});
 is($f->{status}, 200, "globex's own callback is delivered afterwards");
-my @d = delivered($t);
+my @d = delivered_wait($t, 1);
 is(scalar(@d), 1, 'once');
 is($d[0]{Tenant}, 'globex', 'labelled with its own tenant');
 is($d[0]{TransactionId}, $txb, 'its own transaction');

@@ -1,0 +1,333 @@
+
+/*
+ * ngx_http_idv_module: the JSON text of the gateway's own answers.
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ngx_http_idv_json.h"
+
+
+static size_t ngx_http_idv_json_utf8(const u_char *p, size_t len);
+static size_t ngx_http_idv_json_literal(u_char *dst, const char *s);
+static size_t ngx_http_idv_json_string(u_char *dst, const char *name,
+    const u_char *value, size_t len);
+static size_t ngx_http_idv_json_number(u_char *dst, const char *name,
+    size_t n);
+
+
+static const char  ngx_http_idv_json_hex[] = "0123456789abcdef";
+
+
+size_t
+ngx_http_idv_json_escape(u_char *dst, const u_char *src, size_t len)
+{
+    u_char  c, *p;
+    size_t  n, i, out;
+
+    out = 0;
+    p = dst;
+
+    for (i = 0; i < len; /* void */ ) {
+        c = src[i];
+
+        if (c >= 0x80) {
+            n = ngx_http_idv_json_utf8(src + i, len - i);
+
+            if (n == 0) {
+                /* not well-formed UTF-8: the replacement character */
+                out += 6;
+
+                if (dst) {
+                    memcpy(p, "\\ufffd", 6);
+                    p += 6;
+                }
+
+                i++;
+                continue;
+            }
+
+            out += n;
+
+            if (dst) {
+                memcpy(p, src + i, n);
+                p += n;
+            }
+
+            i += n;
+            continue;
+        }
+
+        if (c == '"' || c == '\\') {
+            out += 2;
+
+            if (dst) {
+                *p++ = '\\';
+                *p++ = c;
+            }
+
+        } else if (c < 0x20 || c == 0x7f) {
+            out += 6;
+
+            if (dst) {
+                *p++ = '\\';
+                *p++ = 'u';
+                *p++ = '0';
+                *p++ = '0';
+                *p++ = ngx_http_idv_json_hex[c >> 4];
+                *p++ = ngx_http_idv_json_hex[c & 0xf];
+            }
+
+        } else {
+            out++;
+
+            if (dst) {
+                *p++ = c;
+            }
+        }
+
+        i++;
+    }
+
+    return out;
+}
+
+
+/* the length of the well-formed UTF-8 sequence at p (RFC 3629), or 0 */
+
+static size_t
+ngx_http_idv_json_utf8(const u_char *p, size_t len)
+{
+    size_t  n, i;
+    u_char  lo, hi;
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+
+        if (p[0] == 0xe0) {
+            lo = 0xa0;              /* no overlong forms */
+
+        } else if (p[0] == 0xed) {
+            hi = 0x9f;              /* no surrogates */
+        }
+
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+
+        if (p[0] == 0xf0) {
+            lo = 0x90;
+
+        } else if (p[0] == 0xf4) {
+            hi = 0x8f;              /* nothing past U+10FFFF */
+        }
+
+    } else {
+        return 0;
+    }
+
+    if (len < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
+}
+
+
+size_t
+ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
+{
+    char    num[64];
+    size_t  n, k;
+
+#define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
+
+    n = 0;
+
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "\"Gateway\":{");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "action",
+                          gw->action.data, gw->action.len);
+
+    if (gw->product.len) {
+        ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+        ngx_http_idv_json_put(ngx_http_idv_json_string), "productCode",
+                              gw->product.data, gw->product.len);
+    }
+
+    if (gw->tenant.len) {
+        ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+        ngx_http_idv_json_put(ngx_http_idv_json_string), "tenant",
+                              gw->tenant.data, gw->tenant.len);
+    }
+
+    ngx_http_idv_json_put(ngx_http_idv_json_literal),
+                          gw->cached ? ",\"cached\":true,"
+                                     : ",\"cached\":false,");
+    ngx_http_idv_json_put(ngx_http_idv_json_number), "attempts",
+                          gw->attempts);
+
+    if (gw->attempts) {
+        ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+        ngx_http_idv_json_put(ngx_http_idv_json_number), "upstreamStatus",
+                              gw->upstream_status);
+
+        /* seconds, with milliseconds */
+
+        k = (size_t) snprintf(num, sizeof(num),
+                              ",\"upstreamTime\":%zu.%03zu",
+                              gw->upstream_ms / 1000, gw->upstream_ms % 1000);
+
+        if (dst) {
+            memcpy(dst + n, num, k);
+        }
+
+        n += k;
+    }
+
+    if (gw->passed) {
+        ngx_http_idv_json_put(ngx_http_idv_json_literal),
+                              gw->passed == 1 ? ",\"passed\":true"
+                                              : ",\"passed\":false");
+    }
+
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "}");
+
+#undef ngx_http_idv_json_put
+
+    return n;
+}
+
+
+size_t
+ngx_http_idv_json_error(u_char *dst, const u_char *request_id,
+    const u_char *code, size_t code_len, const u_char *message,
+    size_t message_len, const ngx_http_idv_gateway_t *gw)
+{
+    size_t  n;
+
+#define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
+
+    n = 0;
+
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "{");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "RequestId",
+                          request_id, NGX_HTTP_IDV_REQUEST_ID_LEN);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "Code",
+                          code, code_len);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "Message",
+                          message, message_len);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    n += ngx_http_idv_json_gateway(dst ? dst + n : NULL, gw);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "}");
+
+#undef ngx_http_idv_json_put
+
+    return n;
+}
+
+
+size_t
+ngx_http_idv_json_service_error(u_char *dst, const u_char *request_id,
+    const u_char *code, size_t code_len, const u_char *message,
+    size_t message_len, const u_char *host, size_t host_len)
+{
+    size_t  n;
+
+#define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
+
+    n = 0;
+
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "{");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "RequestId",
+                          request_id, NGX_HTTP_IDV_REQUEST_ID_LEN);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "Message",
+                          message, message_len);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "HostId",
+                          host, host_len);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
+    ngx_http_idv_json_put(ngx_http_idv_json_string), "Code",
+                          code, code_len);
+    ngx_http_idv_json_put(ngx_http_idv_json_literal), "}");
+
+#undef ngx_http_idv_json_put
+
+    return n;
+}
+
+
+static size_t
+ngx_http_idv_json_literal(u_char *dst, const char *s)
+{
+    size_t  len;
+
+    len = strlen(s);
+
+    if (dst) {
+        memcpy(dst, s, len);
+    }
+
+    return len;
+}
+
+
+/* "name":"value", the value escaped */
+
+static size_t
+ngx_http_idv_json_string(u_char *dst, const char *name, const u_char *value,
+    size_t len)
+{
+    size_t  n, k;
+
+    k = strlen(name);
+    n = 0;
+
+    if (dst) {
+        dst[n] = '"';
+        memcpy(dst + n + 1, name, k);
+        memcpy(dst + n + 1 + k, "\":\"", 3);
+    }
+
+    n += 1 + k + 3;
+    n += ngx_http_idv_json_escape(dst ? dst + n : NULL, value, len);
+
+    if (dst) {
+        dst[n] = '"';
+    }
+
+    return n + 1;
+}
+
+
+static size_t
+ngx_http_idv_json_number(u_char *dst, const char *name, size_t v)
+{
+    char    num[64];
+    size_t  n;
+
+    /* (the names are the module's own, short) */
+
+    n = (size_t) snprintf(num, sizeof(num), "\"%s\":%zu", name, v);
+
+    if (dst) {
+        memcpy(dst, num, n);
+    }
+
+    return n;
+}

@@ -1,0 +1,61 @@
+
+/*
+ * ngx_http_idv_module: the JSON text of the gateway's own answers
+ * (pure core).
+ *
+ * Every value the gateway writes into an answer goes through
+ * ngx_http_idv_json_escape(): the result is valid JSON and valid UTF-8
+ * whatever the bytes (a tenant from a header, a code from the service),
+ * so that no value can end a string early or add members.  Each writer
+ * returns the length it writes; with dst NULL it writes nothing and
+ * returns the length it would write.
+ */
+
+
+#ifndef _NGX_HTTP_IDV_JSON_H_INCLUDED_
+#define _NGX_HTTP_IDV_JSON_H_INCLUDED_
+
+
+#include "ngx_http_idv_core.h"
+
+
+#define NGX_HTTP_IDV_REQUEST_ID_LEN  32
+
+
+/* the "Gateway" member of the gateway's answers */
+
+typedef struct {
+    ngx_http_idv_str_t          action;
+    ngx_http_idv_str_t          product;
+    ngx_http_idv_str_t          tenant;
+    size_t                      attempts;
+    size_t                      upstream_status;
+    size_t                      upstream_ms;
+    int                         passed;     /* 0 unknown, 1 yes, 2 no */
+    unsigned                    cached:1;
+} ngx_http_idv_gateway_t;
+
+
+/*
+ * the bytes as the inside of a JSON string: '"' and '\' escaped, control
+ * characters as \u00XX, a byte that is not part of well-formed UTF-8 as
+ * \ufffd
+ */
+size_t ngx_http_idv_json_escape(u_char *dst, const u_char *src, size_t len);
+
+/* "Gateway":{...} */
+size_t ngx_http_idv_json_gateway(u_char *dst,
+    const ngx_http_idv_gateway_t *gw);
+
+/* {"RequestId":"…","Code":"…","Message":"…","Gateway":{…}} */
+size_t ngx_http_idv_json_error(u_char *dst, const u_char *request_id,
+    const u_char *code, size_t code_len, const u_char *message,
+    size_t message_len, const ngx_http_idv_gateway_t *gw);
+
+/* the service's own shape: {"RequestId":…,"Message":…,"HostId":…,"Code":…} */
+size_t ngx_http_idv_json_service_error(u_char *dst, const u_char *request_id,
+    const u_char *code, size_t code_len, const u_char *message,
+    size_t message_len, const u_char *host, size_t host_len);
+
+
+#endif /* _NGX_HTTP_IDV_JSON_H_INCLUDED_ */
