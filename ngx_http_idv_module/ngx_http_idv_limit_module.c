@@ -1,26 +1,27 @@
 
 /*
  * ngx_http_idv_limit_module: per-tenant QPS limits and an account-wide
- * ceiling per product, in shared memory.
+ * ceiling per product, in the keyed store.
  *
- * Each idv_limit rule keeps a leaky bucket per key in a shared-memory
- * zone, counted in milli-requests the way limit_req counts them: a
- * request adds 1000, the bucket leaks "rate" per second, a request that
- * would take it over "burst" is refused.  The key is the tenant and the
- * product (key=tenant), the product alone (key=product: the account's
- * per-product quota, shared by all tenants), or nothing (key=account).
+ * Each idv_limit rule keeps a leaky bucket per key in a store zone
+ * (idv_limit_zone), counted in milli-requests the way limit_req counts
+ * them: a request adds 1000, the bucket leaks "rate" per second, a
+ * request that would take it over "burst" is refused.  The key is the
+ * tenant and the product (key=tenant), the product alone (key=product:
+ * the account's per-product quota, shared by all tenants), or nothing
+ * (key=account).
  *
- * All zones a request touches are locked together, in address order, so
- * that checking every rule and then charging every rule is one step for
- * all workers: a request refused by one rule costs nothing in the others.
- * Buckets sit in an rbtree keyed by a hash and in an LRU queue; drained
- * ones are reclaimed as new ones arrive, and a full zone gives up its
- * least recently used buckets (logged once a minute), or, failing that,
- * lets the request through unlimited: the zone never fails a request.
+ * A request's buckets are one atomic batch of the store: every rule is
+ * checked, then all are charged or none, as one step for all workers, so
+ * that a request refused by one rule costs nothing in the others.  The
+ * store keeps a bucket until it has drained and never evicts it: a zone
+ * with no room for a new bucket refuses the request (503
+ * Gateway.StateFull) rather than let it through unlimited.
  */
 
 
 #include "ngx_http_idv_module.h"
+#include "ngx_http_idv_store.h"
 
 
 #define NGX_HTTP_IDV_LIMIT_PASSED            1
@@ -34,57 +35,44 @@
 #define NGX_HTTP_IDV_LIMIT_PRODUCT           'p'
 #define NGX_HTTP_IDV_LIMIT_ACCOUNT           'a'
 
-/* the zones of one level's rules are locked together */
+/* a zone's count of requests with an invalid variable rate this minute */
+#define NGX_HTTP_IDV_LIMIT_INVALID           "!invalid rate"
+#define NGX_HTTP_IDV_LIMIT_LOG_EVERY         60000
+
+/*
+ * What a request costs.  The store's level counts the request it admits,
+ * limit_req's excess (of which rules, logs and headers speak) does not:
+ * the level is the excess + 1000, and a rule's burst is passed as
+ * burst + 1000.
+ */
+#define NGX_HTTP_IDV_LIMIT_COST              1000
+
+/* one batch plans up to 8 operations on the stack */
 #define NGX_HTTP_IDV_LIMIT_MAX_RULES         8
 
-/* rates are kept in milli-requests per minute (exact for r/m too): the
-   largest fits the 32 bits a bucket keeps */
+/* rates are kept in milli-requests per minute (exact for r/m too) */
 #define NGX_HTTP_IDV_LIMIT_MAX_RATE          50000       /* r/s */
 #define NGX_HTTP_IDV_LIMIT_MAX_BURST         1000000
 
-/* buckets a full zone gives up, at most, to make room for one */
-#define NGX_HTTP_IDV_LIMIT_EVICT             16
+/* the steps of a request */
+#define NGX_HTTP_IDV_LIMIT_CHARGE            1
+#define NGX_HTTP_IDV_LIMIT_CHARGED           2
+#define NGX_HTTP_IDV_LIMIT_FILL              3
+#define NGX_HTTP_IDV_LIMIT_DONE              4
 
-/* a full zone and a bad variable rate are logged once a minute */
-#define NGX_HTTP_IDV_LIMIT_LOG_EVERY         60
+
+/* what a rule's buckets count: its key's kind, name, and 429 message */
+typedef struct {
+    u_char                       kind;      /* NGX_HTTP_IDV_LIMIT_TENANT...*/
+    ngx_str_t                    name;
+    const char                  *message;
+} ngx_http_idv_limit_key_t;
 
 
 typedef struct {
-    u_char                       color;
-    u_char                       dummy;
-    u_short                      len;
-    /* the rate of the last update, milli-requests per minute: tells
-       whether the bucket has drained and may be reclaimed */
-    uint32_t                     rate;
-    ngx_queue_t                  queue;
-    ngx_msec_t                   last;
-    /* milli-requests ahead of the rate; 1000 is one request */
-    ngx_uint_t                   excess;
-    u_char                       data[1];
-} ngx_http_idv_limit_node_t;
-
-
-typedef struct {
-    ngx_rbtree_t                 rbtree;
-    ngx_rbtree_node_t            sentinel;
-    ngx_queue_t                  queue;
-    time_t                       evict_logged;
-    time_t                       nomem_logged;
-    ngx_atomic_t                 invalid_logged;    /* without the lock */
-} ngx_http_idv_limit_shctx_t;
-
-
-/* shm_zone->data */
-typedef struct {
-    ngx_http_idv_limit_shctx_t  *sh;
-    ngx_slab_pool_t             *shpool;
-    ngx_cycle_t                 *cycle;     /* to find the zone replaced */
-} ngx_http_idv_limit_zone_t;
-
-
-typedef struct {
-    ngx_shm_zone_t              *shm_zone;
-    ngx_uint_t                   key;       /* NGX_HTTP_IDV_LIMIT_TENANT...*/
+    ngx_str_t                    zone;      /* its name, until merged */
+    ngx_http_idv_store_t        *store;
+    ngx_http_idv_limit_key_t    *key;
     ngx_uint_t                   rate;      /* milli-r/min; 0: variable */
     ngx_http_complex_value_t    *rate_value;
     ngx_uint_t                   burst;     /* milli-requests */
@@ -103,26 +91,30 @@ typedef struct {
 /* one rule as it applies to one request */
 typedef struct {
     ngx_http_idv_limit_rule_t   *rule;
-    ngx_http_idv_limit_zone_t   *zone;
     ngx_str_t                    key;
-    uint32_t                     hash;
+    ngx_str_t                    invalid;   /* the variable's bad rate */
     ngx_uint_t                   rate;
-
-    ngx_http_idv_limit_node_t   *node;      /* valid under the lock only */
-    ngx_msec_int_t               ms;        /* since the bucket's update */
     ngx_uint_t                   excess;    /* with this request */
-
     unsigned                     reject:1;
-    unsigned                     evicted:1; /* log it */
-    unsigned                     nomem:1;   /* log it */
 } ngx_http_idv_limit_hit_t;
 
 
 /* the request's, ngx_http_get_module_ctx() */
 typedef struct {
     ngx_uint_t                   status;    /* NGX_HTTP_IDV_LIMIT_* */
+    ngx_uint_t                   step;
+
+    /*
+     * the rules that apply (nhits), then those with an invalid rate
+     * (ninvalid); ops[i] is the store operation of hits[i]
+     */
     ngx_http_idv_limit_hit_t    *hits;
     ngx_uint_t                   nhits;
+    ngx_uint_t                   ninvalid;
+    ngx_http_idv_store_op_t     *ops;
+
+    ngx_http_idv_store_batch_t   batch;
+
     ngx_event_t                  delay;
 } ngx_http_idv_limit_ctx_t;
 
@@ -134,16 +126,15 @@ static ngx_int_t ngx_http_idv_limit_prepare(ngx_http_request_t *r,
     ngx_http_idv_limit_hit_t *hit);
 static ngx_uint_t ngx_http_idv_limit_parse_rate(u_char *p, size_t len);
 static ngx_str_t *ngx_http_idv_limit_product(ngx_http_idv_ctx_t *ctx);
-static ngx_uint_t ngx_http_idv_limit_lock(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_slab_pool_t **pools);
-static void ngx_http_idv_limit_unlock(ngx_slab_pool_t **pools, ngx_uint_t n);
-static ngx_uint_t ngx_http_idv_limit_check(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_msec_t now);
-static void ngx_http_idv_limit_account(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_msec_t now);
+static void ngx_http_idv_limit_bucket(ngx_http_idv_store_op_t *op,
+    ngx_http_idv_limit_hit_t *hit, ngx_uint_t cost, ngx_uint_t fill);
+static ngx_int_t ngx_http_idv_limit_run(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_ctx_t *lctx, ngx_uint_t nops,
+    ngx_uint_t step);
+static ngx_int_t ngx_http_idv_limit_found(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_ctx_t *lctx);
 static ngx_int_t ngx_http_idv_limit_decide(ngx_http_request_t *r,
-    ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_loc_conf_t *lcf,
-    ngx_http_idv_limit_ctx_t *lctx, ngx_uint_t reject);
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_ctx_t *lctx);
 static ngx_int_t ngx_http_idv_limit_headers(ngx_http_request_t *r,
     ngx_http_idv_limit_hit_t *hit, ngx_uint_t retry);
 static ngx_int_t ngx_http_idv_limit_header(ngx_http_request_t *r,
@@ -155,22 +146,8 @@ static void ngx_http_idv_limit_delay_handler(ngx_event_t *ev);
 static void ngx_http_idv_limit_delay_cleanup(void *data);
 static ngx_int_t ngx_http_idv_limit_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-
-static ngx_int_t ngx_http_idv_limit_level(ngx_http_idv_limit_node_t *lr,
-    ngx_uint_t rate, ngx_msec_t now, ngx_msec_int_t *msp);
-static ngx_http_idv_limit_node_t *ngx_http_idv_limit_lookup(
-    ngx_http_idv_limit_zone_t *zone, ngx_str_t *key, uint32_t hash);
-static ngx_http_idv_limit_node_t *ngx_http_idv_limit_create(
-    ngx_http_idv_limit_ctx_t *lctx, ngx_http_idv_limit_hit_t *hit,
-    ngx_msec_t now);
-static ngx_http_idv_limit_node_t *ngx_http_idv_limit_oldest(
-    ngx_http_idv_limit_ctx_t *lctx, ngx_http_idv_limit_zone_t *zone);
-static void ngx_http_idv_limit_free(ngx_http_idv_limit_zone_t *zone,
-    ngx_http_idv_limit_node_t *lr);
-static void ngx_http_idv_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_int_t ngx_http_idv_limit_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+static ngx_int_t ngx_http_idv_limit_backed_off(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx, ngx_http_idv_limit_ctx_t *lctx);
 
 static ngx_int_t ngx_http_idv_limit_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idv_limit_status_variable(ngx_http_request_t *r,
@@ -266,12 +243,25 @@ ngx_module_t  ngx_http_idv_limit_module = {
 };
 
 
-static ngx_http_variable_t  ngx_http_idv_limit_vars[] = {
+static ngx_str_t  ngx_http_idv_limit_status_name =
+    ngx_string("idv_limit_status");
 
-    { ngx_string("idv_limit_status"), NULL,
-      ngx_http_idv_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-      ngx_http_null_variable
+static ngx_http_idv_limit_key_t  ngx_http_idv_limit_keys[] = {
+
+    { NGX_HTTP_IDV_LIMIT_TENANT, ngx_string("tenant"),
+      "Too many requests for this tenant; retry after the seconds in "
+      "Retry-After" },
+
+    { NGX_HTTP_IDV_LIMIT_PRODUCT, ngx_string("product"),
+      "Too many requests for this product across all tenants; retry after "
+      "the seconds in Retry-After" },
+
+    { NGX_HTTP_IDV_LIMIT_ACCOUNT, ngx_string("account"),
+      "Too many requests for the account; retry after the seconds in "
+      "Retry-After" },
+
+    { 0, ngx_null_string, NULL }
 };
 
 
@@ -284,15 +274,17 @@ static ngx_str_t  ngx_http_idv_limit_status[] = {
 };
 
 
-/* the stage hook: NGX_OK to go on, NGX_AGAIN while delayed, or a 429 */
+/*
+ * CHARGE: one atomic batch checks and charges every bucket of the
+ * request; NGX_OK to go on, NGX_AGAIN while the batch runs or the
+ * request is delayed, or an answer (429, 503)
+ */
 
 static ngx_int_t
 ngx_http_idv_limit_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     ngx_int_t                       rc;
-    ngx_uint_t                      i, npools, reject;
-    ngx_msec_t                      now;
-    ngx_slab_pool_t                *pools[NGX_HTTP_IDV_LIMIT_MAX_RULES];
+    ngx_uint_t                      i, n;
     ngx_http_idv_limit_hit_t       *hit;
     ngx_http_idv_limit_ctx_t       *lctx;
     ngx_http_idv_limit_rule_t      *rules;
@@ -301,81 +293,105 @@ ngx_http_idv_limit_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     lctx = ngx_http_get_module_ctx(r, ngx_http_idv_limit_module);
 
     if (lctx) {
+        if (lctx->batch.pending) {
+            return NGX_AGAIN;
+        }
+
+        if (lctx->step == NGX_HTTP_IDV_LIMIT_CHARGE) {
+            return ngx_http_idv_limit_found(r, ctx, lctx);
+        }
+
         /* woken up when the delay is over */
         return lctx->delay.timer_set ? NGX_AGAIN : NGX_OK;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_limit_module);
 
-    if (lcf->rules.nelts == 0) {
+    n = lcf->rules.nelts;
+
+    if (n == 0) {
         return NGX_DECLINED;
     }
 
     lctx = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_limit_ctx_t)
-                                + lcf->rules.nelts
-                                  * sizeof(ngx_http_idv_limit_hit_t));
+                                + n * sizeof(ngx_http_idv_limit_hit_t)
+                                + n * sizeof(ngx_http_idv_store_op_t));
     if (lctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     lctx->hits = (ngx_http_idv_limit_hit_t *) &lctx[1];
+    lctx->ops = (ngx_http_idv_store_op_t *) &lctx->hits[n];
+    lctx->step = NGX_HTTP_IDV_LIMIT_CHARGED;
+
     ngx_http_set_ctx(r, lctx, ngx_http_idv_limit_module);
+
+    /* the rules that apply from the front, those with a bad rate from
+       the back, then moved to follow them */
 
     rules = lcf->rules.elts;
 
-    for (i = 0; i < lcf->rules.nelts; i++) {
+    for (i = 0; i < n; i++) {
         hit = &lctx->hits[lctx->nhits];
 
         rc = ngx_http_idv_limit_prepare(r, ctx, &rules[i], hit);
 
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
         if (rc == NGX_OK) {
             lctx->nhits++;
+
+        } else if (rc == NGX_ABORT) {
+            lctx->hits[n - 1 - lctx->ninvalid++] = *hit;
+
+        } else if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
-    if (lctx->nhits == 0) {
+    if (lctx->nhits + lctx->ninvalid == 0) {
         return NGX_DECLINED;
     }
 
-    npools = ngx_http_idv_limit_lock(lctx, pools);
+    ngx_memmove(&lctx->hits[lctx->nhits], &lctx->hits[n - lctx->ninvalid],
+                lctx->ninvalid * sizeof(ngx_http_idv_limit_hit_t));
 
-    now = ngx_current_msec;
-
-    reject = ngx_http_idv_limit_check(lctx, now);
-
-    if (!reject) {
-        ngx_http_idv_limit_account(lctx, now);
+    for (i = 0; i < lctx->nhits; i++) {
+        ngx_http_idv_limit_bucket(&lctx->ops[i], &lctx->hits[i],
+                                  NGX_HTTP_IDV_LIMIT_COST, 0);
     }
 
-    ngx_http_idv_limit_unlock(pools, npools);
+    /* a zone's invalid rates are counted, so that one line a minute
+       tells of them whichever worker sees them */
 
-    return ngx_http_idv_limit_decide(r, ctx, lcf, lctx, reject);
+    for ( /* void */ ; i < lctx->nhits + lctx->ninvalid; i++) {
+        hit = &lctx->hits[i];
+
+        lctx->ops[i].store = hit->rule->store;
+        lctx->ops[i].op = NGX_HTTP_IDV_STORE_INCR;
+        lctx->ops[i].key = hit->key;
+        lctx->ops[i].delta = 1;
+        lctx->ops[i].ttl = NGX_HTTP_IDV_LIMIT_LOG_EVERY;
+    }
+
+    return ngx_http_idv_limit_run(r, ctx, lctx, i, NGX_HTTP_IDV_LIMIT_CHARGE);
 }
 
 
 /*
  * The rate and key of one rule for this request.  NGX_DECLINED: the rule
- * does not apply (an empty variable rate exempts; an invalid one is
- * logged and exempts too, so that a typo in a map does not lock a tenant
- * out).
+ * does not apply (an empty variable rate exempts); NGX_ABORT: an invalid
+ * variable rate, which exempts too, so that a typo in a map does not lock
+ * a tenant out, and is logged.
  */
 
 static ngx_int_t
 ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_http_idv_limit_rule_t *rule, ngx_http_idv_limit_hit_t *hit)
 {
-    u_char                      *p;
-    size_t                       len;
-    ngx_str_t                    value, *name;
-    ngx_atomic_uint_t            last;
-    ngx_http_idv_limit_shctx_t  *sh;
+    u_char     *p, kind;
+    size_t      len;
+    ngx_str_t   value, *name;
 
     hit->rule = rule;
-    hit->zone = rule->shm_zone->data;
     hit->rate = rule->rate;
 
     if (rule->rate_value) {
@@ -390,55 +406,30 @@ ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         hit->rate = ngx_http_idv_limit_parse_rate(value.data, value.len);
 
         if (hit->rate == 0) {
-            sh = hit->zone->sh;
-            last = sh->invalid_logged;
-
-            if ((ngx_atomic_uint_t) ngx_time() - last
-                >= NGX_HTTP_IDV_LIMIT_LOG_EVERY
-                && ngx_atomic_cmp_set(&sh->invalid_logged, last,
-                                      (ngx_atomic_uint_t) ngx_time()))
-            {
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                              "idv_limit: invalid rate \"%V\" from \"%V\" "
-                              "for zone \"%V\", the rule is not applied "
-                              "(logged once a minute)",
-                              &value, &rule->rate_value->value,
-                              &rule->shm_zone->shm.name);
-            }
-
-            return NGX_DECLINED;
+            hit->invalid = value;
+            ngx_str_set(&hit->key, NGX_HTTP_IDV_LIMIT_INVALID);
+            return NGX_ABORT;
         }
     }
 
     /*
      * key: kind, then for tenant and product buckets the product code
      * (or, for actions without one such as CheckResult, the action's
-     * name) with its length in front, then the tenant
+     * name) with its length in front (two bytes, plenty for a product
+     * code or an action's name), then the tenant
      */
 
+    kind = rule->key->kind;
     name = ngx_http_idv_limit_product(ctx);
 
-    switch (rule->key) {
+    len = 1;
 
-    case NGX_HTTP_IDV_LIMIT_ACCOUNT:
-        len = 1;
-        break;
-
-    case NGX_HTTP_IDV_LIMIT_PRODUCT:
-        len = 4 + name->len;
-        break;
-
-    default: /* NGX_HTTP_IDV_LIMIT_TENANT */
-        len = 4 + name->len + ctx->tenant.len;
-        break;
+    if (kind != NGX_HTTP_IDV_LIMIT_ACCOUNT) {
+        len += 3 + name->len;
     }
 
-    if (len > 65535) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "idv_limit: the key for zone \"%V\" is longer than "
-                      "65535 bytes, the rule is not applied",
-                      &rule->shm_zone->shm.name);
-        return NGX_DECLINED;
+    if (kind == NGX_HTTP_IDV_LIMIT_TENANT) {
+        len += ctx->tenant.len;
     }
 
     p = ngx_pnalloc(r->pool, len);
@@ -449,20 +440,18 @@ ngx_http_idv_limit_prepare(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     hit->key.data = p;
     hit->key.len = len;
 
-    *p++ = (u_char) rule->key;
+    *p++ = kind;
 
-    if (rule->key != NGX_HTTP_IDV_LIMIT_ACCOUNT) {
+    if (kind != NGX_HTTP_IDV_LIMIT_ACCOUNT) {
         *p++ = (u_char) (ctx->req.product.len ? 'P' : 'A');
         *p++ = (u_char) (name->len >> 8);
         *p++ = (u_char) (name->len & 0xff);
-        p = ngx_cpymem(p, name->data, name->len);
+        p = ngx_http_idv_cpymem(p, name->data, name->len);
     }
 
-    if (rule->key == NGX_HTTP_IDV_LIMIT_TENANT) {
-        ngx_memcpy(p, ctx->tenant.data, ctx->tenant.len);
+    if (kind == NGX_HTTP_IDV_LIMIT_TENANT) {
+        (void) ngx_http_idv_cpymem(p, ctx->tenant.data, ctx->tenant.len);
     }
-
-    hit->hash = ngx_crc32_short(hit->key.data, hit->key.len);
 
     return NGX_OK;
 }
@@ -517,177 +506,122 @@ ngx_http_idv_limit_product(ngx_http_idv_ctx_t *ctx)
 }
 
 
-/*
- * Every zone of the request, each once, in address order: the same order
- * in every worker (zones are mapped before the fork), so no deadlock.
- */
-
-static ngx_uint_t
-ngx_http_idv_limit_lock(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_slab_pool_t **pools)
-{
-    ngx_uint_t        i, j, n;
-    ngx_slab_pool_t  *sp;
-
-    n = 0;
-
-    for (i = 0; i < lctx->nhits; i++) {
-        sp = lctx->hits[i].zone->shpool;
-
-        for (j = 0; j < n && (uintptr_t) pools[j] < (uintptr_t) sp; j++) {
-            /* void */
-        }
-
-        if (j < n && pools[j] == sp) {
-            continue;
-        }
-
-        ngx_memmove(&pools[j + 1], &pools[j],
-                    (n - j) * sizeof(ngx_slab_pool_t *));
-        pools[j] = sp;
-        n++;
-    }
-
-    for (i = 0; i < n; i++) {
-        ngx_shmtx_lock(&pools[i]->mutex);
-    }
-
-    return n;
-}
-
-
 static void
-ngx_http_idv_limit_unlock(ngx_slab_pool_t **pools, ngx_uint_t n)
+ngx_http_idv_limit_bucket(ngx_http_idv_store_op_t *op,
+    ngx_http_idv_limit_hit_t *hit, ngx_uint_t cost, ngx_uint_t fill)
 {
-    while (n--) {
-        ngx_shmtx_unlock(&pools[n]->mutex);
-    }
+    ngx_memzero(op, sizeof(ngx_http_idv_store_op_t));
+
+    op->store = hit->rule->store;
+    op->op = NGX_HTTP_IDV_STORE_BUCKET;
+    op->key = hit->key;
+    op->rate = hit->rate;
+    op->burst = hit->rule->burst + NGX_HTTP_IDV_LIMIT_COST;
+    op->cost = cost;
+    op->keep = 1;
+    op->fill = fill ? 1 : 0;
 }
 
 
 /*
- * Under the locks: what each bucket would hold with this request; true
- * if a rule refuses it.  Nothing is written but the LRU order.
+ * The charge (atomic: all buckets or none) or the back-off; what it found
+ * is acted on now, or once the batch completes and the pipeline runs the
+ * handler again.
  */
 
-static ngx_uint_t
-ngx_http_idv_limit_check(ngx_http_idv_limit_ctx_t *lctx, ngx_msec_t now)
+static ngx_int_t
+ngx_http_idv_limit_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_limit_ctx_t *lctx, ngx_uint_t nops, ngx_uint_t step)
 {
-    ngx_int_t                   excess;
-    ngx_uint_t                  i, reject;
-    ngx_http_idv_limit_hit_t   *hit;
-    ngx_http_idv_limit_node_t  *lr;
+    lctx->batch.ops = lctx->ops;
+    lctx->batch.nops = nops;
+    lctx->batch.atomic = (step == NGX_HTTP_IDV_LIMIT_CHARGE);
+    lctx->step = step;
+
+    if (ngx_http_idv_state_call(r, &lctx->batch) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_idv_limit_found(r, ctx, lctx);
+}
+
+
+static ngx_int_t
+ngx_http_idv_limit_found(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_limit_ctx_t *lctx)
+{
+    if (lctx->step == NGX_HTTP_IDV_LIMIT_CHARGE) {
+        lctx->step = NGX_HTTP_IDV_LIMIT_CHARGED;
+        return ngx_http_idv_limit_decide(r, ctx, lctx);
+    }
+
+    lctx->step = NGX_HTTP_IDV_LIMIT_DONE;
+
+    return ngx_http_idv_limit_backed_off(r, ctx, lctx);
+}
+
+
+/* what the batch found: the request passes, is delayed or refused */
+
+static ngx_int_t
+ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_limit_ctx_t *lctx)
+{
+    ngx_uint_t                      i, level, least, reject;
+    ngx_msec_t                      delay, d, wait, w;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_idv_store_op_t        *op;
+    ngx_http_idv_limit_hit_t       *hit, *shown, *delaying;
+    ngx_http_idv_limit_loc_conf_t  *lcf;
+
+    if (lctx->batch.rc != NGX_OK) {
+
+        if (lctx->nhits == 0) {
+            /* only the count of invalid rates was lost */
+            return NGX_DECLINED;
+        }
+
+        /* no bucket was charged: refused rather than unlimited */
+        return ngx_http_idv_state_error(r, ctx, lctx->hits[0].rule->store,
+                                        lctx->batch.rc);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_limit_module);
 
     reject = 0;
 
     for (i = 0; i < lctx->nhits; i++) {
         hit = &lctx->hits[i];
+        op = &lctx->ops[i];
 
-        lr = ngx_http_idv_limit_lookup(hit->zone, &hit->key, hit->hash);
+        hit->excess = (op->number > NGX_HTTP_IDV_LIMIT_COST)
+                      ? (ngx_uint_t) op->number - NGX_HTTP_IDV_LIMIT_COST
+                      : 0;
 
-        hit->node = lr;
-
-        if (lr == NULL) {
-            /* a new bucket starts empty, as in limit_req */
-            hit->excess = 0;
-            continue;
-        }
-
-        ngx_queue_remove(&lr->queue);
-        ngx_queue_insert_head(&hit->zone->sh->queue, &lr->queue);
-
-        excess = ngx_http_idv_limit_level(lr, hit->rate, now, &hit->ms)
-                 + 1000;
-
-        hit->excess = (excess > 0) ? (ngx_uint_t) excess : 0;
-
-        if (hit->excess > hit->rule->burst) {
+        if (op->rc != NGX_OK) {
             hit->reject = 1;
             reject = 1;
         }
     }
 
-    return reject;
-}
+    /* the request that started a zone's count of invalid rates tells */
 
-
-/* under the locks, when every rule lets the request pass: charge them */
-
-static void
-ngx_http_idv_limit_account(ngx_http_idv_limit_ctx_t *lctx, ngx_msec_t now)
-{
-    ngx_uint_t                  i;
-    ngx_http_idv_limit_hit_t   *hit;
-    ngx_http_idv_limit_node_t  *lr;
-
-    for (i = 0; i < lctx->nhits; i++) {
+    for ( /* void */ ; i < lctx->nhits + lctx->ninvalid; i++) {
         hit = &lctx->hits[i];
 
-        lr = hit->node;
-
-        if (lr == NULL) {
-            lr = ngx_http_idv_limit_create(lctx, hit, now);
-
-            if (lr == NULL) {
-                /* the zone is full: this rule lets the request through */
-                continue;
-            }
-
-            hit->node = lr;
-            lr->last = now;
-
-        } else if (hit->ms) {
-            lr->last = now;
+        if (reject || lctx->ops[i].number != 1) {
+            continue;
         }
 
-        lr->excess = hit->excess;
-        lr->rate = (uint32_t) hit->rate;
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idv_limit: invalid rate \"%V\" from \"%V\" for zone "
+                      "\"%V\", the rule is not applied (logged once a "
+                      "minute)", &hit->invalid, &hit->rule->rate_value->value,
+                      &hit->rule->zone);
     }
-}
 
-
-static ngx_int_t
-ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
-    ngx_http_idv_limit_loc_conf_t *lcf, ngx_http_idv_limit_ctx_t *lctx,
-    ngx_uint_t reject)
-{
-    size_t                     size;
-    const char                *message;
-    ngx_uint_t                 i, level, least;
-    ngx_msec_t                 delay, d, wait, w;
-    ngx_pool_cleanup_t        *cln;
-    ngx_http_idv_limit_hit_t  *hit, *shown, *delaying;
-
-    for (i = 0; i < lctx->nhits; i++) {
-        hit = &lctx->hits[i];
-
-        if (hit->evicted) {
-            /* what the slab allocator gives a bucket with this key */
-
-            for (size = 8;
-                 size < offsetof(ngx_rbtree_node_t, color)
-                        + offsetof(ngx_http_idv_limit_node_t, data)
-                        + hit->key.len;
-                 size <<= 1)
-            {
-                /* void */
-            }
-
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "idv_limit: zone \"%V\" is full, the least "
-                          "recently used buckets were evicted (%uz bytes "
-                          "a bucket): make the zone larger "
-                          "(logged once a minute)",
-                          &hit->rule->shm_zone->shm.name, size);
-        }
-
-        if (hit->nomem) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "idv_limit: zone \"%V\" is full and has no room "
-                          "for a new bucket, requests pass unlimited by it: "
-                          "make the zone larger (logged once a minute)",
-                          &hit->rule->shm_zone->shm.name);
-        }
+    if (lctx->nhits == 0) {
+        return NGX_DECLINED;
     }
 
     if (reject) {
@@ -739,26 +673,9 @@ ngx_http_idv_limit_decide(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        switch (shown->rule->key) {
-
-        case NGX_HTTP_IDV_LIMIT_ACCOUNT:
-            message = "Too many requests for the account; retry after the "
-                      "seconds in Retry-After";
-            break;
-
-        case NGX_HTTP_IDV_LIMIT_PRODUCT:
-            message = "Too many requests for this product across all "
-                      "tenants; retry after the seconds in Retry-After";
-            break;
-
-        default: /* NGX_HTTP_IDV_LIMIT_TENANT */
-            message = "Too many requests for this tenant; retry after the "
-                      "seconds in Retry-After";
-            break;
-        }
-
         return ngx_http_idv_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                                  "Gateway.Throttled", message);
+                                  "Gateway.Throttled",
+                                  shown->rule->key->message);
     }
 
     /*
@@ -899,32 +816,12 @@ static void
 ngx_http_idv_limit_log(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t level, const char *what, ngx_http_idv_limit_hit_t *hit)
 {
-    ngx_str_t   *product;
-    const char  *key;
-
-    product = ngx_http_idv_limit_product(ctx);
-
-    switch (hit->rule->key) {
-
-    case NGX_HTTP_IDV_LIMIT_ACCOUNT:
-        key = "account";
-        break;
-
-    case NGX_HTTP_IDV_LIMIT_PRODUCT:
-        key = "product";
-        break;
-
-    default: /* NGX_HTTP_IDV_LIMIT_TENANT */
-        key = "tenant";
-        break;
-    }
-
     ngx_log_error(level, r->connection->log, 0,
                   "idv_limit: %s, excess: %ui.%03ui by zone \"%V\", "
-                  "key=%s, tenant \"%V\", product \"%V\"",
+                  "key=%V, tenant \"%V\", product \"%V\"",
                   what, hit->excess / 1000, hit->excess % 1000,
-                  &hit->rule->shm_zone->shm.name, key, &ctx->tenant,
-                  product);
+                  &hit->rule->zone, &hit->rule->key->name, &ctx->tenant,
+                  ngx_http_idv_limit_product(ctx));
 }
 
 
@@ -947,28 +844,36 @@ ngx_http_idv_limit_delay_cleanup(void *data)
 
 
 /*
- * The upstream said Throttling: the account's quota is spent whatever
- * the gateway counted (other gateways, the console, a lowered quota).
- * Every key=product and key=account bucket the request went through is
- * filled so that it admits nothing for one second (or for one request's
- * worth of its rate, if that is longer), then resumes at its rate.
+ * ANSWER: when the upstream said Throttling, the account's quota is spent
+ * whatever the gateway counted (other gateways, the console, a lowered
+ * quota).  Every key=product and key=account bucket the request went
+ * through is filled so that it admits nothing for one second (or for one
+ * request's worth of its rate, if that is longer), then resumes at its
+ * rate.
  */
 
 static ngx_int_t
 ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    ngx_int_t                       level;
-    ngx_uint_t                      i, full;
-    ngx_msec_t                      now;
-    ngx_msec_int_t                  ms;
-    ngx_http_idv_limit_hit_t       *hit;
-    ngx_http_idv_limit_ctx_t       *lctx;
-    ngx_http_idv_limit_node_t      *lr;
-    ngx_http_idv_limit_loc_conf_t  *lcf;
+    ngx_uint_t                 i, n;
+    ngx_http_idv_limit_hit_t  *hit;
+    ngx_http_idv_limit_ctx_t  *lctx;
 
     lctx = ngx_http_get_module_ctx(r, ngx_http_idv_limit_module);
 
-    if (lctx == NULL || lctx->nhits == 0 || !ctx->answer.upstream
+    if (lctx == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (lctx->batch.pending) {
+        return NGX_AGAIN;
+    }
+
+    if (lctx->step == NGX_HTTP_IDV_LIMIT_FILL) {
+        return ngx_http_idv_limit_found(r, ctx, lctx);
+    }
+
+    if (lctx->step != NGX_HTTP_IDV_LIMIT_CHARGED || !ctx->answer.upstream
         || ctx->code.len < 10
         || ngx_strlcasestrn(ctx->code.data, ctx->code.data + ctx->code.len,
                             (u_char *) "Throttling", 10 - 1)
@@ -977,42 +882,61 @@ ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_limit_module);
+    lctx->step = NGX_HTTP_IDV_LIMIT_DONE;
+
+    n = 0;
 
     for (i = 0; i < lctx->nhits; i++) {
         hit = &lctx->hits[i];
 
-        if (hit->rule->key == NGX_HTTP_IDV_LIMIT_TENANT) {
+        if (hit->rule->key->kind == NGX_HTTP_IDV_LIMIT_TENANT) {
             continue;
         }
 
         /* burst, plus a second of the rate less the request it admits */
 
-        full = hit->rule->burst + ngx_max(hit->rate / 60, 1000) - 1000;
+        hit->excess = hit->rule->burst + ngx_max(hit->rate / 60, 1000)
+                      - 1000;
 
-        ngx_shmtx_lock(&hit->zone->shpool->mutex);
+        ngx_http_idv_limit_bucket(&lctx->ops[n++], hit,
+                                  hit->excess + NGX_HTTP_IDV_LIMIT_COST, 1);
+    }
 
-        now = ngx_current_msec;
+    if (n == 0) {
+        return NGX_DECLINED;
+    }
 
-        lr = ngx_http_idv_limit_lookup(hit->zone, &hit->key, hit->hash);
+    return ngx_http_idv_limit_run(r, ctx, lctx, n, NGX_HTTP_IDV_LIMIT_FILL);
+}
 
-        if (lr) {
-            level = ngx_http_idv_limit_level(lr, hit->rate, now, &ms);
 
-            if (level < (ngx_int_t) full) {
-                lr->excess = full;
-                lr->last = now;
-                lr->rate = (uint32_t) hit->rate;
-            }
+static ngx_int_t
+ngx_http_idv_limit_backed_off(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
+    ngx_http_idv_limit_ctx_t *lctx)
+{
+    ngx_uint_t                      i;
+    ngx_http_idv_limit_hit_t       *hit;
+    ngx_http_idv_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_limit_module);
+
+    for (i = 0; i < lctx->nhits; i++) {
+        hit = &lctx->hits[i];
+
+        if (hit->rule->key->kind == NGX_HTTP_IDV_LIMIT_TENANT) {
+            continue;
         }
 
-        ngx_shmtx_unlock(&hit->zone->shpool->mutex);
-
-        if (lr) {
-            hit->excess = full;
-
+        if (lctx->batch.rc == NGX_OK) {
             ngx_http_idv_limit_log(r, ctx, lcf->log_level,
                                    "upstream throttling, backing off", hit);
+
+        } else {
+            /* the answer is the upstream's already: only the log says */
+            ngx_http_idv_limit_log(r, ctx, NGX_LOG_ERR,
+                                   "upstream throttling, the back-off is "
+                                   "lost (the zone is full or unavailable)",
+                                   hit);
         }
     }
 
@@ -1020,383 +944,18 @@ ngx_http_idv_limit_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 }
 
 
-/*
- * What the bucket holds now, in milli-requests: its excess less what
- * leaked at this rate since its last update (negative once it has been
- * idle for longer than it needed to drain).
- */
-
-static ngx_int_t
-ngx_http_idv_limit_level(ngx_http_idv_limit_node_t *lr, ngx_uint_t rate,
-    ngx_msec_t now, ngx_msec_int_t *msp)
-{
-    ngx_msec_int_t  ms;
-
-    ms = (ngx_msec_int_t) (now - lr->last);
-
-    if (ms < -60000) {
-        /* the clock went far back: count it as a fresh millisecond */
-        ms = 1;
-
-    } else if (ms < 0) {
-        ms = 0;
-    }
-
-    *msp = ms;
-
-    /* an hour drains any bucket: keeps rate * ms far from overflowing */
-
-    if (ms > 3600000) {
-        ms = 3600000;
-    }
-
-    return (ngx_int_t) lr->excess - (ngx_int_t) (rate * ms / 60000);
-}
-
-
-static ngx_http_idv_limit_node_t *
-ngx_http_idv_limit_lookup(ngx_http_idv_limit_zone_t *zone, ngx_str_t *key,
-    uint32_t hash)
-{
-    ngx_int_t                   rc;
-    ngx_rbtree_node_t          *node, *sentinel;
-    ngx_http_idv_limit_node_t  *lr;
-
-    node = zone->sh->rbtree.root;
-    sentinel = zone->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        lr = (ngx_http_idv_limit_node_t *) &node->color;
-
-        rc = ngx_memn2cmp(key->data, lr->data, key->len, (size_t) lr->len);
-
-        if (rc == 0) {
-            return lr;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-/*
- * A new bucket.  Up to two drained buckets at the LRU tail are reclaimed
- * first; if the zone is still full, the least recently used buckets are
- * evicted, except those this request holds.
- */
-
-static ngx_http_idv_limit_node_t *
-ngx_http_idv_limit_create(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_http_idv_limit_hit_t *hit, ngx_msec_t now)
-{
-    size_t                       size;
-    ngx_int_t                    level;
-    ngx_uint_t                   n, evicted;
-    ngx_msec_int_t               ms;
-    ngx_rbtree_node_t           *node;
-    ngx_http_idv_limit_zone_t   *zone;
-    ngx_http_idv_limit_node_t   *lr;
-    ngx_http_idv_limit_shctx_t  *sh;
-
-    zone = hit->zone;
-    sh = zone->sh;
-
-    for (n = 0; n < 2; n++) {
-        lr = ngx_http_idv_limit_oldest(lctx, zone);
-
-        if (lr == NULL) {
-            break;
-        }
-
-        /* drained: a request would find it as good as new */
-
-        level = ngx_http_idv_limit_level(lr, lr->rate, now, &ms);
-
-        if (level + 1000 > 0) {
-            break;
-        }
-
-        ngx_http_idv_limit_free(zone, lr);
-    }
-
-    size = offsetof(ngx_rbtree_node_t, color)
-           + offsetof(ngx_http_idv_limit_node_t, data)
-           + hit->key.len;
-
-    node = ngx_slab_alloc_locked(zone->shpool, size);
-
-    evicted = 0;
-
-    while (node == NULL && evicted < NGX_HTTP_IDV_LIMIT_EVICT) {
-        lr = ngx_http_idv_limit_oldest(lctx, zone);
-
-        if (lr == NULL) {
-            break;
-        }
-
-        ngx_http_idv_limit_free(zone, lr);
-        evicted++;
-
-        node = ngx_slab_alloc_locked(zone->shpool, size);
-    }
-
-    if (evicted && ngx_time() - sh->evict_logged
-                   >= NGX_HTTP_IDV_LIMIT_LOG_EVERY)
-    {
-        sh->evict_logged = ngx_time();
-        hit->evicted = 1;
-    }
-
-    if (node == NULL) {
-        if (ngx_time() - sh->nomem_logged >= NGX_HTTP_IDV_LIMIT_LOG_EVERY) {
-            sh->nomem_logged = ngx_time();
-            hit->nomem = 1;
-        }
-
-        return NULL;
-    }
-
-    node->key = hit->hash;
-
-    lr = (ngx_http_idv_limit_node_t *) &node->color;
-
-    lr->len = (u_short) hit->key.len;
-    lr->excess = 0;
-    lr->last = now;
-    lr->rate = (uint32_t) hit->rate;
-
-    ngx_memcpy(lr->data, hit->key.data, hit->key.len);
-
-    ngx_rbtree_insert(&sh->rbtree, node);
-    ngx_queue_insert_head(&sh->queue, &lr->queue);
-
-    return lr;
-}
-
-
-/* the least recently used bucket of the zone that the request does not
-   hold itself */
-
-static ngx_http_idv_limit_node_t *
-ngx_http_idv_limit_oldest(ngx_http_idv_limit_ctx_t *lctx,
-    ngx_http_idv_limit_zone_t *zone)
-{
-    ngx_uint_t                  i;
-    ngx_queue_t                *q;
-    ngx_http_idv_limit_node_t  *lr;
-
-    for (q = ngx_queue_last(&zone->sh->queue);
-         q != ngx_queue_sentinel(&zone->sh->queue);
-         q = ngx_queue_prev(q))
-    {
-        lr = ngx_queue_data(q, ngx_http_idv_limit_node_t, queue);
-
-        for (i = 0; i < lctx->nhits; i++) {
-            if (lctx->hits[i].node == lr) {
-                break;
-            }
-        }
-
-        if (i == lctx->nhits) {
-            return lr;
-        }
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_idv_limit_free(ngx_http_idv_limit_zone_t *zone,
-    ngx_http_idv_limit_node_t *lr)
-{
-    ngx_rbtree_node_t  *node;
-
-    ngx_queue_remove(&lr->queue);
-
-    node = (ngx_rbtree_node_t *)
-               ((u_char *) lr - offsetof(ngx_rbtree_node_t, color));
-
-    ngx_rbtree_delete(&zone->sh->rbtree, node);
-
-    ngx_slab_free_locked(zone->shpool, node);
-}
-
-
-/* equal hashes are ordered by key, the way the lookup walks them */
-
-static void
-ngx_http_idv_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t          **p;
-    ngx_http_idv_limit_node_t   *lr, *lrt;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            lr = (ngx_http_idv_limit_node_t *) &node->color;
-            lrt = (ngx_http_idv_limit_node_t *) &temp->color;
-
-            p = (ngx_memn2cmp(lr->data, lrt->data, lr->len, lrt->len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
-/*
- * A zone of the same name and size is reused on reload with its buckets.
- * nginx would silently start a new, empty zone for a new size: the
- * counters would be lost behind the operator's back, so that is refused.
- */
-
-static ngx_int_t
-ngx_http_idv_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_idv_limit_zone_t *ozone = data;
-
-    size_t                      len;
-    ngx_uint_t                  i;
-    ngx_cycle_t                *old;
-    ngx_shm_zone_t             *oshm;
-    ngx_list_part_t            *part;
-    ngx_http_idv_limit_zone_t  *zone;
-
-    zone = shm_zone->data;
-
-    if (ozone) {
-        zone->sh = ozone->sh;
-        zone->shpool = ozone->shpool;
-
-        return NGX_OK;
-    }
-
-    old = zone->cycle->old_cycle;
-
-    if (old && old->shared_memory.part.elts) {
-        part = &old->shared_memory.part;
-        oshm = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                oshm = part->elts;
-                i = 0;
-            }
-
-            if (oshm[i].tag != shm_zone->tag
-                || oshm[i].shm.name.len != shm_zone->shm.name.len
-                || ngx_strncmp(oshm[i].shm.name.data, shm_zone->shm.name.data,
-                               shm_zone->shm.name.len)
-                   != 0)
-            {
-                continue;
-            }
-
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "idv_limit_zone \"%V\" cannot change its size "
-                          "from %uz to %uz bytes on reload: keep the old "
-                          "size, or restart nginx to resize it (its "
-                          "counters then start afresh)",
-                          &shm_zone->shm.name, oshm[i].shm.size,
-                          shm_zone->shm.size);
-
-            return NGX_ERROR;
-        }
-    }
-
-    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        zone->sh = zone->shpool->data;
-
-        return NGX_OK;
-    }
-
-    zone->sh = ngx_slab_alloc(zone->shpool,
-                              sizeof(ngx_http_idv_limit_shctx_t));
-    if (zone->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->shpool->data = zone->sh;
-
-    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
-                    ngx_http_idv_limit_rbtree_insert_value);
-
-    ngx_queue_init(&zone->sh->queue);
-
-    zone->sh->evict_logged = 0;
-    zone->sh->nomem_logged = 0;
-    zone->sh->invalid_logged = 0;
-
-    len = sizeof(" in idv_limit_zone \"\"") + shm_zone->shm.name.len;
-
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
-    if (zone->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(zone->shpool->log_ctx, " in idv_limit_zone \"%V\"%Z",
-                &shm_zone->shm.name);
-
-    /* a full zone is expected and handled: the slab allocator is quiet */
-    zone->shpool->log_nomem = 0;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, shm_zone->shm.log, 0,
-                   "idv_limit_zone \"%V\": %uz bytes, a bucket takes %uz "
-                   "bytes plus its key",
-                   &shm_zone->shm.name, shm_zone->shm.size,
-                   offsetof(ngx_rbtree_node_t, color)
-                   + offsetof(ngx_http_idv_limit_node_t, data));
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_idv_limit_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
+    ngx_http_variable_t  *var;
 
-    for (v = ngx_http_idv_limit_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
+    var = ngx_http_add_variable(cf, &ngx_http_idv_limit_status_name,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
     }
+
+    var->get_handler = ngx_http_idv_limit_status_variable;
 
     return NGX_OK;
 }
@@ -1480,17 +1039,25 @@ ngx_http_idv_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->rules = prev->rules;
     }
 
+    /* a name is resolved once the http block has declared every zone */
+
     rules = conf->rules.elts;
 
     for (i = 0; i < conf->rules.nelts; i++) {
-        if (rules[i].shm_zone->data == NULL) {
+        if (rules[i].store) {
+            continue;
+        }
+
+        rules[i].store = ngx_http_idv_store_find(cf, &rules[i].zone,
+                                                 &ngx_http_idv_limit_module);
+
+        if (rules[i].store == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"idv_limit\" uses the zone \"%V\", which "
                                "is not declared: add "
                                "\"idv_limit_zone zone=%V:1m;\" to the "
                                "http block",
-                               &rules[i].shm_zone->shm.name,
-                               &rules[i].shm_zone->shm.name);
+                               &rules[i].zone, &rules[i].zone);
             return NGX_CONF_ERROR;
         }
     }
@@ -1503,81 +1070,35 @@ ngx_http_idv_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* idv_limit_zone zone=NAME:SIZE; */
+/* idv_limit_zone zone=NAME:SIZE; the store keeps it across reloads */
 
 static char *
 ngx_http_idv_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    u_char                     *p;
-    ssize_t                     size;
-    ngx_str_t                  *value, name, s;
-    ngx_shm_zone_t             *shm_zone;
-    ngx_http_idv_limit_zone_t  *zone;
+    ngx_int_t                   rc;
+    ngx_str_t                  *value;
+    ngx_http_idv_store_conf_t   sc;
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "zone=", 5) != 0) {
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
+
+    rc = ngx_http_idv_store_param(cf, &sc, &value[1]);
+
+    if (rc == NGX_DECLINED) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" in \"idv_limit_zone\", "
                            "expected \"zone=NAME:SIZE\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    name.data = value[1].data + 5;
-
-    p = (u_char *) ngx_strchr(name.data, ':');
-
-    if (p == NULL || p == name.data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone \"%V\" in \"idv_limit_zone\", "
-                           "expected \"zone=NAME:SIZE\" such as "
-                           "\"zone=tenants:1m\"", &value[1]);
+    if (rc != NGX_OK
+        || ngx_http_idv_store_add(cf, &sc, "limit",
+                                  &ngx_http_idv_limit_module)
+           == NULL)
+    {
         return NGX_CONF_ERROR;
     }
-
-    name.len = p - name.data;
-
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-
-    if (size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\" in \"idv_limit_zone\"",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (size < (ssize_t) (8 * ngx_pagesize)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" of \"idv_limit_zone\" is too small, "
-                           "the minimum is %uzk",
-                           &value[1], 8 * ngx_pagesize / 1024);
-        return NGX_CONF_ERROR;
-    }
-
-    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_limit_zone_t));
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone->cycle = cf->cycle;
-
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_idv_limit_module);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "idv_limit_zone \"%V\" is declared twice", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    shm_zone->init = ngx_http_idv_limit_init_zone;
-    shm_zone->data = zone;
 
     return NGX_CONF_OK;
 }
@@ -1595,21 +1116,21 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p;
     ngx_int_t                          burst;
-    ngx_str_t                         *value, s;
-    ngx_uint_t                         i, key, rate, nodelay;
-    ngx_shm_zone_t                    *shm_zone;
+    ngx_str_t                         *value, s, zone;
+    ngx_uint_t                         i, rate, nodelay;
     ngx_http_complex_value_t          *cv;
+    ngx_http_idv_limit_key_t          *key;
     ngx_http_idv_limit_rule_t         *rule, *rules;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
 
-    shm_zone = NULL;
+    ngx_str_null(&zone);
     rate = 0;
     cv = NULL;
     burst = 0;
     nodelay = 0;
-    key = NGX_HTTP_IDV_LIMIT_TENANT;
+    key = &ngx_http_idv_limit_keys[0];
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -1625,12 +1146,8 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            shm_zone = ngx_shared_memory_add(cf, &s, 0,
-                                             &ngx_http_idv_limit_module);
-            if (shm_zone == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
+            /* resolved at merge time, when every zone is declared */
+            zone = s;
             continue;
         }
 
@@ -1698,16 +1215,13 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
 
-            if (ngx_strcmp(value[i].data + 4, "tenant") == 0) {
-                key = NGX_HTTP_IDV_LIMIT_TENANT;
+            for (key = ngx_http_idv_limit_keys; key->kind; key++) {
+                if (ngx_strcmp(value[i].data + 4, key->name.data) == 0) {
+                    break;
+                }
+            }
 
-            } else if (ngx_strcmp(value[i].data + 4, "product") == 0) {
-                key = NGX_HTTP_IDV_LIMIT_PRODUCT;
-
-            } else if (ngx_strcmp(value[i].data + 4, "account") == 0) {
-                key = NGX_HTTP_IDV_LIMIT_ACCOUNT;
-
-            } else {
+            if (key->kind == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid key \"%V\" in \"idv_limit\": "
                                    "use \"key=tenant\", \"key=product\" or "
@@ -1724,7 +1238,7 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (shm_zone == NULL) {
+    if (zone.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"idv_limit\" needs \"zone=NAME\", a zone "
                            "declared with \"idv_limit_zone\"");
@@ -1750,11 +1264,14 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 0; i < lcf->rules.nelts; i++) {
-        if (rules[i].shm_zone == shm_zone && rules[i].key == key) {
+        if (rules[i].zone.len == zone.len
+            && ngx_strncmp(rules[i].zone.data, zone.data, zone.len) == 0
+            && rules[i].key == key)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"idv_limit\" with zone \"%V\" and the same "
                                "key is duplicate: use another zone or key",
-                               &shm_zone->shm.name);
+                               &zone);
             return NGX_CONF_ERROR;
         }
     }
@@ -1771,7 +1288,8 @@ ngx_http_idv_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    rule->shm_zone = shm_zone;
+    rule->zone = zone;
+    rule->store = NULL;
     rule->key = key;
     rule->rate = rate;
     rule->rate_value = cv;

@@ -1,9 +1,10 @@
-# Limits: leaky buckets in shared memory per tenant (idv_limit key=tenant)
-# and per product for the whole account (key=product).  Exact under
-# concurrency from several workers; a refused request gets 429
+# Limits: leaky buckets in the keyed store per tenant (idv_limit
+# key=tenant) and per product for the whole account (key=product).  Exact
+# under concurrency from several workers; a refused request gets 429
 # Gateway.Throttled with Retry-After and RateLimit-* headers and never
-# reaches the upstream; counters survive a reload; a full zone evicts and
-# never fails a request; upstream throttling makes the account back off.
+# reaches the upstream; counters survive a reload; a bucket is never
+# evicted, and a zone without room for a new one refuses the request (503
+# Gateway.StateFull); upstream throttling makes the account back off.
 
 use strict;
 use warnings;
@@ -81,6 +82,11 @@ my $SERVER = <<'END';
             idv_limit_dry_run on;
         }
 
+        location = /dry-check/result {
+            idv_action CheckResult;
+            idv_limit zone=tenants rate=1r/m burst=1 nodelay;
+        }
+
         location = /delay/result {
             idv_action CheckResult;
             idv_pass /_idv_fast;
@@ -141,7 +147,7 @@ END
         [ 'zone without size', 'idv_limit_zone zone=z;', '',
           qr/expected "zone=NAME:SIZE"/ ],
         [ 'zone twice', "idv_limit_zone zone=z:1m;\nidv_limit_zone zone=z:1m;",
-          '', qr/declared twice/ ],
+          '', qr/zone "z" is already declared \(as an idv limit zone\)/ ],
         [ 'zone in a server', '', 'idv_limit_zone zone=z:1m;',
           qr/"idv_limit_zone" directive is not allowed here/ ],
     );
@@ -425,6 +431,14 @@ sub offer {
               'dry run: $idv_limit_status tells what would have happened');
     like($t->error_log, qr/idv_limit: limiting requests, dry run, .*tenant "dry"/,
          'dry run: the would-be refusal is logged');
+
+    # the same bucket (zone, key, product) with room for one more: what
+    # the dry run would have refused was not counted
+
+    is($t->post('/dry-check/result', \%Q, 'X-Tenant' => 'dry')->{status},
+       200, 'dry run: requests it would have refused were not counted');
+    is($t->post('/dry-check/result', \%Q, 'X-Tenant' => 'dry')->{status},
+       429, 'dry run: ... what passed was');
 }
 
 
@@ -485,28 +499,47 @@ sub offer {
 }
 
 
-# --- a full zone evicts the oldest and never fails a request ---------------
+# --- a full zone refuses with 503 and never evicts a bucket ----------------
 
 {
-    my %bad;
-    for my $i (0 .. 1999) {
-        my $r = $t->post('/tiny/result', \%Q,
-                         'X-Tenant' => sprintf('many-%04d', $i));
-        $bad{$r->{status}}++ if $r->{status} != 200;
+    my $r = $t->post('/tiny/result', \%Q, 'X-Tenant' => 'many-0000');
+    is($r->{status}, 200, 'tiny zone: the first tenant passes');
+
+    # at 1r/m every bucket is kept for a minute, until it has drained:
+    # other tenants fill the zone until it has no room for a new one
+
+    my ($passed, $full) = (1, undef);
+
+    for my $i (1 .. 999) {
+        $r = $t->post('/tiny/result', \%Q,
+                      'X-Tenant' => sprintf('many-%04d', $i));
+        if ($r->{status} != 200) {
+            $full = $r;
+            last;
+        }
+        $passed++;
     }
 
-    is_deeply(\%bad, {}, 'tiny zone: 2000 tenants, no request failed');
+    ok($full, 'tiny zone: a new tenant is refused once the zone is full');
+    cmp_ok($passed, '>=', 50, 'tiny zone: 32k holds at least 50 buckets')
+        or diag "$passed passed";
+    is($full->{status}, 503, 'tiny zone: refused with 503');
+    is($full->{json}{Code}, 'Gateway.StateFull',
+       'tiny zone: Code Gateway.StateFull');
+    is($full->{headers}{'retry-after'}, 1, 'tiny zone: Retry-After: 1');
+    like($t->error_log, qr/\[error\] .*idv limit zone "tiny" is full: the entries it must keep leave no room/,
+         'tiny zone: an [error] names the zone');
+    is((lines_of(sprintf('many-%04d', $passed), 1))[0],
+       sprintf('many-%04d 503 -', $passed),
+       'tiny zone: $idv_limit_status is empty for the refused request');
 
-    my @evicted = $t->error_log
-                  =~ /idv_limit: zone "tiny" is full, the least recently used buckets were evicted \(128 bytes a bucket\)/g;
-    is(scalar @evicted, 1, 'tiny zone: one line about eviction');
-    unlike($t->error_log, qr/zone "tiny" is full and has no room/,
-           'tiny zone: eviction always made room');
-
-    is($t->post('/tiny/result', \%Q, 'X-Tenant' => 'many-1999')->{status},
-       429, 'tiny zone: recent tenants are still limited');
     is($t->post('/tiny/result', \%Q, 'X-Tenant' => 'many-0000')->{status},
-       200, 'tiny zone: the oldest were evicted and start afresh');
+       429, 'tiny zone: the first tenant is still limited (never evicted)');
+    is($t->post('/tiny/result', \%Q, 'X-Tenant' => 'many-0001')->{status},
+       429, 'tiny zone: and so is the second');
+    is($t->post('/tiny/result', \%Q, 'X-Tenant' => 'many-new')->{status},
+       503, 'tiny zone: a new tenant is still refused');
+    unlike($t->error_log, qr/evicted/, 'tiny zone: nothing was evicted');
 }
 
 
@@ -532,9 +565,9 @@ sub offer {
 
     ok(!$t->reload, 'resize: the reload is refused');
     like($t->error_log,
-         qr/\[emerg\] .*idv_limit_zone "kept" cannot change its size from 65536 to 131072 bytes on reload: keep the old size, or restart nginx/,
+         qr/\[emerg\] .*idv limit zone "kept" cannot change its size from 65536 to 131072 bytes on reload: its entries would be lost; keep the old size, or restart nginx/,
          'resize: a clear [emerg]');
-    $t->ignore_log(qr/idv_limit_zone "kept" cannot change its size/);
+    $t->ignore_log(qr/idv limit zone "kept" cannot change its size/);
 
     is($t->post('/kept/result', \%Q, 'X-Tenant' => 'k1')->{status}, 429,
        'resize: the running configuration and its counters stay');

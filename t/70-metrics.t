@@ -240,7 +240,9 @@ for my $phase ('before reload', 'after reload') {
            "$phase: $name of the callback zone");
         is(value($samples, $name, zone => 'idv_tx', kind => 'cache'), 0,
            "$phase: $name of the cache zone");
-        ok(!defined value($samples, $name, zone => 'idv_lim'),
+        is(value($samples, $name, zone => 'idv_lim', kind => 'limit'), 0,
+           "$phase: $name of the limit zone");
+        ok(!defined value($samples, $name, zone => 'idv_metrics'),
            "$phase: $name: not for a zone that is not a store");
     }
 
