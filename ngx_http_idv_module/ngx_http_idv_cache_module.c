@@ -1428,52 +1428,13 @@ ngx_http_idv_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_cache_main_conf_t *cmcf = conf;
 
-    ngx_int_t                    rc, t;
-    ngx_str_t                   *value, s;
+    ngx_str_t                   *value;
     ngx_uint_t                   i;
-    ngx_http_idv_store_conf_t    sc;
     ngx_http_idv_cache_zone_t   *zone, **zp;
 
     value = cf->args->elts;
 
-    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cache_zone_t));
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
-    zone->ttl = NGX_HTTP_IDV_CACHE_TTL;
-
     for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
-
-        if (rc == NGX_OK) {
-            continue;
-        }
-
-        if (rc == NGX_ERROR) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            t = ngx_parse_time(&s, 0);
-
-            if (t == NGX_ERROR || t < 1000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\", expected a time of at "
-                                   "least 1s", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            zone->ttl = (ngx_msec_t) t;
-            continue;
-        }
-
         if (ngx_strncmp(value[i].data, "ownership=", 10) == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"ownership=\" is gone from "
@@ -1482,15 +1443,18 @@ ngx_http_idv_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                "ttl=TIME\"");
             return NGX_CONF_ERROR;
         }
+    }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", expected "
-                           "\"zone=NAME:SIZE\" or \"ttl=TIME\"", &value[i]);
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_idv_cache_zone_t));
+    if (zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    zone->store = ngx_http_idv_store_add(cf, &sc, "cache",
-                                         &ngx_http_idv_cache_module);
+    zone->ttl = NGX_HTTP_IDV_CACHE_TTL;
+
+    zone->store = ngx_http_idv_store_zone(cf, "cache",
+                                          &ngx_http_idv_cache_module,
+                                          &zone->ttl);
     if (zone->store == NULL) {
         return NGX_CONF_ERROR;
     }

@@ -1116,51 +1116,22 @@ ngx_http_idv_cb_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_cb_main_conf_t *cmcf = conf;
 
-    ngx_int_t                   rc;
-    ngx_str_t                  *value, s;
-    ngx_uint_t                  i;
-    ngx_http_idv_store_conf_t   sc;
+    ngx_msec_t  ttl;
 
     if (cmcf->store) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
+    ttl = 7 * 86400 * 1000;
 
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
-    cmcf->ttl = 7 * 86400;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
-
-        if (rc == NGX_OK) {
-            continue;
-        }
-
-        if (rc == NGX_ERROR) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) != 0) {
-            return "takes \"zone=NAME:SIZE [ttl=TIME]\"";
-        }
-
-        s.data = value[i].data + 4;
-        s.len = value[i].len - 4;
-
-        cmcf->ttl = ngx_parse_time(&s, 1);
-
-        if (cmcf->ttl == (time_t) NGX_ERROR || cmcf->ttl == 0) {
-            return "has an invalid ttl";
-        }
-    }
-
-    cmcf->store = ngx_http_idv_store_add(cf, &sc, "callback",
-                                         &ngx_http_idv_callback_module);
+    cmcf->store = ngx_http_idv_store_zone(cf, "callback",
+                                          &ngx_http_idv_callback_module,
+                                          &ttl);
     if (cmcf->store == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    cmcf->ttl = (time_t) (ttl / 1000);
 
     return NGX_CONF_OK;
 }

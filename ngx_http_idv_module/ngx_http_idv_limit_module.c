@@ -1075,27 +1075,9 @@ ngx_http_idv_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static char *
 ngx_http_idv_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_int_t                   rc;
-    ngx_str_t                  *value;
-    ngx_http_idv_store_conf_t   sc;
-
-    value = cf->args->elts;
-
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
-
-    rc = ngx_http_idv_store_param(cf, &sc, &value[1]);
-
-    if (rc == NGX_DECLINED) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"idv_limit_zone\", "
-                           "expected \"zone=NAME:SIZE\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (rc != NGX_OK
-        || ngx_http_idv_store_add(cf, &sc, "limit",
-                                  &ngx_http_idv_limit_module)
-           == NULL)
+    if (ngx_http_idv_store_zone(cf, "limit", &ngx_http_idv_limit_module,
+                                NULL)
+        == NULL)
     {
         return NGX_CONF_ERROR;
     }

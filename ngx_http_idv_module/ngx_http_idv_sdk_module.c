@@ -916,30 +916,12 @@ ngx_http_idv_sdk_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_sdk_main_conf_t *smcf = conf;
 
-    ngx_int_t                   rc;
-    ngx_str_t                  *value;
-    ngx_http_idv_store_conf_t   sc;
-
     if (smcf->store) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
-
-    rc = ngx_http_idv_store_param(cf, &sc, &value[1]);
-
-    if (rc == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return "takes \"zone=NAME:SIZE\"";
-    }
-
-    smcf->store = ngx_http_idv_store_add(cf, &sc, "sdk_nonce",
-                                         &ngx_http_idv_sdk_module);
+    smcf->store = ngx_http_idv_store_zone(cf, "sdk_nonce",
+                                          &ngx_http_idv_sdk_module, NULL);
     if (smcf->store == NULL) {
         return NGX_CONF_ERROR;
     }

@@ -231,6 +231,61 @@ invalid:
 
 
 ngx_http_idv_store_t *
+ngx_http_idv_store_zone(ngx_conf_t *cf, const char *kind, void *tag,
+    ngx_msec_t *ttl)
+{
+    ngx_int_t                   rc, t;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_idv_store_conf_t   sc;
+
+    value = cf->args->elts;
+
+    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NULL;
+        }
+
+        if (ttl && value[i].len > 4
+            && ngx_strncmp(value[i].data, "ttl=", 4) == 0)
+        {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            t = ngx_parse_time(&s, 0);
+
+            if (t == NGX_ERROR || t < 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\", expected a time of at "
+                                   "least 1s", &value[i]);
+                return NULL;
+            }
+
+            *ttl = (ngx_msec_t) t;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\", expected "
+                           "\"zone=NAME:SIZE\"%s", &value[i], &value[0],
+                           ttl ? " or \"ttl=TIME\"" : "");
+        return NULL;
+    }
+
+    return ngx_http_idv_store_add(cf, &sc, kind, tag);
+}
+
+
+ngx_http_idv_store_t *
 ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
     const char *kind, void *tag)
 {

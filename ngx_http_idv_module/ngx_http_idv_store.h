@@ -203,6 +203,15 @@ ngx_http_idv_store_t *ngx_http_idv_store_add(ngx_conf_t *cf,
 ngx_int_t ngx_http_idv_store_same_size(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, const char *kind, void *tag);
 
+/*
+ * A zone directive as a whole: its parameters ("zone=NAME:SIZE", and
+ * "ttl=TIME", at least a second, where ttl is not NULL: it holds the
+ * default), then the store declared.  Every zone directive reads alike
+ * and says alike what is wrong.
+ */
+ngx_http_idv_store_t *ngx_http_idv_store_zone(ngx_conf_t *cf,
+    const char *kind, void *tag, ngx_msec_t *ttl);
+
 /* a store declared in this configuration, by name and declaring module */
 ngx_http_idv_store_t *ngx_http_idv_store_find(ngx_conf_t *cf,
     ngx_str_t *name, void *tag);

@@ -956,57 +956,15 @@ ngx_http_idv_tenancy_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_tenancy_main_conf_t *tmcf = conf;
 
-    ngx_int_t                   rc, t;
-    ngx_str_t                  *value, s;
-    ngx_uint_t                  i;
-    ngx_http_idv_store_conf_t   sc;
-
     if (tmcf->store) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
     tmcf->ttl = NGX_HTTP_IDV_TENANCY_TTL;
 
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_idv_store_param(cf, &sc, &value[i]);
-
-        if (rc == NGX_OK) {
-            continue;
-        }
-
-        if (rc == NGX_ERROR) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            t = ngx_parse_time(&s, 0);
-
-            if (t == NGX_ERROR || t < 1000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\", expected a time of at "
-                                   "least 1s", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            tmcf->ttl = (ngx_msec_t) t;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", expected "
-                           "\"zone=NAME:SIZE\" or \"ttl=TIME\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    tmcf->store = ngx_http_idv_store_add(cf, &sc, "tenancy",
-                                         &ngx_http_idv_tenancy_module);
+    tmcf->store = ngx_http_idv_store_zone(cf, "tenancy",
+                                          &ngx_http_idv_tenancy_module,
+                                          &tmcf->ttl);
     if (tmcf->store == NULL) {
         return NGX_CONF_ERROR;
     }
