@@ -5,7 +5,8 @@
 # Reads data/actions.json (the API metadata: parameter placement and type,
 # result fields) and data/ops-overlay.json (hand-written: required sets,
 # PII, image and URL checks, alternatives, billable, what the action does
-# to transactions, retry safety, product codes) next to this script and
+# to transactions, retry safety, product codes, the documented form of
+# values) next to this script and
 # prints ngx_http_idv_ops_table.c on stdout:
 #
 #     perl ngx_http_idv_module/gen_ops.pl \
@@ -43,10 +44,27 @@ my %TYPES = (
 );
 
 # output order of the flags of a parameter
-my @PFLAGS = qw(BODY PII IMAGE URL REQUIRED);
+my @PFLAGS = qw(BODY PII IMAGE URL HTTPS REQUIRED);
 
 # by_name and per-action flag lists of the overlay
-my %LISTS = (pii => 'PII', image => 'IMAGE', url => 'URL');
+my %LISTS = (pii => 'PII', image => 'IMAGE', url => 'URL', https => 'HTTPS');
+
+# the "chars" of a rule -> its character class
+my %CHARS = (
+    digit => { c => 'NGX_HTTP_IDV_C_DIGIT', re => qr/^[0-9]+$/ },
+    alnum => { c => 'NGX_HTTP_IDV_C_ALNUM', re => qr/^[A-Za-z0-9]+$/ },
+    word  => { c => 'NGX_HTTP_IDV_C_WORD',  re => qr/^[A-Za-z0-9_]+$/ },
+);
+
+# keys of a rule (besides "_" comments)
+my %RULEKEYS = map { $_ => 1 } qw(min max chars values source);
+
+# a documented value: printable ASCII that needs no escaping in C or in
+# a message, no space (the list separator)
+my $VALUE_RE = qr/^[A-Za-z0-9_.\-]+$/;
+
+# lengths fit the table's uint16_t
+my $LEN_MAX = 65535;
 
 # true/false keys of an action's overlay entry -> operation flags
 my @OPKEYS = (
@@ -192,6 +210,7 @@ sub apply_overlay {
             $p->{flags} = { BODY => $p->{body} };
             $p->{required_for} = undef;
             $p->{alternative} = undef;
+            $p->{rule} = undef;
         }
     }
 
@@ -272,7 +291,8 @@ sub apply_action {
     for my $k (sort keys %$entry) {
         next if $k =~ /^_/;
         die "$where: unknown key \"$k\"\n"
-            unless $k =~ /^(required|required_for|alternatives|products)$/
+            unless $k =~ /^(required|required_for|alternatives|products
+                           |rules)$/x
                    || exists $LISTS{$k} || exists $opkey{$k};
     }
 
@@ -409,6 +429,18 @@ sub apply_action {
         $params->{$y}{alternative} = $x;
     }
 
+    my $rules = $entry->{rules} // {};
+
+    die "$where.rules: not an object\n" unless ref $rules eq 'HASH';
+
+    for my $name (sort keys %$rules) {
+        next if $name =~ /^_/;
+
+        $exists->($name, 'rules');
+        $params->{$name}{rule} = check_rule("$where.rules.$name",
+                                            $rules->{$name});
+    }
+
     for my $name (sort keys %$params) {
         my $p = $params->{$name};
 
@@ -416,7 +448,96 @@ sub apply_action {
             if $p->{flags}{IMAGE} && $p->{type} ne 'string';
         die "$where.$name: both an image and a URL\n"
             if $p->{flags}{IMAGE} && $p->{flags}{URL};
+        die "$where.$name: https, but not a url\n"
+            if $p->{flags}{HTTPS} && !$p->{flags}{URL};
+        die "$where.$name: a rule for a parameter that is not a string\n"
+            if $p->{rule} && $p->{type} ne 'string';
+        die "$where.$name: a rule for an image or a URL (checked as such)\n"
+            if $p->{rule} && ($p->{flags}{IMAGE} || $p->{flags}{URL});
     }
+}
+
+
+# a rule of the overlay: the documented form of a parameter's value
+
+sub check_rule {
+    my ($where, $r) = @_;
+
+    die "$where: not an object\n" unless ref $r eq 'HASH';
+
+    for my $k (sort keys %$r) {
+        next if $k =~ /^_/;
+        die "$where: unknown key \"$k\"\n" unless $RULEKEYS{$k};
+    }
+
+    # every rule says which document it comes from: a string, or a list
+    # of strings (the lines of one)
+
+    my $src = $r->{source};
+
+    $src = join(' ', @$src)
+        if ref $src eq 'ARRAY' && @$src && !grep { !defined || ref } @$src;
+
+    die "$where: \"source\" must name the document\n"
+        unless defined $src && !ref $src && $src =~ /\S/;
+
+    my %rule = (min => 0, max => 0, chars => undef, values => undef);
+
+    for my $k (qw(min max)) {
+        next unless exists $r->{$k};
+
+        my $n = $r->{$k};
+
+        die "$where.$k: not an integer from 1 to $LEN_MAX\n"
+            if !defined $n || ref $n || $n !~ /^[1-9][0-9]*$/
+               || $n > $LEN_MAX;
+
+        $rule{$k} = $n + 0;
+    }
+
+    die "$where: min over max\n"
+        if $rule{min} && $rule{max} && $rule{min} > $rule{max};
+
+    if (exists $r->{chars}) {
+        my $c = $r->{chars};
+
+        die "$where.chars: one of " . join(', ', sort keys %CHARS) . "\n"
+            if !defined $c || ref $c || !exists $CHARS{$c};
+
+        $rule{chars} = $c;
+    }
+
+    if (exists $r->{values}) {
+        my $v = $r->{values};
+
+        die "$where.values: not a non-empty list\n"
+            unless ref $v eq 'ARRAY' && @$v;
+
+        my %dup;
+
+        for my $x (@$v) {
+            die "$where.values: a value must match $VALUE_RE\n"
+                if !defined $x || ref $x || $x !~ $VALUE_RE;
+            die "$where.values: \"$x\" listed twice\n" if $dup{$x}++;
+
+            # the set and the other limits must agree
+
+            die "$where.values: \"$x\" is shorter than min\n"
+                if $rule{min} && length($x) < $rule{min};
+            die "$where.values: \"$x\" is longer than max\n"
+                if $rule{max} && length($x) > $rule{max};
+            die "$where.values: \"$x\" is not $rule{chars}\n"
+                if defined $rule{chars} && $x !~ $CHARS{ $rule{chars} }{re};
+        }
+
+        $rule{values} = ' ' . join(' ', @$v) . ' ';
+    }
+
+    die "$where: none of min, max, chars, values\n"
+        unless $rule{min} || $rule{max} || defined $rule{chars}
+               || defined $rule{values};
+
+    return \%rule;
 }
 
 
@@ -519,7 +640,8 @@ sub generate {
  * of cloudauth-intl 2022-08-09: data/actions.json (placement and type)
  * merged with data/ops-overlay.json (required sets, PII, image and URL
  * checks, alternatives, billable, transactions, retry safety, product
- * codes).  Regenerate from the repository root:
+ * codes, documented forms of values).  Regenerate from the repository
+ * root:
  *
  *     perl ngx_http_idv_module/gen_ops.pl \
  *         > ngx_http_idv_module/ngx_http_idv_ops_table.c
@@ -541,6 +663,32 @@ EOT
         next unless @names;
 
         $out .= "\n/* $action */\n\n";
+
+        # the rules of the action's parameters, in the order of the rows
+
+        my @ruled = grep { $params->{$_}{rule} } @names;
+        my %ref;
+
+        if (@ruled) {
+            $out .= "static const ngx_http_idv_op_rule_t\n";
+            $out .= "    ngx_http_idv_rules_$action\[] = {\n";
+
+            for my $k (0 .. $#ruled) {
+                my $r = $params->{ $ruled[$k] }{rule};
+                my $ind = ' ' x 6;
+                my $chars = defined $r->{chars} ? $CHARS{ $r->{chars} }{c}
+                                                : 'NGX_HTTP_IDV_C_ANY';
+
+                $out .= "\n    /* $ruled[$k] */\n";
+                $out .= "    { $r->{min}, $r->{max}, $chars,\n";
+                $out .= $ind . c_string($r->{values}, $ind, ' },') . "\n";
+
+                $ref{ $ruled[$k] } = "&ngx_http_idv_rules_$action\[$k]";
+            }
+
+            $out .= "};\n\n\n";
+        }
+
         $out .= "static const ngx_http_idv_op_param_t\n";
         $out .= "    ngx_http_idv_params_$action\[] = {\n";
 
@@ -555,7 +703,8 @@ EOT
             $out .= $ind . flags_expr('NGX_HTTP_IDV_P_', $ind, ',', @flags)
                     . "\n";
             $out .= $ind . c_string($p->{required_for}, $ind, ',') . "\n";
-            $out .= $ind . c_string($p->{alternative}, $ind, ' },') . "\n";
+            $out .= $ind . c_string($p->{alternative}, $ind, ',') . "\n";
+            $out .= $ind . ($ref{$name} // 'NULL') . " },\n";
         }
 
         $out .= "};\n\n";

@@ -134,6 +134,23 @@ ngx_http_idv_op_product_known(const ngx_http_idv_op_t *op,
 
 
 /*
+ * A value of a rule with documented values must be one of them, byte for
+ * byte; a rule without a list takes any value here.
+ */
+
+int
+ngx_http_idv_op_rule_value(const ngx_http_idv_op_rule_t *rule,
+    const u_char *value, size_t len)
+{
+    if (rule == NULL || rule->values == NULL) {
+        return 1;
+    }
+
+    return ngx_http_idv_op_word(rule->values, value, len);
+}
+
+
+/*
  * list is " CODE CODE ... ": the word must equal one whole code, so
  * neither "KYC" nor "eKYC IDR_GLOBAL" is in " eKYC IDR_GLOBAL "
  */

@@ -6,7 +6,8 @@
  * generated from data/actions.json by gen_ops.pl (placement and type)
  * merged with data/ops-overlay.json (required sets, PII, image and URL
  * checks, what the action does to transactions, retry safety, product
- * codes); t/unit/test_ops.c proves the table and the JSON agree.
+ * codes, the documented form of values); t/unit/test_ops.c proves the
+ * table and the JSON agree.
  */
 
 
@@ -30,6 +31,13 @@
 #define NGX_HTTP_IDV_P_IMAGE        0x04    /* base64 JPEG/PNG, checked */
 #define NGX_HTTP_IDV_P_URL          0x08    /* must be an http(s) URL */
 #define NGX_HTTP_IDV_P_REQUIRED     0x10    /* required for every product */
+#define NGX_HTTP_IDV_P_HTTPS        0x20    /* a URL that must be https */
+
+/* character classes of a rule */
+#define NGX_HTTP_IDV_C_ANY          0
+#define NGX_HTTP_IDV_C_DIGIT        1       /* 0-9 */
+#define NGX_HTTP_IDV_C_ALNUM        2       /* A-Z a-z 0-9 */
+#define NGX_HTTP_IDV_C_WORD         3       /* A-Z a-z 0-9 _ */
 
 /*
  * operation flags; the overlay's comment says which action has which and
@@ -48,6 +56,21 @@
 #define NGX_HTTP_IDV_OP_RESULT      0x40    /* the authoritative result */
 
 
+/*
+ * The documented form of a parameter's value, where the documents state
+ * one: a value outside it is refused before the call.  Lengths count
+ * characters (UTF-8 code points); 0 means no limit.
+ */
+
+typedef struct {
+    uint16_t                    min_len;
+    uint16_t                    max_len;
+    uint8_t                     chars;      /* NGX_HTTP_IDV_C_* */
+    /* the documented values, space-separated, e.g. " T F ", or NULL */
+    const char                 *values;
+} ngx_http_idv_op_rule_t;
+
+
 typedef struct {
     ngx_http_idv_str_t          name;
     uint8_t                     type;
@@ -58,6 +81,7 @@ typedef struct {
     /* the parameter of the same image/document given another way
        (FacePictureBase64 <-> FacePictureUrl), or NULL */
     const char                 *alternative;
+    const ngx_http_idv_op_rule_t  *rule;    /* or NULL */
 } ngx_http_idv_op_param_t;
 
 
@@ -83,6 +107,8 @@ int ngx_http_idv_op_required(const ngx_http_idv_op_param_t *p,
     const u_char *product, size_t len);
 int ngx_http_idv_op_product_known(const ngx_http_idv_op_t *op,
     const u_char *product, size_t len);
+int ngx_http_idv_op_rule_value(const ngx_http_idv_op_rule_t *rule,
+    const u_char *value, size_t len);
 
 
 #endif /* _NGX_HTTP_IDV_OPS_H_INCLUDED_ */

@@ -6,7 +6,8 @@
  * of cloudauth-intl 2022-08-09: data/actions.json (placement and type)
  * merged with data/ops-overlay.json (required sets, PII, image and URL
  * checks, alternatives, billable, transactions, retry safety, product
- * codes).  Regenerate from the repository root:
+ * codes, documented forms of values).  Regenerate from the repository
+ * root:
  *
  *     perl ngx_http_idv_module/gen_ops.pl \
  *         > ngx_http_idv_module/ngx_http_idv_ops_table.c
@@ -25,11 +26,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -37,11 +40,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Text2"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -56,11 +61,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DefaultCity"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -68,11 +75,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DefaultDistrict"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -80,11 +89,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Latitude"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -92,11 +103,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Mobile"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -104,17 +117,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Text"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -129,11 +145,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Mobile"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -141,11 +159,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("RegCountry"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -153,11 +173,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyType"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -172,11 +194,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IdentifyNum"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -184,11 +208,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Mobile"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -196,11 +222,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -208,17 +236,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("UserName"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyMode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -233,11 +264,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IdFaceQuality"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -245,17 +278,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "IdOcrPictureUrl" },
+      "IdOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("IdOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "IdOcrPictureBase64" },
+      "IdOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -263,11 +299,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Ocr"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -275,17 +313,28 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Spoof"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 };
 
 
 /* CheckResult */
+
+static const ngx_http_idv_op_rule_t
+    ngx_http_idv_rules_CheckResult[] = {
+
+    /* IsReturnImage */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " Y N " },
+};
+
 
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_CheckResult[] = {
@@ -294,17 +343,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IsReturnImage"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_CheckResult[0] },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -312,11 +364,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("TransactionId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -331,11 +385,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("TransactionId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 };
@@ -350,6 +406,7 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 };
 
@@ -363,17 +420,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
-      "CredentialOcrPictureUrl" },
+      "CredentialOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("CredentialOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "CredentialOcrPictureBase64" },
+      "CredentialOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("DocType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -381,17 +441,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("OcrArea"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -406,17 +469,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
-      "CredentialOcrPictureUrl" },
+      "CredentialOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("CredentialOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "CredentialOcrPictureBase64" },
+      "CredentialOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("DocType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -424,11 +490,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -436,17 +504,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SceneCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -461,11 +532,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("CredType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -473,17 +546,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ImageUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -498,11 +574,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
-      "FaceUrl" },
+      "FaceUrl",
+      NULL },
 
     { ngx_http_idv_string("FaceInputType"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -510,11 +588,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "FaceBase64" },
+      "FaceBase64",
+      NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -522,11 +602,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SceneCode"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -541,11 +623,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceFile"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
       NULL,
       NULL },
 
@@ -553,11 +637,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
       NULL,
       NULL },
 
@@ -565,17 +651,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SceneCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 };
@@ -590,6 +679,7 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 };
 
@@ -602,6 +692,7 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("Id"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 };
@@ -616,17 +707,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DeleteType"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("TransactionId"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -641,11 +735,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocType"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -653,23 +749,27 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IdOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "IdOcrPictureUrl" },
+      "IdOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("IdOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "IdOcrPictureBase64" },
+      "IdOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("IdThreshold"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -677,11 +777,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantUserId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -689,17 +791,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Spoof"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -714,11 +819,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocPage"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -726,23 +833,27 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IdOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "IdOcrPictureUrl" },
+      "IdOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("IdOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "IdOcrPictureBase64" },
+      "IdOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("IdSpoof"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -750,11 +861,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -762,11 +875,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("OcrModel"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -774,11 +889,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -786,17 +903,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SceneCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Spoof"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 };
@@ -811,11 +931,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Code"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -823,11 +945,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Param"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -835,11 +959,37 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 };
 
 
 /* EkycVerify */
+
+static const ngx_http_idv_op_rule_t
+    ngx_http_idv_rules_EkycVerify[] = {
+
+    /* Authorize */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " T F " },
+
+    /* Crop */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " T F " },
+
+    /* DocType */
+    { 8, 9, NGX_HTTP_IDV_C_DIGIT,
+      NULL },
+
+    /* IdThreshold */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " 0 1 2 3 " },
+
+    /* MerchantBizId */
+    { 0, 32, NGX_HTTP_IDV_C_ALNUM,
+      NULL },
+};
+
 
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_EkycVerify[] = {
@@ -848,17 +998,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[0] },
 
     { ngx_http_idv_string("Crop"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[1] },
 
     { ngx_http_idv_string("DocName"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -866,59 +1019,69 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[2] },
 
     { ngx_http_idv_string("FacePictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "FacePictureUrl" },
+      "FacePictureUrl",
+      NULL },
 
     { ngx_http_idv_string("FacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "FacePictureBase64" },
+      "FacePictureBase64",
+      NULL },
 
     { ngx_http_idv_string("IdOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "IdOcrPictureUrl" },
+      "IdOcrPictureUrl",
+      NULL },
 
     { ngx_http_idv_string("IdOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "IdOcrPictureBase64" },
+      "IdOcrPictureBase64",
+      NULL },
 
     { ngx_http_idv_string("IdThreshold"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[3] },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[4] },
 
     { ngx_http_idv_string("MerchantUserId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -933,11 +1096,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -945,25 +1110,29 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "SourceFacePictureUrl" },
+      "SourceFacePictureUrl",
+      NULL },
 
     { ngx_http_idv_string("SourceFacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "SourceFacePicture" },
+      "SourceFacePicture",
+      NULL },
 
     { ngx_http_idv_string("TargetFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "TargetFacePictureUrl" },
+      "TargetFacePictureUrl",
+      NULL },
 
     { ngx_http_idv_string("TargetFacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "TargetFacePicture" },
+      "TargetFacePicture",
+      NULL },
 };
 
 
@@ -976,11 +1145,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceVerifyThreshold"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -988,11 +1159,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1000,11 +1173,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SourceAFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
       NULL,
       NULL },
 
@@ -1012,11 +1187,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SourceBFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
       NULL,
       NULL },
 
@@ -1024,17 +1201,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SourceCFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SourceCFacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
       NULL,
       NULL },
 };
@@ -1049,11 +1229,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceGroupCodes"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -1061,11 +1243,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceVerifyThreshold"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -1073,11 +1257,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1085,11 +1271,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1097,11 +1285,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SaveFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -1109,23 +1299,27 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SourceFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "SourceFacePictureUrl" },
+      "SourceFacePictureUrl",
+      NULL },
 
     { ngx_http_idv_string("SourceFacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "SourceFacePicture" },
+      "SourceFacePicture",
+      NULL },
 
     { ngx_http_idv_string("TargetFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
       NULL,
       NULL },
 
@@ -1133,11 +1327,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyModel"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1152,11 +1348,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DeviceToken"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -1164,11 +1362,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1183,23 +1383,27 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FacePictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
-      "FacePictureUrl" },
+      "FacePictureUrl",
+      NULL },
 
     { ngx_http_idv_string("FacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
-      "FacePictureBase64" },
+      "FacePictureBase64",
+      NULL },
 
     { ngx_http_idv_string("FaceQuality"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1207,11 +1411,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantUserId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -1219,11 +1425,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1238,11 +1446,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ExtParams"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1250,11 +1460,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyDeployEnv"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -1269,11 +1481,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocNo"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1281,11 +1495,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1293,11 +1509,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1305,11 +1523,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ValidityEndDate"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1317,11 +1537,21 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 };
 
 
 /* Id2MetaVerifyIntl */
+
+static const ngx_http_idv_op_rule_t
+    ngx_http_idv_rules_Id2MetaVerifyIntl[] = {
+
+    /* ParamType */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " normal " },
+};
+
 
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_Id2MetaVerifyIntl[] = {
@@ -1330,17 +1560,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ParamType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Id2MetaVerifyIntl[0] },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1348,11 +1581,45 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 };
 
 
 /* Initialize */
+
+static const ngx_http_idv_op_rule_t
+    ngx_http_idv_rules_Initialize[] = {
+
+    /* Authorize */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " T F " },
+
+    /* DocType */
+    { 8, 9, NGX_HTTP_IDV_C_DIGIT,
+      NULL },
+
+    /* IdThreshold */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " 0 1 2 3 " },
+
+    /* MerchantBizId */
+    { 0, 32, NGX_HTTP_IDV_C_ALNUM,
+      NULL },
+
+    /* ProductFlow */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " DOC_FACE FACE_DOC " },
+
+    /* SceneCode */
+    { 0, 10, NGX_HTTP_IDV_C_WORD,
+      NULL },
+
+    /* SecurityLevel */
+    { 0, 0, NGX_HTTP_IDV_C_ANY,
+      " 01 02 " },
+};
+
 
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_Initialize[] = {
@@ -1361,17 +1628,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Authorize"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[0] },
 
     { ngx_http_idv_string("AutoRegistration"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1379,11 +1649,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("CallbackUrl"),
       NGX_HTTP_IDV_T_STRING,
-      NGX_HTTP_IDV_P_URL,
+      NGX_HTTP_IDV_P_URL|NGX_HTTP_IDV_P_HTTPS,
+      NULL,
       NULL,
       NULL },
 
@@ -1391,11 +1663,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Crop"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1403,11 +1677,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DateOfExpiry"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -1415,11 +1691,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocNo"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -1427,11 +1705,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_ARRAY,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("DocScanMode"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1439,11 +1719,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       " eKYC ID_OCR IDR_GLOBAL KYC_GLOBAL OCR_GLOBAL ",
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[1] },
 
     { ngx_http_idv_string("DocVideo"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1451,11 +1733,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("EditOcrResult"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1463,11 +1747,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceGroupCodes"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1475,11 +1761,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
       NULL,
       NULL },
 
@@ -1487,11 +1775,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceVerifyThreshold"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1499,11 +1789,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("IdSpoof"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1511,11 +1803,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[2] },
 
     { ngx_http_idv_string("LanguageConfig"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1523,23 +1817,27 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MerchantBizId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[3] },
 
     { ngx_http_idv_string("MerchantUserId"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
-      " eKYC IDR_GLOBAL KYC_GLOBAL ",
+      " eKYC ID_OCR IDR_GLOBAL KYC_GLOBAL ",
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MetaInfo"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1547,11 +1845,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Ocr"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1559,11 +1859,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProcedurePriority"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1571,17 +1873,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductFlow"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[4] },
 
     { ngx_http_idv_string("ReturnFaces"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1589,11 +1894,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("SaveFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1601,17 +1908,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[5] },
 
     { ngx_http_idv_string("SecurityLevel"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
-      NULL },
+      NULL,
+      &ngx_http_idv_rules_Initialize[6] },
 
     { ngx_http_idv_string("ShowAlbumIcon"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1619,11 +1929,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ShowOcrResult"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1631,11 +1943,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("TargetFacePicture"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
       NULL,
       NULL },
 
@@ -1643,17 +1957,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("UseNFC"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("VerifyModel"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -1668,11 +1985,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ParamType"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
+      NULL,
       NULL,
       NULL },
 
@@ -1680,11 +1999,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("UserName"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 };
@@ -1699,11 +2020,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Mobile"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 
@@ -1711,17 +2034,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ProductCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("UserName"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
+      NULL,
       NULL,
       NULL },
 };
@@ -1736,17 +2062,20 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Id"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Name"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1761,11 +2090,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("ImgOssInfos"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1780,11 +2111,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_INTEGER,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("GroupCode"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1792,11 +2125,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_INTEGER,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("Name"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1804,11 +2139,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("PageSize"),
       NGX_HTTP_IDV_T_INTEGER,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };
@@ -1823,11 +2160,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_INTEGER,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("FaceGroupCode"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 
@@ -1835,11 +2174,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("MaxResults"),
       NGX_HTTP_IDV_T_INTEGER,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1847,11 +2188,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("NextToken"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 
@@ -1859,11 +2202,13 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_INTEGER,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
       NULL },
 
     { ngx_http_idv_string("RegistrationType"),
       NGX_HTTP_IDV_T_STRING,
       0,
+      NULL,
       NULL,
       NULL },
 };
@@ -1878,6 +2223,7 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
+      NULL,
       NULL },
 };
 
@@ -1890,6 +2236,7 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("ObjectName"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
       NULL,
       NULL },
 };

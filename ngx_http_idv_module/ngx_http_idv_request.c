@@ -34,8 +34,15 @@ static int ngx_http_idv_b64_at(const u_char *b64, size_t len, size_t off,
     u_char *out, size_t n);
 static int ngx_http_idv_image_size(const u_char *b64, size_t len,
     size_t size, unsigned *w, unsigned *h);
-static int ngx_http_idv_url_check(const u_char *v, size_t len);
+static int ngx_http_idv_url_check(const u_char *v, size_t len, int https);
 static int ngx_http_idv_id_check(const u_char *v, size_t len);
+static size_t ngx_http_idv_utf8_len(const u_char *p, size_t len);
+static int ngx_http_idv_rule_check(const ngx_http_idv_op_rule_t *rule,
+    const u_char *v, size_t len, size_t chars);
+static int ngx_http_idv_rule_error(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p);
+static size_t ngx_http_idv_msg_add(ngx_http_idv_req_t *rq, size_t at,
+    const char *s, size_t len);
 
 
 static const u_char  ngx_http_idv_b64_dec[256] = {
@@ -853,7 +860,7 @@ ngx_http_idv_req_parse_form(ngx_http_idv_req_t *rq, u_char *body, size_t len)
 int
 ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
 {
-    size_t                          i;
+    size_t                          i, chars;
     ngx_http_idv_param_t           *v, *alt, *a;
     const ngx_http_idv_op_t        *op;
     const ngx_http_idv_op_param_t  *p;
@@ -924,6 +931,19 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
             }
         }
 
+        /*
+         * the API reads every value as UTF-8: one that is not would be
+         * signed, sent and answered SignatureDoesNotMatch
+         */
+
+        chars = ngx_http_idv_utf8_len(v->value.data, v->value.len);
+
+        if (chars == (size_t) -1) {
+            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "Parameter %s is not valid UTF-8",
+                                          p->name.data, p->name.len);
+        }
+
         if (((p->name.len == 13
               && (memcmp(p->name.data, "MerchantBizId", 13) == 0
                   || memcmp(p->name.data, "TransactionId", 13) == 0))
@@ -937,12 +957,28 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
                                           p->name.data, p->name.len);
         }
 
+        /* the documented form of the value (the table's rule) */
+
+        if (p->rule
+            && ngx_http_idv_rule_check(p->rule, v->value.data, v->value.len,
+                                       chars)
+               != 0)
+        {
+            return ngx_http_idv_rule_error(rq, p);
+        }
+
         if ((p->flags & NGX_HTTP_IDV_P_URL)
-            && ngx_http_idv_url_check(v->value.data, v->value.len) != 0)
+            && ngx_http_idv_url_check(v->value.data, v->value.len,
+                                      p->flags & NGX_HTTP_IDV_P_HTTPS)
+               != 0)
         {
             return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                          "Parameter %s must be an http(s) "
-                                          "URL", p->name.data, p->name.len);
+                                          (p->flags & NGX_HTTP_IDV_P_HTTPS)
+                                          ? "Parameter %s must be an https "
+                                            "URL"
+                                          : "Parameter %s must be an http(s) "
+                                            "URL",
+                                          p->name.data, p->name.len);
         }
 
         if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
@@ -981,12 +1017,245 @@ ngx_http_idv_id_check(const u_char *v, size_t len)
 }
 
 
+/*
+ * Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates,
+ * nothing above U+10FFFF.  Returns the number of characters, or
+ * (size_t) -1.
+ */
+
+static size_t
+ngx_http_idv_utf8_len(const u_char *p, size_t len)
+{
+    u_char         c, lo, hi;
+    size_t         n, need, i;
+    const u_char  *end;
+
+    n = 0;
+    end = p + len;
+
+    while (p < end) {
+        c = *p++;
+        n++;
+
+        if (c < 0x80) {
+            continue;
+        }
+
+        /* the range of the second byte rules out the bad forms */
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2;
+
+            if (c == 0xe0) {
+                lo = 0xa0;                  /* overlong */
+
+            } else if (c == 0xed) {
+                hi = 0x9f;                  /* surrogates */
+            }
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3;
+
+            if (c == 0xf0) {
+                lo = 0x90;                  /* overlong */
+
+            } else if (c == 0xf4) {
+                hi = 0x8f;                  /* above U+10FFFF */
+            }
+
+        } else {
+            return (size_t) -1;             /* 0x80-0xc1, 0xf5-0xff */
+        }
+
+        if ((size_t) (end - p) < need || p[0] < lo || p[0] > hi) {
+            return (size_t) -1;
+        }
+
+        for (i = 1; i < need; i++) {
+            if ((p[i] & 0xc0) != 0x80) {
+                return (size_t) -1;
+            }
+        }
+
+        p += need;
+    }
+
+    return n;
+}
+
+
+/* chars: the value's length in characters */
+
 static int
-ngx_http_idv_url_check(const u_char *v, size_t len)
+ngx_http_idv_rule_check(const ngx_http_idv_op_rule_t *rule, const u_char *v,
+    size_t len, size_t chars)
+{
+    size_t  i;
+    u_char  c;
+
+    if (!ngx_http_idv_op_rule_value(rule, v, len)) {
+        return -1;
+    }
+
+    if ((rule->min_len && chars < rule->min_len)
+        || (rule->max_len && chars > rule->max_len))
+    {
+        return -1;
+    }
+
+    if (rule->chars == NGX_HTTP_IDV_C_ANY) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = v[i];
+
+        if (c >= '0' && c <= '9') {
+            continue;
+        }
+
+        if (rule->chars == NGX_HTTP_IDV_C_DIGIT) {
+            return -1;
+        }
+
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+            || (c == '_' && rule->chars == NGX_HTTP_IDV_C_WORD))
+        {
+            continue;
+        }
+
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * "Parameter DocType must be 8 to 9 digits", "Parameter Crop must be one
+ * of T, F", "Parameter ParamType must be normal": the rule from the
+ * table, never the value
+ */
+
+static int
+ngx_http_idv_rule_error(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p)
+{
+    char                           buf[64];
+    size_t                         at, n;
+    const char                    *s, *w, *what;
+    const ngx_http_idv_op_rule_t  *r;
+
+    r = p->rule;
+
+    (void) ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                  "Parameter %s must be ", p->name.data,
+                                  p->name.len);
+
+    at = strlen(rq->message);
+
+    if (r->values) {
+
+        /* "one of" a list; a single value is named alone */
+
+        s = strchr(r->values + 1, ' ');
+
+        if (s != NULL && s[1] != '\0') {
+            at = ngx_http_idv_msg_add(rq, at, "one of ", 7);
+        }
+
+        s = r->values;
+
+        for (n = 0; /* void */; n++) {
+            while (*s == ' ') {
+                s++;
+            }
+
+            if (*s == '\0') {
+                break;
+            }
+
+            if (n) {
+                at = ngx_http_idv_msg_add(rq, at, ", ", 2);
+            }
+
+            w = s;
+
+            while (*s != ' ' && *s != '\0') {
+                s++;
+            }
+
+            at = ngx_http_idv_msg_add(rq, at, w, s - w);
+        }
+
+        return -1;
+    }
+
+    what = (r->chars == NGX_HTTP_IDV_C_DIGIT) ? "digits"
+           : (r->chars == NGX_HTTP_IDV_C_ALNUM) ? "letters and digits"
+           : (r->chars == NGX_HTTP_IDV_C_WORD)
+             ? "letters, digits and underscores"
+           : "characters";
+
+    if (r->min_len && r->min_len == r->max_len) {
+        snprintf(buf, sizeof(buf), "exactly %u ", (unsigned) r->min_len);
+
+    } else if (r->min_len && r->max_len) {
+        snprintf(buf, sizeof(buf), "%u to %u ", (unsigned) r->min_len,
+                 (unsigned) r->max_len);
+
+    } else if (r->max_len) {
+        snprintf(buf, sizeof(buf), "at most %u ", (unsigned) r->max_len);
+
+    } else if (r->min_len) {
+        snprintf(buf, sizeof(buf), "at least %u ", (unsigned) r->min_len);
+
+    } else {
+        buf[0] = '\0';
+    }
+
+    at = ngx_http_idv_msg_add(rq, at, buf, strlen(buf));
+    (void) ngx_http_idv_msg_add(rq, at, what, strlen(what));
+
+    return -1;
+}
+
+
+/* append to the message at offset at, cut at its end; the new offset */
+
+static size_t
+ngx_http_idv_msg_add(ngx_http_idv_req_t *rq, size_t at, const char *s,
+    size_t len)
+{
+    size_t  room;
+
+    room = sizeof(rq->message) - 1 - at;
+
+    if (len > room) {
+        len = room;
+    }
+
+    memcpy(rq->message + at, s, len);
+    at += len;
+    rq->message[at] = '\0';
+
+    return at;
+}
+
+
+static int
+ngx_http_idv_url_check(const u_char *v, size_t len, int https)
 {
     size_t  n;
 
-    if (len > 7 && strncasecmp((const char *) v, "http://", 7) == 0) {
+    if (!https && len > 7 && strncasecmp((const char *) v, "http://", 7) == 0)
+    {
         n = 7;
 
     } else if (len > 8 && strncasecmp((const char *) v, "https://", 8) == 0) {
@@ -1144,6 +1413,19 @@ ngx_http_idv_image_check(ngx_http_idv_req_t *rq, const char *name,
     size_t      i, pad, size;
     unsigned    w, h, lo, hi;
 
+    /*
+     * The documented 1 MB is a transfer limit: it holds for the base64
+     * text as sent, a third larger than the image it encodes (so it
+     * bounds the decoded size too).
+     */
+
+    if (len > NGX_HTTP_IDV_IMAGE_MAX) {
+        return ngx_http_idv_req_error(rq, 400, "ToolargeImage",
+                                      "Image %s is larger than 1 MB as "
+                                      "base64 text",
+                                      (const u_char *) name, strlen(name));
+    }
+
     /* strict base64: the standard alphabet, padded to whole quads */
 
     if (len == 0 || len % 4 != 0) {
@@ -1159,12 +1441,6 @@ ngx_http_idv_image_check(ngx_http_idv_req_t *rq, const char *name,
     }
 
     size = len / 4 * 3 - pad;
-
-    if (size > NGX_HTTP_IDV_IMAGE_MAX) {
-        return ngx_http_idv_req_error(rq, 400, "ToolargeImage",
-                                      "Image %s is larger than 1 MB",
-                                      (const u_char *) name, strlen(name));
-    }
 
     if (ngx_http_idv_image_size(b64, len, size, &w, &h) != 0) {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",

@@ -19,6 +19,7 @@
 /* extra parameter slots the gateway may add (ProductCode, callbacks) */
 #define NGX_HTTP_IDV_EXTRA_PARAMS   4
 
+/* the documented 1 MB transfer limit, on the base64 text of an image */
 #define NGX_HTTP_IDV_IMAGE_MAX      (1024 * 1024)
 /* pixel bounds of EkycVerify images, either orientation */
 #define NGX_HTTP_IDV_IMAGE_MIN_LONG   640
@@ -59,7 +60,10 @@ int ngx_http_idv_req_parse_form(ngx_http_idv_req_t *rq, u_char *body,
 
 void ngx_http_idv_req_free(ngx_http_idv_req_t *rq);
 
-/* required set, image and URL checks, either/or pairs */
+/*
+ * required set, either/or pairs, UTF-8, the documented form of values
+ * (the table's rules), image and URL checks
+ */
 int ngx_http_idv_req_validate(ngx_http_idv_req_t *rq);
 
 /* the value of a parameter, or NULL */

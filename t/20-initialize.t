@@ -33,7 +33,8 @@ for my $sig ('v3', 'v1') {
             CallbackUrl => 'https://merchant.example/cb?x=1',
             CallbackToken => 'tok-1' } ],
         '/idv/ocr/initialize' => [ 'ID_OCR', {
-            MerchantBizId => 'ocr0001', DocType => '01000000',
+            MerchantBizId => 'ocr0001', MerchantUserId => 'user-0003',
+            DocType => '01000000',
             MetaInfo => $META, ReturnUrl => 'https://merchant.example/done',
             Ocr => 'T' } ],
     );
@@ -95,7 +96,8 @@ for my $sig ('v3', 'v1') {
 
     $t->mock_reset;
     my $r = $t->post('/idv/ocr/initialize',
-                     'MerchantBizId=form0001&DocType=01000000'
+                     'MerchantBizId=form0001&MerchantUserId=u1'
+                     . '&DocType=01000000'
                      . '&MetaInfo=%7B%22a%22%3A1%7D&ReturnUrl=https%3A%2F%2F'
                      . 'x.example%2F%3Fa%3D1%26b%3D2',
                      'Content-Type' => 'application/x-www-form-urlencoded');

@@ -48,8 +48,8 @@ END
 $t->start_nginx;
 
 my $OCR = '/idv/ocr/initialize';
-my %ok = (MerchantBizId => 'err0001', DocType => '01000000',
-          MetaInfo => '{}');
+my %ok = (MerchantBizId => 'err0001', MerchantUserId => 'u-1',
+          DocType => '01000000', MetaInfo => '{}');
 
 
 sub gateway_error {
@@ -112,8 +112,15 @@ gateway_error($t->post($OCR, \%missing),
               400, 'MissingParameter', 'missing MerchantBizId',
               qr/Missing parameter MerchantBizId/);
 
-gateway_error($t->post('/idv/ekyc/initialize', \%ok),
+my %no_user = %ok;
+delete $no_user{MerchantUserId};
+gateway_error($t->post('/idv/ekyc/initialize', \%no_user),
               400, 'MissingParameter', 'eKYC requires MerchantUserId',
+              qr/Missing parameter MerchantUserId/);
+
+gateway_error($t->post($OCR, \%no_user),
+              400, 'MissingParameter', 'ID_OCR requires MerchantUserId '
+              . '(seed 002: Required Yes)',
               qr/Missing parameter MerchantUserId/);
 
 gateway_error($t->post('/idv/result', {}),

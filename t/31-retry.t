@@ -75,7 +75,8 @@ is($r->{json}{Gateway}{attempts}, 3, 'unreachable upstream: 3 attempts');
 $t->mock_reset;
 $t->mock_fault(mode => 'throttle', action => 'Initialize');
 $r = $t->post('/idv/ocr/initialize', { MerchantBizId => 'rt2',
-              DocType => '01000000', MetaInfo => '{}' });
+              MerchantUserId => 'u1', DocType => '01000000',
+              MetaInfo => '{}' });
 is($r->{status}, 429, 'throttled Initialize: 429 to the backend');
 is($r->{headers}{'retry-after'}, '1', 'throttled Initialize: Retry-After');
 is($r->{json}{Code}, 'Throttling.Api', 'throttled Initialize: the code');
@@ -84,7 +85,8 @@ is($t->mock_stats->{calls}, 1, 'throttled Initialize: not repeated');
 $t->mock_reset;
 $t->mock_fault(mode => 'reset_mid', action => 'Initialize');
 $r = $t->post('/idv/ocr/initialize', { MerchantBizId => 'rt3',
-              DocType => '01000000', MetaInfo => '{}' });
+              MerchantUserId => 'u1', DocType => '01000000',
+              MetaInfo => '{}' });
 is($r->{status}, 502, 'Initialize cut mid-answer: 502');
 is($t->mock_stats->{calls}, 1, 'Initialize cut mid-answer: not repeated');
 

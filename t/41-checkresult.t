@@ -25,7 +25,8 @@ $t->start_nginx;
 
 $t->mock_reset;
 my $init = $t->post('/idv/ocr/initialize', { MerchantBizId => 'cr0001',
-                    DocType => '01000000', MetaInfo => '{}' });
+                    MerchantUserId => 'u1', DocType => '01000000',
+                    MetaInfo => '{}' });
 my $tx = $init->{json}{Result}{TransactionId};
 ok($tx, 'a transaction to check');
 

@@ -17,8 +17,8 @@ use Time::HiRes qw(sleep time);
 
 
 my %Q = (MerchantBizId => 'lim0001', TransactionId => 'tx-limits');
-my %INIT = (MerchantBizId => 'lim0002', DocType => '01000000',
-            MetaInfo => '{}');
+my %INIT = (MerchantBizId => 'lim0002', MerchantUserId => 'u1',
+            DocType => '01000000', MetaInfo => '{}');
 
 my $HTTP = <<'END';
     idv_limit_zone zone=tenants:1m;

@@ -85,8 +85,9 @@ sub initialize {
     my ($t, $biz, %o) = @_;
 
     my $r = $t->post($o{path} // '/idv/ocr/initialize',
-                     { MerchantBizId => $biz, DocType => '01000000',
-                       MetaInfo => '{}' }, 'X-Tenant' => $o{tenant} // 'acme');
+                     { MerchantBizId => $biz, MerchantUserId => 'u1',
+                       DocType => '01000000', MetaInfo => '{}' },
+                     'X-Tenant' => $o{tenant} // 'acme');
     my $up = $t->mock_stats->{requests}[-1];
 
     return ($r->{json}{Result}{TransactionId}, $up->{query}{CallbackToken},
@@ -195,7 +196,7 @@ $f = fire($t, $tx3);
 is($f->{status}, 403, 'an expired token: 403');
 
 $r = $t->post('/idv/ocr/initialize', { MerchantBizId => 'cb009',
-              DocType => '01000000', MetaInfo => '{}',
+              MerchantUserId => 'u1', DocType => '01000000', MetaInfo => '{}',
               CallbackUrl => 'https://evil.example/' }, 'X-Tenant' => 'acme');
 is($r->{status}, 400, 'a backend-supplied CallbackUrl is refused');
 

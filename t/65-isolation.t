@@ -92,8 +92,8 @@ sub init {
 
     my $path = delete $o{path} // '/idv/ocr/initialize';
 
-    return $t->post($path, { MerchantBizId => $biz, DocType => '01000000',
-                             MetaInfo => '{}', %o },
+    return $t->post($path, { MerchantBizId => $biz, MerchantUserId => 'u1',
+                             DocType => '01000000', MetaInfo => '{}', %o },
                     'X-Tenant' => $tenant);
 }
 
@@ -173,9 +173,9 @@ $t->start_nginx;
 
 # --- colliding MerchantBizIds: a callback for another tenant ---------------
 
-my $ra = init($t, 'acme', 'order-1');
+my $ra = init($t, 'acme', 'order1');
 my $up_a = $t->mock_stats->{requests}[-1];
-my $rb = init($t, 'globex', 'order-1');
+my $rb = init($t, 'globex', 'order1');
 my $up_b = $t->mock_stats->{requests}[-1];
 my ($txa, $txb) = ($ra->{json}{Result}{TransactionId},
                    $rb->{json}{Result}{TransactionId});
@@ -199,20 +199,20 @@ is($d[0]{TransactionId}, $txb, 'its own transaction');
 # --- reads of another tenant's transaction ------------------------------------
 
 $calls = calls($t);
-my $r = $t->post('/idv/result', { MerchantBizId => 'order-1',
+my $r = $t->post('/idv/result', { MerchantBizId => 'order1',
                                   TransactionId => $txb },
                  'X-Tenant' => 'acme');
 is($r->{status}, 403, "CheckResult of globex's transaction by acme: 403");
 is($r->{json}{Code}, 'Forbidden.Tenant', 'Forbidden.Tenant');
 
-$r = $t->post('/idv/result', { MerchantBizId => 'other-1',
+$r = $t->post('/idv/result', { MerchantBizId => 'other1',
                                TransactionId => $txa },
               'X-Tenant' => 'acme');
 is($r->{status}, 403,
    'the owner with a MerchantBizId of another transaction: 403');
 is(calls($t), $calls, 'the gateway refused both itself');
 
-$r = $t->post('/idv/result', { MerchantBizId => 'order-1',
+$r = $t->post('/idv/result', { MerchantBizId => 'order1',
                                TransactionId => '' },
               'X-Tenant' => 'acme');
 is($r->{status}, 400, 'an empty TransactionId: 400');
@@ -221,7 +221,7 @@ like($r->{json}{Message}, qr/TransactionId is empty/,
      'an empty TransactionId: the Message says so');
 is(calls($t), $calls, 'an empty TransactionId is not forwarded');
 
-$r = $t->post('/idv/strict/result', { MerchantBizId => 'order-1',
+$r = $t->post('/idv/strict/result', { MerchantBizId => 'order1',
                                       TransactionId => '' },
               'X-Tenant' => 'acme');
 is($r->{status}, 400, 'strict: an empty TransactionId is not a way round');
@@ -229,47 +229,47 @@ is($r->{status}, 400, 'strict: an empty TransactionId is not a way round');
 
 # --- reads by MerchantBizId alone -------------------------------------------
 
-init($t, 'globex', 'globex-only');
+init($t, 'globex', 'globexonly');
 $calls = calls($t);
 
-$r = $t->post('/idv/verifylog', { MerchantBizId => 'globex-only' },
+$r = $t->post('/idv/verifylog', { MerchantBizId => 'globexonly' },
               'X-Tenant' => 'acme');
 is($r->{status}, 403, "CheckVerifyLog by another tenant's MerchantBizId: 403");
 is($r->{json}{Code}, 'Forbidden.Tenant', 'by MerchantBizId: Forbidden.Tenant');
 
-$r = $t->post('/idv/verifylog', { MerchantBizId => 'order-1' },
+$r = $t->post('/idv/verifylog', { MerchantBizId => 'order1' },
               'X-Tenant' => 'acme');
 is($r->{status}, 403,
    'a MerchantBizId two tenants used: neither reads by it alone');
 is(calls($t), $calls, 'refused without an upstream call');
 
-$r = $t->post('/idv/strict/verifylog', { MerchantBizId => 'never-used' },
+$r = $t->post('/idv/strict/verifylog', { MerchantBizId => 'neverused' },
               'X-Tenant' => 'acme');
 is($r->{status}, 403, 'strict: an unknown MerchantBizId is refused');
 
-$r = $t->post('/idv/verifylog', { MerchantBizId => 'globex-only' },
+$r = $t->post('/idv/verifylog', { MerchantBizId => 'globexonly' },
               'X-Tenant' => 'globex');
 is($r->{status}, 200, 'its owner reads by its MerchantBizId');
 
 
 # --- refused calls evict nothing a guarantee rests on -------------------------
 
-my $own = init($t, 'acme', 'keep-1');
+my $own = init($t, 'acme', 'keep1');
 my $own_tx = $own->{json}{Result}{TransactionId};
 
 $t->mock_fault(mode => 'code', code => 'InvalidParameter', status => 400,
                action => 'Initialize', count => 150);
-my @refused = map { init($t, 'noisy', "refused-$_") } 1 .. 150;
+my @refused = map { init($t, 'noisy', "refused$_") } 1 .. 150;
 is(scalar(grep { $_->{status} == 400 } @refused), 150,
    '150 refused Initialize calls of another tenant');
 
 $calls = calls($t);
-$r = init($t, 'acme', 'keep-1');
+$r = init($t, 'acme', 'keep1');
 is($r->{json}{Result}{TransactionId}, $own_tx,
    'the owner\'s retry still gets its transaction');
 ok($r->{json}{Gateway}{cached}, 'from the cache');
 is(calls($t), $calls, 'no second bill');
-$r = $t->post('/idv/strict/result', { MerchantBizId => 'keep-1',
+$r = $t->post('/idv/strict/result', { MerchantBizId => 'keep1',
                                       TransactionId => $own_tx },
               'X-Tenant' => 'acme');
 is($r->{status}, 200, 'strict: its owner still reads it');
@@ -279,20 +279,22 @@ is($r->{status}, 200, 'strict: its owner still reads it');
 
 $calls = calls($t);
 $r = $t->post('/idv/limited/initialize',
-              { MerchantBizId => 'lim-1', DocType => '01000000',
-                MetaInfo => '{}' }, 'X-Tenant' => 'x' x 7000);
+              { MerchantBizId => 'lim1', MerchantUserId => 'u1',
+                DocType => '01000000', MetaInfo => '{}' },
+              'X-Tenant' => 'x' x 7000);
 is($r->{status}, 400, 'a 7000-byte tenant: 400');
 is($r->{json}{Code}, 'Gateway.TenantInvalid', 'Gateway.TenantInvalid');
 unlike($r->{body}, qr/x{300}/, 'the tenant is not echoed');
 
 $r = $t->post('/idv/limited/initialize',
-              { MerchantBizId => 'lim-2', DocType => '01000000',
-                MetaInfo => '{}' }, 'X-Tenant' => 'limited');
+              { MerchantBizId => 'lim2', MerchantUserId => 'u1',
+                DocType => '01000000', MetaInfo => '{}' },
+              'X-Tenant' => 'limited');
 is($r->{status}, 200, 'the refused request spent none of the limit');
 
 for my $code (qw(X1 eKYC-ish)) {
     $r = $t->post('/idv/any/initialize',
-                  { MerchantBizId => "pc-$code", ProductCode => $code,
+                  { MerchantBizId => "pc$code", ProductCode => $code,
                     DocType => '01000000', MetaInfo => '{}' },
                   'X-Tenant' => 'acme');
     is($r->{status}, 400, "ProductCode $code the action does not know: 400");
@@ -315,7 +317,7 @@ like($r->{json}{Message} // '', qr/not shown|not accepted/,
 
 my $inject = 'X","injected":true,"a":"';
 $r = $t->post('/idv/any/initialize',
-              { MerchantBizId => 'inj-1', ProductCode => $inject,
+              { MerchantBizId => 'inj1', ProductCode => $inject,
                 DocType => '01000000', MetaInfo => '{}' },
               'X-Tenant' => 'acme');
 ok($r->{json}, 'an injected ProductCode: the answer is JSON');
@@ -323,7 +325,7 @@ ok(!exists $r->{json}{injected} && !exists $r->{json}{Gateway}{injected},
    'and nothing was injected into it');
 
 $r = sdk($t, 'n-inj', Action => 'Initialize', ProductCode => $inject,
-         MerchantBizId => 'inj-2', MetaInfo => '{}', DocType => '01000000');
+         MerchantBizId => 'inj2', MetaInfo => '{}', DocType => '01000000');
 is($r->{status}, 400, 'SDK: an injected ProductCode is refused');
 ok($r->{json} && !exists $r->{json}{injected},
    'SDK: the refusal is JSON, with nothing injected');
@@ -332,22 +334,22 @@ ok($r->{json} && !exists $r->{json}{injected},
 # --- SDK nonces: only a request that passed every check uses one up --------
 
 $r = sdk($t, 'n-version', Action => 'CheckResult', Version => '2019-03-07',
-         MerchantBizId => 'order-1', TransactionId => $txa);
+         MerchantBizId => 'order1', TransactionId => $txa);
 is($r->{json}{Code}, 'InvalidVersion', 'SDK: an old Version is refused');
 $r = sdk($t, 'n-version', Action => 'CheckResult', Version => '2019-03-07',
-         MerchantBizId => 'order-1', TransactionId => $txa);
+         MerchantBizId => 'order1', TransactionId => $txa);
 is($r->{json}{Code}, 'InvalidVersion',
    'SDK: its nonce was not used up (no flood of refused requests fills '
    . 'the zone)');
 
-$r = sdk($t, 'n-ok', Action => 'CheckResult', MerchantBizId => 'order-1',
+$r = sdk($t, 'n-ok', Action => 'CheckResult', MerchantBizId => 'order1',
          TransactionId => $txa);
 is($r->{status}, 200, 'SDK: a good request');
-$r = sdk($t, 'n-ok', Action => 'CheckResult', MerchantBizId => 'order-1',
+$r = sdk($t, 'n-ok', Action => 'CheckResult', MerchantBizId => 'order1',
          TransactionId => $txa);
 is($r->{json}{Code}, 'SignatureNonceUsed', 'SDK: its replay is refused');
 
-$r = sdk($t, 'n-other', Action => 'CheckResult', MerchantBizId => 'order-1',
+$r = sdk($t, 'n-other', Action => 'CheckResult', MerchantBizId => 'order1',
          TransactionId => $txb);
 is($r->{status}, 403, "SDK: acme reads globex's transaction: 403");
 

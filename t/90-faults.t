@@ -269,8 +269,8 @@ $PROXY
 END
 $t->start_nginx;
 
-my %ocr = (MerchantBizId => 'flt0001', DocType => '01000000',
-           MetaInfo => '{}');
+my %ocr = (MerchantBizId => 'flt0001', MerchantUserId => 'u1',
+           DocType => '01000000', MetaInfo => '{}');
 my %q = (MerchantBizId => 'flt0001', TransactionId => 'tx-faults');
 
 
@@ -719,7 +719,7 @@ is($r->{status}, 200, 'the next request after a client left: 200');
 # and retries), the flight goes on and its answer lands in the cache
 
 $t->mock_reset;
-my %cached = (%ocr, MerchantBizId => 'gone-cache-1');
+my %cached = (%ocr, MerchantBizId => 'gonecache1');
 $t->mock_fault(mode => 'slow', delay_ms => 2000, action => 'Initialize');
 $before = nlogged('/idv/cached/initialize');
 leave_after(request_bytes('POST', '/idv/cached/initialize', \%cached), 0.2);
@@ -769,7 +769,7 @@ for my $i (1 .. 12) {
     # the waiter leaves
 
     $t->mock_reset;
-    my %p = (%ocr, MerchantBizId => "gone-wait-$i");
+    my %p = (%ocr, MerchantBizId => "gonewait$i");
     $t->mock_fault(mode => 'slow', delay_ms => 600, action => 'Initialize');
 
     my $flight = connect_spread();
@@ -797,7 +797,7 @@ for my $i (1 .. 12) {
     # the flight leaves
 
     $t->mock_reset;
-    %p = (%ocr, MerchantBizId => "gone-flight-$i");
+    %p = (%ocr, MerchantBizId => "goneflight$i");
     $t->mock_fault(mode => 'slow', delay_ms => 3000, action => 'Initialize');
 
     $flight = connect_spread();
@@ -853,7 +853,7 @@ is($r->{status}, 200, 'the next read after that: 200');
 # ... the callback's caller leaves while CheckResult confirms the result
 
 $t->mock_reset;
-$r = $t->post('/idv/cb/initialize', { %ocr, MerchantBizId => 'cb-gone-1' });
+$r = $t->post('/idv/cb/initialize', { %ocr, MerchantBizId => 'cbgone1' });
 is($r->{status}, 200, 'callback: a transaction') or diag $r->{body};
 $tx = $r->{json}{Result}{TransactionId};
 

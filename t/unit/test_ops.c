@@ -25,7 +25,8 @@
 #define TEST_OVERLAY  "ngx_http_idv_module/data/ops-overlay.json"
 
 #define TEST_FLAG_MASK  (NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE              \
-                         |NGX_HTTP_IDV_P_URL|NGX_HTTP_IDV_P_REQUIRED)
+                         |NGX_HTTP_IDV_P_URL|NGX_HTTP_IDV_P_HTTPS           \
+                         |NGX_HTTP_IDV_P_REQUIRED)
 
 
 /* the true/false keys of an overlay entry and the flag each sets */
@@ -80,6 +81,12 @@ static void test_semantics(const cJSON *actions);
 static void test_products(void);
 static void test_pii(void);
 static void test_images(void);
+static int test_rule_json(const char *where, const cJSON *rule);
+static int test_rule_row(const char *where, const cJSON *rule,
+    const ngx_http_idv_op_rule_t *r);
+static int test_chars(const char *chars);
+static int test_value(const ngx_http_idv_op_rule_t *r, const char *value);
+static void test_rules(void);
 
 
 int
@@ -114,6 +121,7 @@ main(int argc, char **argv)
     test_products();
     test_pii();
     test_images();
+    test_rules();
 
     cJSON_Delete(json);
     cJSON_Delete(overlay);
@@ -371,7 +379,7 @@ static void
 test_overlay_names(const cJSON *actions, const cJSON *overlay)
 {
     int            ok, found;
-    const char    *lists[] = { "pii", "image", "url", NULL };
+    const char    *lists[] = { "pii", "image", "url", "https", NULL };
     const cJSON   *by_name, *list, *item, *action, *entries, *entry, *pair;
     const cJSON   *v;
     const char   **l;
@@ -511,6 +519,26 @@ test_overlay_names(const cJSON *actions, const cJSON *overlay)
                 continue;
             }
 
+            if (strcmp(v->string, "rules") == 0) {
+                cJSON_ArrayForEach(item, v) {
+                    if (item->string[0] == '_') {
+                        continue;
+                    }
+
+                    if (test_json_param(action, item->string) == NULL) {
+                        printf("# %s.rules: no parameter \"%s\"\n",
+                               entry->string, item->string);
+                        ok = 0;
+                    }
+
+                    if (!test_rule_json(entry->string, item)) {
+                        ok = 0;
+                    }
+                }
+
+                continue;
+            }
+
             if (strcmp(v->string, "alternatives") == 0) {
                 cJSON_ArrayForEach(pair, v) {
                     if (cJSON_GetArraySize(pair) != 2) {
@@ -577,7 +605,7 @@ test_overlay_rows(const cJSON *overlay)
     unsigned                        want, known;
     const char                     *alt, *x, *y;
     const cJSON                    *by_name, *entries, *entry, *rf;
-    const cJSON                    *products, *pc, *pair;
+    const cJSON                    *products, *pc, *pair, *rules;
     const ngx_http_idv_op_t        *op;
     const ngx_http_idv_op_param_t  *p, *q;
     char                            name[128];
@@ -653,6 +681,7 @@ test_overlay_rows(const cJSON *overlay)
         }
 
         rf = cJSON_GetObjectItemCaseSensitive(entry, "required_for");
+        rules = cJSON_GetObjectItemCaseSensitive(entry, "rules");
 
         for (j = 0; j < op->nparams; j++) {
             p = &op->params[j];
@@ -671,12 +700,25 @@ test_overlay_rows(const cJSON *overlay)
                     ? NGX_HTTP_IDV_P_IMAGE : 0;
             want |= test_listed(by_name, entry, "url", name)
                     ? NGX_HTTP_IDV_P_URL : 0;
+            want |= test_listed(by_name, entry, "https", name)
+                    ? NGX_HTTP_IDV_P_HTTPS : 0;
             want |= test_listed(NULL, entry, "required", name)
                     ? NGX_HTTP_IDV_P_REQUIRED : 0;
 
             if ((p->flags & TEST_FLAG_MASK) != want) {
                 printf("# %s.%s: flags 0x%02x, the overlay says 0x%02x\n",
                        entry->string, name, p->flags & TEST_FLAG_MASK, want);
+                ok = 0;
+            }
+
+            /* rule: the overlay's, column by column, or none */
+
+            if (!test_rule_row(entry->string,
+                               cJSON_GetObjectItemCaseSensitive(rules, name),
+                               p->rule))
+            {
+                printf("# %s.%s: the rule is not the overlay's\n",
+                       entry->string, name);
                 ok = 0;
             }
 
@@ -758,7 +800,7 @@ test_overlay_rows(const cJSON *overlay)
         }
 
         tap_ok(ok, "%s: operation flags, products, parameter flags, "
-               "required sets and alternatives are the overlay's",
+               "required sets, alternatives and rules are the overlay's",
                entry->string);
     }
 }
@@ -814,12 +856,14 @@ test_initialize(void)
         "FV_GLOBAL", "FL_GLOBAL", "FACE_LIVENESS", "", NULL
     };
 
+    /* seed 002 marks MerchantUserId required for ID_OCR */
+
     static const char  *user_id_yes[] = {
-        "eKYC", "KYC_GLOBAL", "IDR_GLOBAL", NULL
+        "eKYC", "KYC_GLOBAL", "IDR_GLOBAL", "ID_OCR", NULL
     };
 
     static const char  *user_id_no[] = {
-        "ID_OCR", "OCR_GLOBAL", "FV_GLOBAL", "FL_GLOBAL", "KYC", "GLOBAL",
+        "OCR_GLOBAL", "FV_GLOBAL", "FL_GLOBAL", "KYC", "GLOBAL",
         "EKYC", "ekyc", "eKYC ", " eKYC", "eKYC IDR_GLOBAL", " ", "", NULL
     };
 
@@ -903,8 +947,9 @@ test_initialize(void)
 
     p = test_param(op, "CallbackUrl");
 
-    tap_ok(p != NULL && (p->flags & NGX_HTTP_IDV_P_URL),
-           "Initialize: CallbackUrl must be a URL");
+    tap_ok(p != NULL && (p->flags & NGX_HTTP_IDV_P_URL)
+           && (p->flags & NGX_HTTP_IDV_P_HTTPS),
+           "Initialize: CallbackUrl must be an https URL");
 }
 
 
@@ -1386,6 +1431,312 @@ test_images(void)
 
     tap_ok(ok, "images are strings and not URLs; every alternative is a "
            "parameter of the same action");
+}
+
+
+/*
+ * The documented rules the seeds and API.md state (issue 16), each where
+ * the documents put it, and the rules' own consistency: every HTTPS
+ * parameter is a URL, rules are on strings only, a value list is
+ * " V ... V " and agrees with the rule's other limits.
+ */
+
+static void
+test_rules(void)
+{
+    int                             ok;
+    size_t                          i, j;
+    const ngx_http_idv_op_t        *op;
+    const ngx_http_idv_op_rule_t   *r;
+    const ngx_http_idv_op_param_t  *p;
+
+    static const struct {
+        const char  *action;
+        const char  *param;
+        unsigned     min, max;
+        int          chars;
+        const char  *values;
+    } want[] = {
+        /* seeds 000-002, 004: letters and digits, 32 characters */
+        { "Initialize", "MerchantBizId", 0, 32, NGX_HTTP_IDV_C_ALNUM, NULL },
+        { "EkycVerify", "MerchantBizId", 0, 32, NGX_HTTP_IDV_C_ALNUM, NULL },
+
+        /* "an 8-digit value"; the tables also list 9-digit codes */
+        { "Initialize", "DocType", 8, 9, NGX_HTTP_IDV_C_DIGIT, NULL },
+        { "EkycVerify", "DocType", 8, 9, NGX_HTTP_IDV_C_DIGIT, NULL },
+
+        /* seeds 001, 002: letters, digits, underscores, 10 characters */
+        { "Initialize", "SceneCode", 0, 10, NGX_HTTP_IDV_C_WORD, NULL },
+
+        /* seed 003: normal only, MD5 is not supported */
+        { "Id2MetaVerifyIntl", "ParamType", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " normal " },
+
+        /* API.md 4.1-4.3 */
+        { "Initialize", "Authorize", 0, 0, NGX_HTTP_IDV_C_ANY, " T F " },
+        { "Initialize", "IdThreshold", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " 0 1 2 3 " },
+        { "Initialize", "SecurityLevel", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " 01 02 " },
+        { "Initialize", "ProductFlow", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " DOC_FACE FACE_DOC " },
+        { "EkycVerify", "Authorize", 0, 0, NGX_HTTP_IDV_C_ANY, " T F " },
+        { "EkycVerify", "Crop", 0, 0, NGX_HTTP_IDV_C_ANY, " T F " },
+        { "EkycVerify", "IdThreshold", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " 0 1 2 3 " },
+        { "CheckResult", "IsReturnImage", 0, 0, NGX_HTTP_IDV_C_ANY,
+          " Y N " },
+    };
+
+    /* lists cut off in the seeds or open in API.md: left to the API */
+
+    static const char  *unruled[] = {
+        "IdSpoof", "Model", "DocScanMode", "DocVideo", "ShowGuidePage",
+        "AppQualityCheck", "Crop", NULL
+    };
+
+    for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        p = test_param(test_op(want[i].action), want[i].param);
+        r = p ? p->rule : NULL;
+
+        tap_ok(r != NULL && r->min_len == want[i].min
+               && r->max_len == want[i].max && r->chars == want[i].chars
+               && ((r->values == NULL && want[i].values == NULL)
+                   || (r->values && want[i].values
+                       && strcmp(r->values, want[i].values) == 0)),
+               "%s: %s has the documented rule", want[i].action,
+               want[i].param);
+    }
+
+    op = test_op("Initialize");
+
+    for (i = 0; unruled[i] != NULL; i++) {
+        p = test_param(op, unruled[i]);
+
+        tap_ok(p != NULL && p->rule == NULL,
+               "Initialize: %s has no rule (no exact set documented)",
+               unruled[i]);
+    }
+
+    p = test_param(test_op("CheckResult"), "MerchantBizId");
+
+    tap_ok(p != NULL && p->rule == NULL,
+           "CheckResult: MerchantBizId has no rule (not documented there)");
+
+    p = test_param(test_op("BankMetaVerifyIntl"), "ParamType");
+
+    tap_ok(p != NULL && p->rule == NULL,
+           "BankMetaVerifyIntl: ParamType has no rule (no seed)");
+
+    /* the lookup of a documented value is exact */
+
+    p = test_param(test_op("EkycVerify"), "Authorize");
+    r = p ? p->rule : NULL;
+
+    tap_ok(r != NULL && test_value(r, "T") && test_value(r, "F")
+           && !test_value(r, "t") && !test_value(r, "TF")
+           && !test_value(r, "T F") && !test_value(r, "")
+           && !test_value(r, " T") && !test_value(r, "Y"),
+           "EkycVerify: Authorize takes T and F, nothing near them");
+
+    p = test_param(test_op("Id2MetaVerifyIntl"), "ParamType");
+    r = p ? p->rule : NULL;
+
+    tap_ok(r != NULL && test_value(r, "normal") && !test_value(r, "md5")
+           && !test_value(r, "Normal") && !test_value(r, "norma")
+           && !test_value(r, "normalX"),
+           "Id2MetaVerifyIntl: ParamType takes normal only");
+
+    tap_ok(ngx_http_idv_op_rule_value(NULL, (u_char *) "x", 1) == 1,
+           "no rule: any value");
+
+    ok = 1;
+
+    for (i = 0; i < ngx_http_idv_nops; i++) {
+        for (j = 0; j < ngx_http_idv_ops[i].nparams; j++) {
+            p = &ngx_http_idv_ops[i].params[j];
+            r = p->rule;
+
+            if (((p->flags & NGX_HTTP_IDV_P_HTTPS)
+                 && !(p->flags & NGX_HTTP_IDV_P_URL))
+                || (r != NULL
+                    && (p->type != NGX_HTTP_IDV_T_STRING
+                        || (p->flags & (NGX_HTTP_IDV_P_IMAGE
+                                        |NGX_HTTP_IDV_P_URL))
+                        || r->chars > NGX_HTTP_IDV_C_WORD
+                        || (r->min_len && r->max_len
+                            && r->min_len > r->max_len)
+                        || (r->values && !test_list_format(r->values))
+                        || (r->values == NULL && r->min_len == 0
+                            && r->max_len == 0
+                            && r->chars == NGX_HTTP_IDV_C_ANY))))
+            {
+                printf("# %.*s.%.*s\n",
+                       (int) ngx_http_idv_ops[i].name.len,
+                       (char *) ngx_http_idv_ops[i].name.data,
+                       (int) p->name.len, (char *) p->name.data);
+                ok = 0;
+            }
+        }
+    }
+
+    tap_ok(ok, "https parameters are URLs; rules are on plain strings, "
+           "well formed and not empty");
+}
+
+
+/* an overlay rule: known keys, a source, sane limits */
+
+static int
+test_rule_json(const char *where, const cJSON *rule)
+{
+    int           ok;
+    const cJSON  *v, *src, *line;
+
+    ok = cJSON_IsObject(rule);
+
+    cJSON_ArrayForEach(v, rule) {
+        if (v->string[0] != '_' && strcmp(v->string, "min") != 0
+            && strcmp(v->string, "max") != 0
+            && strcmp(v->string, "chars") != 0
+            && strcmp(v->string, "values") != 0
+            && strcmp(v->string, "source") != 0)
+        {
+            printf("# %s.rules.%s: unknown key \"%s\"\n", where,
+                   rule->string, v->string);
+            ok = 0;
+        }
+    }
+
+    src = cJSON_GetObjectItemCaseSensitive(rule, "source");
+
+    if (cJSON_IsArray(src)) {
+        cJSON_ArrayForEach(line, src) {
+            if (!cJSON_IsString(line)) {
+                ok = 0;
+            }
+        }
+
+        if (cJSON_GetArraySize(src) == 0) {
+            ok = 0;
+        }
+
+    } else if (!cJSON_IsString(src) || src->valuestring[0] == '\0') {
+        ok = 0;
+    }
+
+    if (!ok) {
+        printf("# %s.rules.%s: not an object with a source\n", where,
+               rule->string);
+    }
+
+    return ok;
+}
+
+
+/* a row's rule is the overlay's: NULL for none, else the same columns */
+
+static int
+test_rule_row(const char *where, const cJSON *rule,
+    const ngx_http_idv_op_rule_t *r)
+{
+    int           n;
+    const cJSON  *v, *item;
+
+    if (rule == NULL || r == NULL) {
+        return rule == NULL && r == NULL;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(rule, "min");
+
+    if ((v ? (cJSON_IsNumber(v) ? v->valueint : -1) : 0) != r->min_len) {
+        return 0;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(rule, "max");
+
+    if ((v ? (cJSON_IsNumber(v) ? v->valueint : -1) : 0) != r->max_len) {
+        return 0;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(rule, "chars");
+
+    if ((v ? test_chars(cJSON_GetStringValue(v)) : NGX_HTTP_IDV_C_ANY)
+        != r->chars)
+    {
+        return 0;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(rule, "values");
+
+    if ((v == NULL) != (r->values == NULL)) {
+        return 0;
+    }
+
+    if (v == NULL) {
+        return 1;
+    }
+
+    n = 0;
+
+    cJSON_ArrayForEach(item, v) {
+        if (!cJSON_IsString(item) || !test_value(r, item->valuestring)) {
+            printf("# %s: %s is not among the values\n", where,
+                   cJSON_IsString(item) ? item->valuestring : "?");
+            return 0;
+        }
+
+        n++;
+    }
+
+    return test_words(r->values) == n;
+}
+
+
+static int
+test_chars(const char *chars)
+{
+    if (chars == NULL) {
+        return -1;
+    }
+
+    if (strcmp(chars, "digit") == 0) {
+        return NGX_HTTP_IDV_C_DIGIT;
+    }
+
+    if (strcmp(chars, "alnum") == 0) {
+        return NGX_HTTP_IDV_C_ALNUM;
+    }
+
+    if (strcmp(chars, "word") == 0) {
+        return NGX_HTTP_IDV_C_WORD;
+    }
+
+    return -1;
+}
+
+
+/* a documented value, looked up through an exact-size copy */
+
+static int
+test_value(const ngx_http_idv_op_rule_t *r, const char *value)
+{
+    int      rc;
+    size_t   len;
+    u_char  *buf;
+
+    len = strlen(value);
+    buf = malloc(len ? len : 1);
+
+    if (buf == NULL) {
+        return -1;
+    }
+
+    memcpy(buf, value, len);
+    rc = ngx_http_idv_op_rule_value(r, buf, len);
+    free(buf);
+
+    return rc;
 }
 
 
