@@ -13,9 +13,6 @@ use Test::More;
 use lib 't/lib';
 use IdvTest;
 
-use Digest::SHA qw(hmac_sha1);
-use MIME::Base64 qw(encode_base64);
-use POSIX qw(strftime);
 
 
 my ($ID, $SECRET) = ('LTAIstore0001', 'STORE-s3cret-0123456789abcdef');
@@ -51,32 +48,16 @@ sub config {
                      worker_processes => 2);
 }
 
-sub enc {
-    my ($s) = @_;
-    $s =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
-    return $s;
-}
-
 # an SDK request signed like the V1 SDKs sign it; the nonce is used up
 # once every check passed, then the tenant's limit (one a minute) refuses
 # it before any upstream call
 sub sdk {
     my ($t, $nonce) = @_;
 
-    my %q = (Action => 'CheckResult', Version => '2022-08-09',
-             MerchantBizId => 'store01',
-             TransactionId => 'a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5',
-             Format => 'json', SignatureMethod => 'HMAC-SHA1',
-             SignatureVersion => '1.0', AccessKeyId => $ID,
-             SignatureNonce => $nonce,
-             Timestamp => strftime('%Y-%m-%dT%H:%M:%SZ', gmtime));
-
-    my $cq = join '&', map { enc($_) . '=' . enc($q{$_}) } sort keys %q;
-    $q{Signature} = encode_base64(hmac_sha1('POST&%2F&' . enc($cq),
-                                            "$SECRET&"), '');
-
-    return $t->post('/?' . join('&', map { enc($_) . '=' . enc($q{$_}) }
-                                     sort keys %q), '');
+    return $t->sdk_v1($ID, $SECRET, Action => 'CheckResult',
+                      MerchantBizId => 'store01',
+                      TransactionId => 'a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5',
+                      SignatureNonce => $nonce);
 }
 
 sub metric {

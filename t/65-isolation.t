@@ -13,10 +13,7 @@ use Test::More;
 use lib 't/lib';
 use IdvTest;
 
-use Digest::SHA qw(hmac_sha1);
 use JSON::PP;
-use MIME::Base64 qw(encode_base64);
-use POSIX qw(strftime);
 
 
 my ($ID, $SECRET) = ('LTAIiso00001', 'ISO-s3cret-0123456789abcdef0123');
@@ -133,27 +130,11 @@ sub delivered_wait {
 
 sub calls { $_[0]->mock_stats->{calls} }
 
-sub enc {
-    my ($s) = @_;
-    $s =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
-    return $s;
-}
-
 # an SDK request signed like the V1 SDKs sign it
 sub sdk {
     my ($t, $nonce, %p) = @_;
 
-    my %q = (Version => '2022-08-09', Format => 'json',
-             SignatureMethod => 'HMAC-SHA1', SignatureVersion => '1.0',
-             AccessKeyId => $ID, SignatureNonce => $nonce,
-             Timestamp => strftime('%Y-%m-%dT%H:%M:%SZ', gmtime), %p);
-
-    my $cq = join '&', map { enc($_) . '=' . enc($q{$_}) } sort keys %q;
-    $q{Signature} = encode_base64(hmac_sha1('POST&%2F&' . enc($cq),
-                                            "$SECRET&"), '');
-
-    return $t->post('/?' . join('&', map { enc($_) . '=' . enc($q{$_}) }
-                                     sort keys %q), '');
+    return $t->sdk_v1($ID, $SECRET, SignatureNonce => $nonce, %p);
 }
 
 

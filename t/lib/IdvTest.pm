@@ -61,7 +61,9 @@ use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::IP;
 use JSON::PP;
-use POSIX qw(:sys_wait_h);
+use Digest::SHA qw(hmac_sha1);
+use MIME::Base64 qw(encode_base64);
+use POSIX qw(:sys_wait_h strftime);
 use Scalar::Util qw(weaken);
 use Test::More ();
 use Time::HiRes qw(sleep time);
@@ -673,6 +675,31 @@ sub request {
     $r->{json} = eval { $JSON->decode($r->{body}) } if length $r->{body};
 
     return $r;
+}
+
+
+# an SDK request signed as the official V1 SDKs sign it (RPC, HMAC-SHA1),
+# POSTed to / with every parameter in the query string
+sub sdk_v1 {
+    my ($self, $id, $secret, %p) = @_;
+
+    my $enc = sub {
+        my ($v) = @_;
+        $v =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
+        return $v;
+    };
+
+    my %q = (Version => '2022-08-09', Format => 'json',
+             SignatureMethod => 'HMAC-SHA1', SignatureVersion => '1.0',
+             AccessKeyId => $id,
+             Timestamp => strftime('%Y-%m-%dT%H:%M:%SZ', gmtime), %p);
+
+    my $cq = join '&', map { $enc->($_) . '=' . $enc->($q{$_}) } sort keys %q;
+    $q{Signature} = encode_base64(hmac_sha1('POST&%2F&' . $enc->($cq),
+                                            "$secret&"), '');
+
+    return $self->post('/?' . join('&', map { $enc->($_) . '=' . $enc->($q{$_}) }
+                                        sort keys %q), '');
 }
 
 
