@@ -120,7 +120,14 @@ struct ngx_http_idv_store_batch_s {
     ngx_pool_t                 *pool;       /* results are copied here */
     ngx_log_t                  *log;
 
-    /* called when a batch that returned NGX_AGAIN completes */
+    /*
+     * called when a batch that returned NGX_AGAIN completes.  The batch
+     * lives in its request's pool: a backend that answers later (none
+     * does yet; shared memory completes at once) must copy what it sends
+     * and must not call the handler of a batch whose request has ended
+     * -- it gives the caller a way to cancel, run from the pool's
+     * cleanup.  A batch without a handler is fire-and-forget.
+     */
     ngx_http_idv_store_handler_pt  handler;
     void                       *data;
 
