@@ -6,8 +6,8 @@
 #   mkreq.pl KIND PATH [HEADER]... > FILE
 #
 # KIND:
-#   init          Initialize, MerchantBizId bench-init-0001
-#   init-vary     Initialize, MerchantBizId bench-{seq:08} (one per request)
+#   init          Initialize, MerchantBizId benchinit0001
+#   init-vary     Initialize, MerchantBizId bench{seq:08} (one per request)
 #   ekyc          EkycVerify with two 700,000-character base64 images: a
 #                 720x1280 JPEG face and a 1920x1080 PNG document, built
 #                 like t/lib/IdvImages.pm but padded with pseudo-random
@@ -41,20 +41,20 @@ my $IMAGE_BYTES = 525_000;
 my %params;
 
 if ($kind eq 'init' || $kind eq 'init-vary') {
-    %params = (MerchantBizId => $kind eq 'init' ? 'bench-init-0001'
-                                                : 'bench-{seq:08}',
+    %params = (MerchantBizId => $kind eq 'init' ? 'benchinit0001'
+                                                : 'bench{seq:08}',
                MerchantUserId => 'user-0001', DocType => '01000000',
                MetaInfo => $META);
 
 } elsif ($kind eq 'ekyc') {
-    %params = (MerchantBizId => 'bench-ekyc-0001',
+    %params = (MerchantBizId => 'benchekyc0001',
                MerchantUserId => 'user-0001', DocType => '00000001',
                FacePictureBase64 => b64(noisy(jpeg(720, 1280, $IMAGE_BYTES))),
                IdOcrPictureBase64 => b64(noisy(png(1920, 1080,
                                                    $IMAGE_BYTES))));
 
 } elsif ($kind eq 'checkresult') {
-    %params = (MerchantBizId => 'bench-init-0001',
+    %params = (MerchantBizId => 'benchinit0001',
                TransactionId => 'hksb7ba1b28130d24e015d694361bee4');
 
 } else {

@@ -53,7 +53,7 @@ function args() {
 /* the same parameters the gateway's Initialize benchmark sends */
 const QUERY = {
   DocType: '01000000',
-  MerchantBizId: 'bench-init-0001',
+  MerchantBizId: 'benchinit0001',
   MerchantUserId: 'user-0001',
   MetaInfo: '{"apdidToken":"","appName":"com.example.app","bioMetaInfo":"4.1.0:1150000,0","deviceType":"ios"}',
   ProductCode: 'eKYC',

@@ -417,7 +417,7 @@ async function opInitialize() {
         repeat = true;
     } else {
         tenant = pick(TENANTS);
-        params = { MerchantBizId: 'soak' + (++seq) + '-' +
+        params = { MerchantBizId: 'soak' + (++seq) + 'x' +
                        crypto.randomBytes(4).toString('hex'),
                    MerchantUserId: 'user-' + (seq % 997),
                    DocType: '01000000',

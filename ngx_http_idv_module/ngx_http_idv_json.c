@@ -10,7 +10,6 @@
 #include "ngx_http_idv_json.h"
 
 
-static size_t ngx_http_idv_json_utf8(const u_char *p, size_t len);
 static size_t ngx_http_idv_json_literal(u_char *dst, const char *s);
 static size_t ngx_http_idv_json_string(u_char *dst, const char *name,
     const u_char *value, size_t len);
@@ -34,7 +33,7 @@ ngx_http_idv_json_escape(u_char *dst, const u_char *src, size_t len)
         c = src[i];
 
         if (c >= 0x80) {
-            n = ngx_http_idv_json_utf8(src + i, len - i);
+            n = ngx_http_idv_utf8_seq(src + i, len - i);
 
             if (n == 0) {
                 /* not well-formed UTF-8: the replacement character */
@@ -95,10 +94,13 @@ ngx_http_idv_json_escape(u_char *dst, const u_char *src, size_t len)
 }
 
 
-/* the length of the well-formed UTF-8 sequence at p (RFC 3629), or 0 */
+/*
+ * the length of the well-formed UTF-8 sequence at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), or 0
+ */
 
-static size_t
-ngx_http_idv_json_utf8(const u_char *p, size_t len)
+size_t
+ngx_http_idv_utf8_seq(const u_char *p, size_t len)
 {
     size_t  n, i;
     u_char  lo, hi;
@@ -141,6 +143,57 @@ ngx_http_idv_json_utf8(const u_char *p, size_t len)
         if (p[i] < 0x80 || p[i] > 0xbf) {
             return 0;
         }
+    }
+
+    return n;
+}
+
+
+/*
+ * the number of characters of well-formed UTF-8 text, or (size_t) -1;
+ * ASCII, eight bytes at a time
+ */
+
+size_t
+ngx_http_idv_utf8_len(const u_char *p, size_t len)
+{
+    size_t    n, k;
+    uint64_t  w;
+
+    n = 0;
+
+    while (len) {
+
+        while (len >= 8) {
+            memcpy(&w, p, 8);
+
+            if (w & 0x8080808080808080ULL) {
+                break;
+            }
+
+            p += 8;
+            len -= 8;
+            n += 8;
+        }
+
+        if (len == 0) {
+            break;
+        }
+
+        if (*p < 0x80) {
+            k = 1;
+
+        } else {
+            k = ngx_http_idv_utf8_seq(p, len);
+
+            if (k == 0) {
+                return (size_t) -1;
+            }
+        }
+
+        p += k;
+        len -= k;
+        n++;
     }
 
     return n;

@@ -36,6 +36,10 @@ typedef struct {
 } ngx_http_idv_gateway_t;
 
 
+/* UTF-8: one sequence's length or 0; a text's characters or (size_t) -1 */
+size_t ngx_http_idv_utf8_seq(const u_char *p, size_t len);
+size_t ngx_http_idv_utf8_len(const u_char *p, size_t len);
+
 /*
  * the bytes as the inside of a JSON string: '"' and '\' escaped, control
  * characters as \u00XX, a byte that is not part of well-formed UTF-8 as

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_idv_request.h"
+#include "ngx_http_idv_json.h"
 
 
 #define IDV_B64_BAD  0xff
@@ -36,7 +37,6 @@ static int ngx_http_idv_image_size(const u_char *b64, size_t len,
     size_t size, unsigned *w, unsigned *h);
 static int ngx_http_idv_url_check(const u_char *v, size_t len, int https);
 static int ngx_http_idv_id_check(const u_char *v, size_t len);
-static size_t ngx_http_idv_utf8_len(const u_char *p, size_t len);
 static int ngx_http_idv_rule_check(const ngx_http_idv_op_rule_t *rule,
     const u_char *v, size_t len, size_t chars);
 static int ngx_http_idv_rule_error(ngx_http_idv_req_t *rq,
@@ -933,10 +933,13 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
 
         /*
          * the API reads every value as UTF-8: one that is not would be
-         * signed, sent and answered SignatureDoesNotMatch
+         * signed, sent and answered SignatureDoesNotMatch (an image's
+         * base64 is checked to be of its alphabet below)
          */
 
-        chars = ngx_http_idv_utf8_len(v->value.data, v->value.len);
+        chars = (p->flags & NGX_HTTP_IDV_P_IMAGE)
+                ? v->value.len
+                : ngx_http_idv_utf8_len(v->value.data, v->value.len);
 
         if (chars == (size_t) -1) {
             return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
@@ -1014,79 +1017,6 @@ ngx_http_idv_id_check(const u_char *v, size_t len)
     }
 
     return 0;
-}
-
-
-/*
- * Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates,
- * nothing above U+10FFFF.  Returns the number of characters, or
- * (size_t) -1.
- */
-
-static size_t
-ngx_http_idv_utf8_len(const u_char *p, size_t len)
-{
-    u_char         c, lo, hi;
-    size_t         n, need, i;
-    const u_char  *end;
-
-    n = 0;
-    end = p + len;
-
-    while (p < end) {
-        c = *p++;
-        n++;
-
-        if (c < 0x80) {
-            continue;
-        }
-
-        /* the range of the second byte rules out the bad forms */
-
-        lo = 0x80;
-        hi = 0xbf;
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-
-            if (c == 0xe0) {
-                lo = 0xa0;                  /* overlong */
-
-            } else if (c == 0xed) {
-                hi = 0x9f;                  /* surrogates */
-            }
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-
-            if (c == 0xf0) {
-                lo = 0x90;                  /* overlong */
-
-            } else if (c == 0xf4) {
-                hi = 0x8f;                  /* above U+10FFFF */
-            }
-
-        } else {
-            return (size_t) -1;             /* 0x80-0xc1, 0xf5-0xff */
-        }
-
-        if ((size_t) (end - p) < need || p[0] < lo || p[0] > hi) {
-            return (size_t) -1;
-        }
-
-        for (i = 1; i < need; i++) {
-            if ((p[i] & 0xc0) != 0x80) {
-                return (size_t) -1;
-            }
-        }
-
-        p += need;
-    }
-
-    return n;
 }
 
 
