@@ -156,13 +156,23 @@ sub module_path {
 }
 
 
+# a port nothing listens on, and that this process has not handed out
+# before (the kernel may give a closed port again at once: two servers of
+# one test on one port would answer each other's requests)
+my %ports_given;
+
 sub free_port {
-    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
-                                Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-        or croak "no free port: $@";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
+    for (1 .. 50) {
+        my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
+                                    Proto => 'tcp', Listen => 1,
+                                    ReuseAddr => 1)
+            or croak "no free port: $@";
+        my $port = $s->sockport;
+        close $s;
+        return $port unless $ports_given{$port}++;
+    }
+
+    croak "no free port that was not given out already";
 }
 
 
