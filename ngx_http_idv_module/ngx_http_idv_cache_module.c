@@ -1398,9 +1398,11 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
         if (conf->zone == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"idv_cache %V\" names no zone: declare it "
-                               "with \"idv_cache_zone zone=%V:SIZE\" in http",
-                               &conf->name, &conf->name);
+                               "%V: \"idv_cache %V\" names no zone: "
+                               "declare it with \"idv_cache_zone "
+                               "zone=%V:SIZE\" in http",
+                               ngx_http_idv_conf_where(cf), &conf->name,
+                               &conf->name);
             return NGX_CONF_ERROR;
         }
     }
@@ -1411,9 +1413,10 @@ ngx_http_idv_cache_merge_conf(ngx_conf_t *cf, void *parent, void *child)
         && conf->results && !ngx_http_idv_tenancy_configured(cf))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_cache_results\" in a location that calls "
-                           "the API needs \"idv_tenancy_zone\": results are "
-                           "kept with their owner");
+                           "%V: \"idv_cache_results\" in a location that "
+                           "calls the API needs \"idv_tenancy_zone\": "
+                           "results are kept with their owner",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 

@@ -1037,8 +1037,9 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         && ngx_strncasecmp(conf->url.data, (u_char *) "https://", 8) != 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_callback_url\" must be an https:// URL: "
-                           "the service calls only https callbacks");
+                           "%V: \"idv_callback_url\" must be an https:// "
+                           "URL: the service calls only https callbacks",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -1047,8 +1048,9 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                                   ngx_http_idv_callback_module);
         if (cmcf->store == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"idv_callback\" needs \"idv_callback_zone\" "
-                               "in the http block (the replay guard)");
+                               "%V: \"idv_callback\" needs "
+                               "\"idv_callback_zone\" in the http block (the "
+                               "replay guard)", ngx_http_idv_conf_where(cf));
             return NGX_CONF_ERROR;
         }
 
@@ -1056,10 +1058,12 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         && !ngx_http_idv_tenancy_configured(cf))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_callback\" without \"idv_callback_pass\" "
-                           "keeps results for CheckResult and needs "
-                           "\"idv_tenancy_zone zone=NAME:SIZE\" in the http "
-                           "block: results are kept with their owner");
+                           "%V: \"idv_callback\" without "
+                           "\"idv_callback_pass\" keeps results for "
+                           "CheckResult and needs \"idv_tenancy_zone "
+                           "zone=NAME:SIZE\" in the http block: results are "
+                           "kept with their owner",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
     }
@@ -1077,8 +1081,9 @@ ngx_http_idv_cb_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "callbacks need a key: set \"idv_callback_key\" "
-                           "or credentials to derive it from");
+                           "%V: callbacks need a key: set "
+                           "\"idv_callback_key\" or credentials to derive it "
+                           "from", ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -1241,6 +1246,10 @@ ngx_http_idv_cb(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ilcf->op = ngx_http_idv_op_find((u_char *) "CheckResult", 11);
+
+    if (ngx_http_idv_conf_where_set(cf, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_idv_cb_handler;

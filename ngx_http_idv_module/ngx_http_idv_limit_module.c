@@ -1053,10 +1053,10 @@ ngx_http_idv_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         if (rules[i].store == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"idv_limit\" uses the zone \"%V\", which "
-                               "is not declared: add "
+                               "%V: \"idv_limit\" uses the zone \"%V\", "
+                               "which is not declared: add "
                                "\"idv_limit_zone zone=%V:1m;\" to the "
-                               "http block",
+                               "http block", ngx_http_idv_conf_where(cf),
                                &rules[i].zone, &rules[i].zone);
             return NGX_CONF_ERROR;
         }

@@ -400,14 +400,17 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->access_key_id = prev->access_key_id;
         conf->access_key_secret = prev->access_key_secret;
         conf->credentials = prev->credentials;
+        conf->keys_where = prev->keys_where;
     }
 
     if ((conf->access_key_id.data == NULL)
         != (conf->access_key_secret.data == NULL))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_access_key_id\" and "
-                           "\"idv_access_key_secret\" must be set together");
+                           "%V: \"idv_access_key_id\" and "
+                           "\"idv_access_key_secret\" must be set together, "
+                           "but only %V is",
+                           ngx_http_idv_conf_where(cf), &conf->keys_where);
         return NGX_CONF_ERROR;
     }
 
@@ -444,13 +447,13 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"idv_action %V\" has no credentials: set "
+                               "%V has no credentials: set "
                                "\"idv_access_key_id\" and "
                                "\"idv_access_key_secret\", "
                                "\"idv_credentials\", or the environment "
                                "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
                                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                               ngx_http_idv_ngx_str(&conf->op->name));
+                               ngx_http_idv_conf_where(cf));
             return NGX_CONF_ERROR;
         }
 
@@ -477,10 +480,9 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->pass.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_action %V\" needs \"idv_pass\": the URI "
-                           "of an internal location that proxies to the "
-                           "ID Verification endpoint",
-                           ngx_http_idv_ngx_str(&conf->op->name));
+                           "%V needs \"idv_pass\": the URI of an internal "
+                           "location that proxies to the ID Verification "
+                           "endpoint", ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -488,8 +490,9 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->product.len && p == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_product_code %V\" does not apply: action "
-                           "%V takes no ProductCode", &conf->product,
+                           "%V: \"idv_product_code %V\" does not apply: "
+                           "action %V takes no ProductCode",
+                           ngx_http_idv_conf_where(cf), &conf->product,
                            ngx_http_idv_ngx_str(&conf->op->name));
         return NGX_CONF_ERROR;
     }
@@ -503,8 +506,29 @@ ngx_http_idv_access_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_loc_conf_t *lcf = conf;
 
+    u_char  *p;
+    size_t   len;
+
     if (lcf->credentials.len) {
         return "conflicts with \"idv_credentials\" on the same level";
+    }
+
+    /* the value is a secret: only the directive's name and place */
+
+    if (lcf->keys_where.len == 0) {
+        len = sizeof("\"\" ( :)") - 1 + cmd->name.len
+              + cf->conf_file->file.name.len + NGX_INT_T_LEN;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        lcf->keys_where.data = p;
+        lcf->keys_where.len = ngx_sprintf(p, "\"%V\" (%V:%ui)", &cmd->name,
+                                          &cf->conf_file->file.name,
+                                          cf->conf_file->line)
+                              - p;
     }
 
     return ngx_conf_set_str_slot(cf, cmd, conf);
@@ -769,10 +793,137 @@ ngx_http_idv_action(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_idv_conf_where_set(cf, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_idv_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * nginx reports the errors of merge time at the closing brace of http:
+ * the directive that makes a location call the API (idv_action,
+ * idv_sdk_gateway, idv_callback) records the location's name, its own
+ * file:line and, if "args", its arguments, for those errors to name
+ */
+
+ngx_int_t
+ngx_http_idv_conf_where_set(ngx_conf_t *cf, ngx_uint_t args)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i, n;
+    const char                *how;
+    ngx_http_idv_loc_conf_t   *ilcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+
+    if (ilcf->where.len) {
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    how = clcf->exact_match ? "= " : clcf->noregex ? "^~ " : "";
+
+#if (NGX_PCRE)
+    if (clcf->regex) {
+        how = "~ ";
+    }
+#endif
+
+    value = cf->args->elts;
+    n = args ? cf->args->nelts : 1;
+
+    len = sizeof("location ^~ \"\" (:, \"\")") - 1 + clcf->name.len
+          + cf->conf_file->file.name.len + NGX_INT_T_LEN;
+
+    for (i = 0; i < n; i++) {
+        len += 1 + value[i].len;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ilcf->where.data = p;
+
+    p = ngx_sprintf(p, "location %s\"%V\" (%V:%ui, \"%V", how, &clcf->name,
+                    &cf->conf_file->file.name, cf->conf_file->line,
+                    &value[0]);
+
+    for (i = 1; i < n; i++) {
+        p = ngx_sprintf(p, " %V", &value[i]);
+    }
+
+    *p++ = '"';
+    *p++ = ')';
+
+    ilcf->where.len = p - ilcf->where.data;
+
+    return NGX_OK;
+}
+
+
+/* at merge time: the location (or server) whose configuration is merged */
+
+ngx_str_t *
+ngx_http_idv_conf_where(ngx_conf_t *cf)
+{
+    static ngx_str_t           unknown = ngx_string("a location");
+
+    u_char                    *p;
+    size_t                     len;
+    ngx_str_t                 *where;
+    ngx_http_idv_loc_conf_t   *ilcf;
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_srv_conf_t  *cscf;
+
+    ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
+
+    if (ilcf->where.len) {
+        return &ilcf->where;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    len = sizeof("location \"\"") - 1 + clcf->name.len;
+
+    if (clcf->name.len == 0 && cscf->file_name) {
+        len = sizeof("server (:)") - 1 + ngx_strlen(cscf->file_name)
+              + NGX_INT_T_LEN;
+    }
+
+    where = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(cf->pool, len);
+
+    if (where == NULL || p == NULL) {
+        return &unknown;
+    }
+
+    where->data = p;
+
+    if (clcf->name.len) {
+        p = ngx_sprintf(p, "location \"%V\"", &clcf->name);
+
+    } else if (cscf->file_name) {
+        p = ngx_sprintf(p, "server (%s:%ui)", cscf->file_name, cscf->line);
+
+    } else {
+        return &unknown;
+    }
+
+    where->len = p - where->data;
+
+    return where;
 }
 
 

@@ -57,6 +57,15 @@ typedef struct {
     ngx_flag_t                  expand_json;
 
     ngx_uint_t                  dialect;    /* NGX_HTTP_IDV_DIALECT_* */
+
+    /*
+     * nginx reports the errors of merge time at the end of the http
+     * block: where the location and its keys were set, for them to say
+     */
+    ngx_str_t                   where;      /* location "/x" (FILE:LINE,
+                                               "idv_action NAME") */
+    ngx_str_t                   keys_where; /* "idv_access_key_id" at
+                                               FILE:LINE */
 } ngx_http_idv_loc_conf_t;
 
 
@@ -230,6 +239,8 @@ ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,
 ngx_int_t ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,
     ngx_str_t *value, ngx_uint_t replace);
 ngx_int_t ngx_http_idv_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_idv_conf_where_set(ngx_conf_t *cf, ngx_uint_t args);
+ngx_str_t *ngx_http_idv_conf_where(ngx_conf_t *cf);
 
 
 #endif /* _NGX_HTTP_IDV_MODULE_H_INCLUDED_ */

@@ -831,9 +831,10 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (smcf->store == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_sdk_gateway\" needs \"idv_sdk_zone "
+                           "%V: \"idv_sdk_gateway\" needs \"idv_sdk_zone "
                            "zone=NAME:SIZE\" in the http block (the memory "
-                           "of used nonces)");
+                           "of used nonces)",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -841,8 +842,10 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (sscf->keys == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_sdk_gateway\" needs \"idv_tenant_keys\" in "
-                           "the server or http block (the tenants' keys)");
+                           "%V: \"idv_sdk_gateway\" needs "
+                           "\"idv_tenant_keys\" in the server or http block "
+                           "(the tenants' keys)",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -854,9 +857,9 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ilcf->op) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_sdk_gateway\" cannot be combined with "
-                           "\"idv_action\": the SDK request names its "
-                           "action");
+                           "%V: \"idv_sdk_gateway\" cannot be combined "
+                           "with \"idv_action\": the SDK request names its "
+                           "action", ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -866,13 +869,14 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"idv_sdk_gateway\" has no master "
+                               "%V: \"idv_sdk_gateway\" has no master "
                                "credentials to re-sign with: set "
                                "\"idv_access_key_id\" and "
                                "\"idv_access_key_secret\", "
                                "\"idv_credentials\", or the environment "
                                "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                               ngx_http_idv_conf_where(cf));
             return NGX_CONF_ERROR;
         }
 
@@ -899,9 +903,10 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ilcf->pass.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_sdk_gateway\" needs \"idv_pass\": the URI "
-                           "of an internal location that proxies to the "
-                           "ID Verification endpoint");
+                           "%V: \"idv_sdk_gateway\" needs \"idv_pass\": the "
+                           "URI of an internal location that proxies to the "
+                           "ID Verification endpoint",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 
@@ -1159,6 +1164,10 @@ ngx_http_idv_sdk_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ilcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_idv_module);
     ilcf->dialect = NGX_HTTP_IDV_DIALECT_SDK;
+
+    if (ngx_http_idv_conf_where_set(cf, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_idv_sdk_handler;

@@ -939,9 +939,10 @@ ngx_http_idv_tenancy_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->strict && tmcf->store == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"idv_tenancy_strict\" needs "
+                           "%V: \"idv_tenancy_strict\" needs "
                            "\"idv_tenancy_zone zone=NAME:SIZE\" in the http "
-                           "block (the owners of transactions)");
+                           "block (the owners of transactions)",
+                           ngx_http_idv_conf_where(cf));
         return NGX_CONF_ERROR;
     }
 

@@ -27,6 +27,42 @@ wait_port() {
 }
 
 
+# port_free PORT VARIABLE: nothing listens on 127.0.0.1:PORT, or the demo
+# stops here naming the port and the variable that chooses another one
+# (started anyway, the mock or nginx would fail to listen while whatever
+# is there answers in their place)
+port_free() {
+    local who=''
+
+    if (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        if command -v ss > /dev/null 2>&1; then
+            who=$(ss -Hltnp "sport = :$1" 2>/dev/null \
+                  | grep -o 'users:(([^)]*))' | head -n 1) || true
+        fi
+        die "port $1 is in use${who:+ ($who)}: stop what listens there," \
+            "or choose a free port with $2=PORT"
+    fi
+}
+
+
+# mock_ours PORT CA SECONDS: the mock we started listens on PORT, and the
+# server that answers there is it (its certificate, its health endpoint)
+mock_ours() {
+    local i
+
+    for ((i = 0; i < $3 * 10; i++)); do
+        pid_alive "$DEMO/mock.pid" mock-aliyun || return 1
+        grep -q "mock-aliyun listening on $1\$" "$DEMO/mock.log" 2>/dev/null \
+            && break
+        sleep 0.1
+    done
+
+    curl -sf -o /dev/null --max-time 5 --cacert "$2" \
+         --resolve "localhost:$1:127.0.0.1" \
+         "https://localhost:$1/__mock/health"
+}
+
+
 # pid_alive PIDFILE PATTERN: the pid in PIDFILE runs a command matching
 # PATTERN (never signal a recycled pid)
 pid_alive() {
@@ -119,6 +155,9 @@ cmd_demo() {
     mkdir -p "$DEMO"
     cd "$ROOT"
 
+    port_free "$port" IDV_DEMO_PORT
+    [ -n "$real" ] || port_free "$DEMO_MOCK_PORT" IDV_DEMO_MOCK_PORT
+
     if [ -n "$real" ]; then
         # the Host signed and sent is the endpoint as given; the TCP peer
         # needs a port
@@ -153,12 +192,12 @@ cmd_demo() {
         echo $! > "$DEMO/mock.pid"
 
         # the port answering must be this mock, not something else there
-        if ! wait_port "$DEMO_MOCK_PORT" 10 \
-           || ! pid_alive "$DEMO/mock.pid" mock-aliyun
-        then
+        if ! mock_ours "$DEMO_MOCK_PORT" "$ca" 10; then
             cat "$DEMO/mock.log" >&2
             demo_stop
-            die "the mock did not start on port $DEMO_MOCK_PORT"
+            die "the mock did not start on port $DEMO_MOCK_PORT, or" \
+                "another server answers there: choose a free port with" \
+                "IDV_DEMO_MOCK_PORT=PORT"
         fi
         say "build.sh: mock API on https://127.0.0.1:$DEMO_MOCK_PORT" \
             "(log: $DEMO/mock.log)"

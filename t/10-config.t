@@ -97,15 +97,99 @@ conf_ok('no action, no credentials needed',
         server('return 200;'));
 
 
+# nginx reports the errors of merge time at the closing brace of http:
+# the message names the location and the file:line of its directive
+
+sub line_of {
+    my ($re) = @_;
+
+    open my $fh, '<', "$dir/nginx.conf" or die "nginx.conf: $!";
+    while (<$fh>) {
+        return $. if /$re/;
+    }
+    return 0;
+}
+
+sub where {
+    my ($directive) = @_;
+
+    my $line = line_of(qr/\Q$directive\E/);
+    return qr/location = "\/idv" \(\Q$dir\E\/nginx\.conf:$line, /
+           . qr/"\Q$directive\E"\)/;
+}
+
+my $at = qr/location = "\/idv" \(\S*nginx\.conf:\d+, "idv_action Initialize"\)/;
+
 conf_fails('no credentials',
            server('idv_action Initialize; idv_product_code eKYC;'),
-           qr/"idv_action Initialize" has no credentials/);
+           qr/$at has no credentials/);
 
 conf_fails('no idv_pass',
            server('idv_action Initialize;',
                   no_pass => 1,
                   http => 'idv_access_key_id a; idv_access_key_secret b;'),
-           qr/needs "idv_pass"/);
+           qr/$at needs "idv_pass"/);
+
+# the file:line is the directive's, not the closing brace of http
+
+{
+    $t->write_config(server("\n        idv_action CheckResult;\n"));
+    my ($rc, $out) = $t->nginx_t;
+    my $re = where('idv_action CheckResult');
+
+    isnt($rc, 0, 'an action on a line of its own: nginx -t fails');
+    like($out, qr/\[emerg\] $re has no credentials/,
+         'the [emerg] names the location and the file:line of idv_action');
+}
+
+{
+    $t->write_config(server("\n        idv_action CheckResult;\n"
+                            . "        idv_product_code eKYC;\n",
+                            http => 'idv_access_key_id a; '
+                                    . 'idv_access_key_secret b;'));
+    my ($rc, $out) = $t->nginx_t;
+    my $re = where('idv_action CheckResult');
+
+    like($out, qr/\[emerg\] $re: "idv_product_code eKYC" does not apply/,
+         'a product code that does not apply: the [emerg] names the '
+         . 'location and the file:line of idv_action');
+}
+
+for my $case (
+    [ 'idv_sdk_gateway',
+      qr/: "idv_sdk_gateway" needs "idv_sdk_zone zone=NAME:SIZE"/ ],
+    [ 'idv_callback', qr/: "idv_callback" needs "idv_callback_zone"/ ],
+) {
+    my ($directive, $why) = @$case;
+
+    $t->write_config(server("\n        $directive;\n",
+                            http => 'idv_access_key_id a; '
+                                    . 'idv_access_key_secret b;'));
+    my ($rc, $out) = $t->nginx_t;
+    my $re = where($directive);
+
+    isnt($rc, 0, "$directive without its zone: nginx -t fails");
+    like($out, qr/\[emerg\] $re$why/,
+         "$directive without its zone: the [emerg] names the location and "
+         . "the file:line of $directive");
+}
+
+{
+    $t->write_config(server('idv_action CheckResult;',
+                            http => "\n    idv_access_key_id testid;\n"));
+    my ($rc, $out) = $t->nginx_t;
+    my $line = line_of(qr/idv_access_key_id testid/);
+
+    isnt($rc, 0, 'a lone key id: nginx -t fails');
+    my $re = qr/server \(\Q$dir\E\/nginx\.conf:\d+\): /
+             . qr/"idv_access_key_id" and "idv_access_key_secret" must /
+             . qr/be set together, but only "idv_access_key_id" /
+             . qr/\(\Q$dir\E\/nginx\.conf:$line\) is/;
+
+    like($out, qr/\[emerg\] $re/,
+         'a lone key id: the [emerg] names the server and the key\'s '
+         . 'file:line');
+}
 
 conf_fails('unknown action',
            server('idv_action InitialiseEverything;',

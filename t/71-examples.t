@@ -76,6 +76,32 @@ for my $sig (qw(INT TERM HUP)) {
     };
 }
 
+# a port already taken: the demo says which, and which variable picks
+# another, before it starts anything (before, the mock was reported as
+# started and the call failed with a TLS error from whatever answered)
+
+for my $case ([ gateway => 'IDV_DEMO_PORT' ],
+              [ mock => 'IDV_DEMO_MOCK_PORT' ])
+{
+    my ($what, $var) = @$case;
+
+    my $busy = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
+                                   Proto => 'tcp', Listen => 5)
+        or die "listen: $@";
+    my $p = $busy->sockport;
+
+    local $ENV{$var} = $p;
+    local $ENV{IDV_DEMO_DIR} = "$dir/demo-busy";
+    my $out = `cd '$root' && ./build.sh demo 2>&1 < /dev/null`;
+
+    isnt($?, 0, "the $what port in use: ./build.sh demo fails");
+    like($out, qr/port $p is in use.*$var=PORT/,
+         "the $what port in use: the message names the port and $var")
+        or diag $out;
+    unlike($out, qr/mock API on/, "the $what port in use: no mock started");
+    close $busy;
+}
+
 my $started = time;
 $demo_started = 1;
 system("cd '$root' && ./build.sh demo > '$dir/demo.log' 2>&1 < /dev/null");
