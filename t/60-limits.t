@@ -396,7 +396,9 @@ sub offer {
     like($x->{headers}{'content-type'}, qr{^application/json},
          '429: JSON');
     is($t->mock_stats->{calls}, 3, '429: the refused call never went out');
-    like($t->error_log, qr/\[error\] .*idv_limit: limiting requests, excess: 3\.000 by zone "tenants", key=tenant, tenant "hdr", product "CheckResult"/,
+    # (at 1r/m a bucket drains a thousandth of a request each 60 ms: a
+    # slow run shows 2.99x)
+    like($t->error_log, qr/\[error\] .*idv_limit: limiting requests, excess: (?:3\.000|2\.9\d\d) by zone "tenants", key=tenant, tenant "hdr", product "CheckResult"/,
          '429: logged at the default level, error');
 
     # without idv_limit_headers, only refusals carry them
