@@ -15,6 +15,7 @@
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_json.h"
+#include "ngx_http_idv_json_text.h"
 
 #include <cjson/cJSON.h>
 
@@ -485,7 +486,17 @@ ngx_http_idv_expand_json(cJSON *root)
             continue;
         }
 
-        /* nothing after the value: the text is spliced in as it is */
+        /*
+         * nothing after the value, no control bytes JSON rules out: the
+         * text is spliced in as it is
+         */
+
+        if (ngx_http_idv_json_text_strict((u_char *) item->valuestring,
+                                          ngx_strlen(item->valuestring))
+            != 0)
+        {
+            continue;
+        }
 
         parsed = cJSON_ParseWithOpts(item->valuestring, NULL, 1);
 

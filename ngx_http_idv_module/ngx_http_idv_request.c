@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_idv_request.h"
+#include "ngx_http_idv_json_text.h"
 
 
 #define IDV_B64_BAD  0xff
@@ -452,8 +453,16 @@ ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
         /*
          * the client's text as it came, checked by cJSON above: printing
          * the parsed value would lose numbers (an integer above 2^53,
-         * 1e400 as null)
+         * 1e400 as null).  cJSON lets control bytes through that JSON
+         * does not: those the text must not carry on.
          */
+
+        if (ngx_http_idv_json_text_strict(text, len) != 0) {
+            (void) ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "The request body is not valid "
+                                          "JSON%s", NULL, 0);
+            return NULL;
+        }
 
         s = rq->alloc(rq->alloc_data, len + 1);
         if (s == NULL) {

@@ -33,7 +33,8 @@ $t->mock_reset;
 $t->mock_fault(mode => 'result', action => 'CheckResult',
                result => { Passed => 'Y', SubCode => '200',
                            ExtBasicInfo => $ext, ExtInfo => 'not json',
-                           ExtIdInfo => '{"a":1} trailing' });
+                           ExtIdInfo => '{"a":1} trailing',
+                           ExtRiskInfo => qq({"a":"x\x01"}) });
 my $r = $t->post('/idv/result-expanded', \%q);
 is($r->{status}, 200, 'expanded answer: 200') or diag $r->{body};
 like($r->{body}, qr/"ExtBasicInfo":\Q$ext\E[,}]/,
@@ -44,6 +45,8 @@ is($r->{json}{Result}{ExtInfo}, 'not json',
    'an Ext* member that is not JSON stays a string');
 is($r->{json}{Result}{ExtIdInfo}, '{"a":1} trailing',
    'an Ext* member with text after its JSON stays a string');
+is($r->{json}{Result}{ExtRiskInfo}, qq({"a":"x\x01"}),
+   'an Ext* member with a raw control byte in a string stays a string');
 
 $t->mock_reset;
 $t->mock_fault(mode => 'result', action => 'CheckResult',

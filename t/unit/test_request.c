@@ -762,4 +762,21 @@ test_typed_text(void)
 
     ngx_http_idv_req_free(&rq);
     test_pool_free(&pool);
+
+    test_refused("Initialize", "ID_OCR",
+                 "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                 ",\"DocPageConfig\":[\"a\x01" "b\"]}", TEST_JSON,
+                 "InvalidParameter", "not valid JSON", NULL,
+                 "an array with a control byte in a string");
+
+    test_refused("Initialize", "ID_OCR",
+                 "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                 ",\"DocPageConfig\":[1,\x01 2]}", TEST_JSON,
+                 "InvalidParameter", "not valid JSON", NULL,
+                 "an array with a control byte between values");
+
+    test_accepted("Initialize", "ID_OCR",
+                  "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                  ",\"DocPageConfig\":[\r\n\t\"a\\tb\" ]}", TEST_JSON,
+                  "an array with white space and an escaped tab");
 }
