@@ -459,12 +459,17 @@ ngx_http_idv_output(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
-/* Ext* result fields are JSON encoded as strings: decode them in place */
+/*
+ * Ext* result fields are JSON encoded as strings: decode them in place.
+ * A member that parses becomes raw JSON, its text as the service wrote
+ * it: printing the parsed values would turn an integer above 2^53 into
+ * 1.2345678901234567e+19 and 1e400 into null.
+ */
 
 static void
 ngx_http_idv_expand_json(cJSON *root)
 {
-    cJSON  *result, *item, *parsed;
+    cJSON  *result, *item, *parsed, *raw;
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
 
@@ -480,7 +485,19 @@ ngx_http_idv_expand_json(cJSON *root)
             continue;
         }
 
-        parsed = cJSON_Parse(item->valuestring);
+        /*
+         * nothing after the value, no control bytes JSON rules out: the
+         * text is spliced in as it is
+         */
+
+        if (ngx_http_idv_json_text_strict((u_char *) item->valuestring,
+                                          ngx_strlen(item->valuestring))
+            != 0)
+        {
+            continue;
+        }
+
+        parsed = cJSON_ParseWithOpts(item->valuestring, NULL, 1);
 
         if (parsed == NULL) {
             continue;
@@ -491,13 +508,21 @@ ngx_http_idv_expand_json(cJSON *root)
             continue;
         }
 
+        cJSON_Delete(parsed);
+
+        raw = cJSON_CreateRaw(item->valuestring);
+
+        if (raw == NULL) {
+            continue;
+        }
+
         /* the member's name moves to the replacement */
 
-        parsed->string = item->string;
+        raw->string = item->string;
         item->string = NULL;
 
-        cJSON_ReplaceItemViaPointer(result, item, parsed);
-        item = parsed;
+        cJSON_ReplaceItemViaPointer(result, item, raw);
+        item = raw;
     }
 }
 

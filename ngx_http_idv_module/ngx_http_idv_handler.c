@@ -35,7 +35,10 @@ static ngx_int_t ngx_http_idv_retry(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_retry_handler(ngx_event_t *ev);
 static void ngx_http_idv_retry_cleanup(void *data);
-static ngx_uint_t ngx_http_idv_code_status(ngx_str_t *code);
+static ngx_uint_t ngx_http_idv_code_status(ngx_str_t *code,
+    ngx_uint_t upstream_status);
+static ngx_uint_t ngx_http_idv_config_error(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
     const char *name, ngx_str_t *dst);
 
@@ -50,6 +53,84 @@ static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
 static ngx_http_idv_handler_pt
     ngx_http_idv_handlers[NGX_HTTP_IDV_PHASE_DONE][NGX_HTTP_IDV_MAX_HANDLERS];
 static ngx_uint_t  ngx_http_idv_nhandlers[NGX_HTTP_IDV_PHASE_DONE];
+
+
+/*
+ * One status per API code, whether the service sent the code with an
+ * HTTP status or inside a 200: the status the product's documents give
+ * it (shared/seeds, API.md section 8), except that their 401 (a photo or
+ * OCR failure, with no authentication challenge) is the 400 the gateway's
+ * own checks answer.  Codes not listed: see ngx_http_idv_code_status().
+ * docs/backend-api.md shows the same table.
+ */
+
+typedef struct {
+    ngx_str_t   code;
+    ngx_uint_t  status;
+} ngx_http_idv_code_status_t;
+
+
+static ngx_http_idv_code_status_t  ngx_http_idv_code_statuses[] = {
+
+    /* the service's codes */
+    { ngx_string("MissingParameter"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("InvalidParameter"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("OcrFail"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("UnqualifiedPhoto"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("NoFaceDetected"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("ToolargeImage"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("DownloadTimeout"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("DataDuplication"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("HighRisk"), NGX_HTTP_FORBIDDEN },
+    { ngx_string("Forbidden.RAMUserAccessDenied"), NGX_HTTP_FORBIDDEN },
+    { ngx_string("Forbidden.AccountAccessDenied"), NGX_HTTP_FORBIDDEN },
+    { ngx_string("Forbidden.ExceptionRepeatedInvoke"), NGX_HTTP_FORBIDDEN },
+    { ngx_string("Forbidden.ExceptionDataSource"),
+      NGX_HTTP_INTERNAL_SERVER_ERROR },
+    { ngx_string("InternalError"), NGX_HTTP_INTERNAL_SERVER_ERROR },
+    { ngx_string("ServiceUnavailable"), NGX_HTTP_SERVICE_UNAVAILABLE },
+
+    /* the API gateway's: signing and access keys */
+    { ngx_string("SignatureDoesNotMatch"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("IncompleteSignature"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("SignatureNonceUsed"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("InvalidTimeStamp.Expired"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("IllegalTimestamp"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("MissingSignature"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("MissingTimestamp"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("MissingAccessKeyId"), NGX_HTTP_BAD_REQUEST },
+    { ngx_string("InvalidAccessKeyId.NotFound"), NGX_HTTP_NOT_FOUND },
+    { ngx_string("PathNotFound"), NGX_HTTP_NOT_FOUND },
+
+    { ngx_null_string, 0 }
+};
+
+
+/*
+ * Codes that say the operator's configuration is wrong (key, secret,
+ * endpoint, clock, RAM policy): logged at [error] whatever their status,
+ * once a minute per cause and worker, with the number of repeats since.
+ * A trailing '*' matches any rest.
+ */
+
+#define NGX_HTTP_IDV_CONFIG_ERROR_INTERVAL  60
+
+typedef struct {
+    ngx_str_t   code;
+    time_t      logged;
+    ngx_uint_t  suppressed;
+} ngx_http_idv_config_error_t;
+
+
+static ngx_http_idv_config_error_t  ngx_http_idv_config_errors[] = {
+    { ngx_string("SignatureDoesNotMatch"), 0, 0 },
+    { ngx_string("IncompleteSignature"), 0, 0 },
+    { ngx_string("InvalidAccessKeyId.*"), 0, 0 },
+    { ngx_string("Forbidden.RAM*"), 0, 0 },
+    { ngx_string("InvalidTimeStamp.*"), 0, 0 },
+    { ngx_string("PathNotFound"), 0, 0 },
+    { ngx_null_string, 0, 0 }
+};
 
 
 ngx_int_t
@@ -872,24 +953,13 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ctx->upstream_status == NGX_HTTP_OK
-        && ctx->code.len == 7
-        && ngx_strncmp(ctx->code.data, "Success", 7) == 0)
+    if (ctx->code.len == 7 && ngx_strncmp(ctx->code.data, "Success", 7) == 0
+        && ctx->upstream_status == NGX_HTTP_OK)
     {
         status = NGX_HTTP_OK;
 
-    } else if (ctx->upstream_status == NGX_HTTP_OK
-               || (ctx->code.len >= 10
-                   && ngx_strlcasestrn(ctx->code.data,
-                                       ctx->code.data + ctx->code.len,
-                                       (u_char *) "Throttling", 10 - 1)
-                      != NULL))
-    {
-        /* throttling is 429 with Retry-After whatever upstream said */
-        status = ngx_http_idv_code_status(&ctx->code);
-
     } else {
-        status = ctx->upstream_status;
+        status = ngx_http_idv_code_status(&ctx->code, ctx->upstream_status);
     }
 
     if (status != NGX_HTTP_OK) {
@@ -903,6 +973,10 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         level = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) ? NGX_LOG_ERR
                                                              : NGX_LOG_WARN;
+
+        if (ngx_http_idv_config_error(r, ctx)) {
+            level = NGX_LOG_WARN;
+        }
 
         ngx_log_error(level, r->connection->log, 0,
                       "idv: %V failed: HTTP %ui, code \"%V\", "
@@ -1053,11 +1127,26 @@ ngx_http_idv_retry_cleanup(void *data)
 }
 
 
-/* what an HTTP 200 with a non-success Code becomes for the backend */
+/*
+ * The backend's status for a Code other than Success, the same whether
+ * the service sent it with an HTTP status or inside a 200: the table's;
+ * throttling of any kind 429 (with Retry-After); an unknown code keeps
+ * the service's status when that is an error, else 400.
+ */
 
 static ngx_uint_t
-ngx_http_idv_code_status(ngx_str_t *code)
+ngx_http_idv_code_status(ngx_str_t *code, ngx_uint_t upstream_status)
 {
+    ngx_http_idv_code_status_t  *cs;
+
+    for (cs = ngx_http_idv_code_statuses; cs->code.len; cs++) {
+        if (cs->code.len == code->len
+            && ngx_strncmp(cs->code.data, code->data, code->len) == 0)
+        {
+            return cs->status;
+        }
+    }
+
     if (ngx_strlcasestrn(code->data, code->data + code->len,
                          (u_char *) "Throttling", 10 - 1)
         != NULL)
@@ -1065,22 +1154,82 @@ ngx_http_idv_code_status(ngx_str_t *code)
         return NGX_HTTP_TOO_MANY_REQUESTS;
     }
 
+    if (upstream_status >= NGX_HTTP_BAD_REQUEST && upstream_status <= 599) {
+        return upstream_status;
+    }
+
+    /* a refusal the table does not list yet: still a refusal */
+
     if (code->len >= 9 && ngx_strncmp(code->data, "Forbidden", 9) == 0) {
         return NGX_HTTP_FORBIDDEN;
     }
 
-    if (code->len == 13 && ngx_strncmp(code->data, "InternalError", 13) == 0)
-    {
-        return NGX_HTTP_BAD_GATEWAY;
-    }
-
-    if (code->len == 18
-        && ngx_strncmp(code->data, "ServiceUnavailable", 18) == 0)
-    {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
     return NGX_HTTP_BAD_REQUEST;
+}
+
+
+/*
+ * A code that means the gateway's configuration is wrong goes to the
+ * log at [error] (Debian's default error_log level hides [warn]), at
+ * most once per interval for each cause in each worker.  No parameters,
+ * no Message (it may quote the string to sign).  Returns 1 for such a
+ * code, whether or not it was logged now.
+ */
+
+static ngx_uint_t
+ngx_http_idv_config_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    size_t                        len;
+    time_t                        now;
+    ngx_str_t                    *code;
+    ngx_http_idv_config_error_t  *ce;
+
+    code = &ctx->code;
+
+    for (ce = ngx_http_idv_config_errors; ce->code.len; ce++) {
+
+        len = ce->code.len;
+
+        if (ce->code.data[len - 1] == '*') {
+            len--;
+
+            if (code->len <= len) {
+                continue;
+            }
+
+        } else if (code->len != len) {
+            continue;
+        }
+
+        if (ngx_strncmp(code->data, ce->code.data, len) == 0) {
+            break;
+        }
+    }
+
+    if (ce->code.len == 0) {
+        return 0;
+    }
+
+    now = ngx_time();
+
+    if (ce->logged && now - ce->logged < NGX_HTTP_IDV_CONFIG_ERROR_INTERVAL) {
+        ce->suppressed++;
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "idv: %V failed: HTTP %ui, code \"%V\", RequestId \"%V\": "
+                  "check idv_access_key_id, idv_access_key_secret, "
+                  "idv_endpoint, the key's RAM policy and the clock "
+                  "(%ui more since the last such line)",
+                  ngx_http_idv_ngx_str(&ctx->conf->op->name),
+                  ctx->upstream_status, code, &ctx->request_id,
+                  ce->suppressed);
+
+    ce->logged = now;
+    ce->suppressed = 0;
+
+    return 1;
 }
 
 

@@ -200,6 +200,52 @@ ngx_http_idv_utf8_len(const u_char *p, size_t len)
 }
 
 
+/*
+ * JSON text passed on as it came (an Ext* member of an answer, an array
+ * parameter of a request): cJSON, which checked that it parses, lets
+ * control bytes through that JSON does not allow -- none inside a
+ * string, only white space outside.  0 when the text keeps to that.
+ */
+
+int
+ngx_http_idv_json_text_strict(const unsigned char *p, size_t len)
+{
+    int                   in_string;
+    const unsigned char  *end;
+
+    in_string = 0;
+
+    for (end = p + len; p < end; p++) {
+
+        if (in_string) {
+            if (*p < 0x20) {
+                return -1;
+            }
+
+            if (*p == '\\') {
+                p++;
+
+            } else if (*p == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        if (*p == '"') {
+            in_string = 1;
+
+        } else if (*p < 0x20 && *p != ' ' && *p != '\t' && *p != '\r'
+                   && *p != '\n')
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
 size_t
 ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
 {

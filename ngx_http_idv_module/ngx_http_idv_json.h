@@ -40,6 +40,9 @@ typedef struct {
 size_t ngx_http_idv_utf8_seq(const u_char *p, size_t len);
 size_t ngx_http_idv_utf8_len(const u_char *p, size_t len);
 
+/* JSON text that cJSON parsed: 0 when it has no forbidden control bytes */
+int ngx_http_idv_json_text_strict(const unsigned char *p, size_t len);
+
 /*
  * the bytes as the inside of a JSON string: '"' and '\' escaped, control
  * characters as \u00XX, a byte that is not part of well-formed UTF-8 as

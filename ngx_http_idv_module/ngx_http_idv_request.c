@@ -24,7 +24,8 @@ static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
 static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
-    const ngx_http_idv_op_param_t *p, cJSON *item);
+    const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text,
+    size_t len);
 static u_char *ngx_http_idv_json_ws(u_char *p, u_char *end);
 static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
 static int ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str,
@@ -355,7 +356,7 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
                 return -1;
             }
 
-            s = ngx_http_idv_json_typed(rq, prm, item);
+            s = ngx_http_idv_json_typed(rq, prm, item, val, vend - val);
             if (s == NULL) {
                 return -1;
             }
@@ -405,7 +406,7 @@ nomem:
 
 static char *
 ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
-    const ngx_http_idv_op_param_t *p, cJSON *item)
+    const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text, size_t len)
 {
     char  *s;
 
@@ -448,19 +449,27 @@ ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
             goto wrong_type;
         }
 
-        /* serialised compactly, as the SDK's JSON.stringify() does */
+        /*
+         * the client's text as it came, checked by cJSON above: printing
+         * the parsed value would lose numbers (an integer above 2^53,
+         * 1e400 as null).  cJSON lets control bytes through that JSON
+         * does not: those the text must not carry on.
+         */
 
-        s = cJSON_PrintUnformatted(item);
+        if (ngx_http_idv_json_text_strict(text, len) != 0) {
+            (void) ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                          "The request body is not valid "
+                                          "JSON%s", NULL, 0);
+            return NULL;
+        }
+
+        s = rq->alloc(rq->alloc_data, len + 1);
         if (s == NULL) {
             goto nomem;
         }
 
-        /* the tree owns it from now on: cJSON_Delete() frees it */
-
-        cJSON_Delete(item->child);
-        item->child = NULL;
-        item->type = cJSON_Raw;
-        item->valuestring = s;
+        memcpy(s, text, len);
+        s[len] = '\0';
 
         return s;
 

@@ -11,12 +11,13 @@
  *   cJSON_ParseWithLength; an object with a string "Code", else "not an
  *   API envelope"; Code and RequestId copied (strlen + memcpy);
  *   Result.Passed read as one character; Result.TransactionId copied;
- *   with idv_expand_json, every Result.Ext* string that parses as an
- *   object or array replaces the string (cJSON_ReplaceItemViaPointer)
- *   and the tree is printed again with cJSON_PrintUnformatted.
+ *   with idv_expand_json, every Result.Ext* string that parses as one
+ *   object or array, with no control byte JSON rules out, becomes a raw
+ *   member holding that text (cJSON_ReplaceItemViaPointer) and the tree
+ *   is printed again with cJSON_PrintUnformatted.
  *
  * Invariants: no crash, no leak, the printed tree parses again as an
- * object with the same Code.
+ * object with the same Code and has no control byte outside JSON's rule.
  *
  * Not repeated here: the splice of "Gateway" before the closing brace
  * (ngx_http_idv_send_envelope()), which is nginx buffer code.  The one
@@ -33,6 +34,7 @@
 #include <cjson/cJSON.h>
 
 #include "fuzz.h"
+#include "ngx_http_idv_json.h"
 
 
 static void
@@ -57,7 +59,7 @@ fuzz_copy_string(cJSON *obj, const char *name)
 static void
 fuzz_expand_json(cJSON *root)
 {
-    cJSON  *result, *item, *parsed;
+    cJSON  *result, *item, *parsed, *raw;
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
 
@@ -73,7 +75,14 @@ fuzz_expand_json(cJSON *root)
             continue;
         }
 
-        parsed = cJSON_Parse(item->valuestring);
+        if (ngx_http_idv_json_text_strict((u_char *) item->valuestring,
+                                          strlen(item->valuestring))
+            != 0)
+        {
+            continue;
+        }
+
+        parsed = cJSON_ParseWithOpts(item->valuestring, NULL, 1);
 
         if (parsed == NULL) {
             continue;
@@ -84,11 +93,19 @@ fuzz_expand_json(cJSON *root)
             continue;
         }
 
-        parsed->string = item->string;
+        cJSON_Delete(parsed);
+
+        raw = cJSON_CreateRaw(item->valuestring);
+
+        if (raw == NULL) {
+            continue;
+        }
+
+        raw->string = item->string;
         item->string = NULL;
 
-        FUZZ_CHECK(cJSON_ReplaceItemViaPointer(result, item, parsed));
-        item = parsed;
+        FUZZ_CHECK(cJSON_ReplaceItemViaPointer(result, item, raw));
+        item = raw;
     }
 }
 
@@ -205,6 +222,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON_Delete(root);
 
     FUZZ_CHECK(printed != NULL);
+
+    /* the raw members too: nothing a strict JSON reader would refuse */
+    FUZZ_CHECK(ngx_http_idv_json_text_strict((u_char *) printed,
+                                             strlen(printed))
+               == 0);
 
     again = cJSON_Parse(printed);
 

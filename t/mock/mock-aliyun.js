@@ -31,9 +31,11 @@
  *                          calls == accepted (Code Success) + rejected.
  *   POST /__mock/reset     counters, log, faults, transactions (not nonces)
  *   POST /__mock/fault     {"mode", "count":1, "action", "delay_ms", "status",
- *                          "code", "bytes", "message"} (or an array of them)
- *                          modes: timeout reset reset_mid garbage truncated
- *                          status code throttle big slow
+ *                          "code", "bytes", "message", "result"} (or an array
+ *                          of them) modes: timeout reset reset_mid garbage
+ *                          truncated status code throttle big slow result
+ *                          (result: HTTP 200, Code Success, "result" as the
+ *                          Result object)
  *   POST /__mock/complete  {"transactionId", "passed":"Y", "subCode":"200",
  *                          "url", "callbackToken" (null = omit), "fire_passed",
  *                          "fire_subCode", "fire_transactionId", "timeout_ms"}
@@ -717,6 +719,9 @@ function applyFault(ctx, f) {
         reply(ctx, 200, 'Success', successEnvelope(ctx, {
             Action: ctx.entry.action || '', Big: 'B'.repeat(f.bytes) }));
         return;
+    case 'result':
+        reply(ctx, 200, 'Success', successEnvelope(ctx, f.result));
+        return;
     case 'slow': {
         const t = setTimeout(() => process_(ctx),
                              f.delay_ms === undefined ? 1000 : f.delay_ms);
@@ -727,7 +732,7 @@ function applyFault(ctx, f) {
 }
 
 const FAULT_MODES = new Set(['timeout', 'reset', 'reset_mid', 'garbage',
-    'truncated', 'status', 'code', 'throttle', 'big', 'slow']);
+    'truncated', 'status', 'code', 'throttle', 'big', 'slow', 'result']);
 
 function addFault(spec) {
     if (!spec || typeof spec !== 'object') throw new Error('JSON object expected');
@@ -756,6 +761,11 @@ function addFault(spec) {
         if (typeof spec.code !== 'string' || spec.code === '')
             throw new Error('code mode needs "code"');
         f.code = spec.code;
+    }
+    if (f.mode === 'result') {
+        if (!spec.result || typeof spec.result !== 'object')
+            throw new Error('result mode needs "result" (an object)');
+        f.result = spec.result;
     }
     if (f.mode === 'big') {
         f.bytes = spec.bytes === undefined ? 1048576 : Number(spec.bytes);

@@ -51,6 +51,7 @@ static void test_ocr_user_id(void);
 static void test_enums(void);
 static void test_base64_text(void);
 static void test_utf8(void);
+static void test_typed_text(void);
 
 
 int
@@ -65,6 +66,7 @@ main(void)
     test_enums();
     test_base64_text();
     test_utf8();
+    test_typed_text();
 
     return tap_done();
 }
@@ -721,4 +723,60 @@ test_image_text(size_t bytes, int ok, const char *name)
     free(body);
     free(img);
     free(b64);
+}
+
+
+/*
+ * An array (or object) parameter is sent as the backend's text, checked
+ * but not re-serialised: cJSON would print 12345678901234567890 as
+ * 1.2345678901234567e+19 and 1e400 as null.
+ */
+
+static void
+test_typed_text(void)
+{
+    int                    rc;
+    test_pool_t            pool;
+    const char            *want;
+    ngx_http_idv_req_t     rq;
+    ngx_http_idv_param_t  *p;
+
+    static const char  body[] =
+        "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+        ",\"DocPageConfig\":[1e400, 12345678901234567890,\"back\"] }";
+
+    want = "[1e400, 12345678901234567890,\"back\"]";
+
+    memset(&pool, 0, sizeof(test_pool_t));
+
+    rc = test_run("Initialize", "ID_OCR", (const u_char *) body,
+                  sizeof(body) - 1, TEST_JSON, &rq, &pool);
+
+    tap_ok(rc == 0, "an array with a huge and a long number: accepted");
+
+    p = (rc == 0) ? ngx_http_idv_req_get(&rq, "DocPageConfig") : NULL;
+
+    tap_ok(p != NULL && p->value.len == strlen(want)
+           && memcmp(p->value.data, want, p->value.len) == 0,
+           "an array parameter: the backend's text, byte for byte");
+
+    ngx_http_idv_req_free(&rq);
+    test_pool_free(&pool);
+
+    test_refused("Initialize", "ID_OCR",
+                 "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                 ",\"DocPageConfig\":[\"a\x01" "b\"]}", TEST_JSON,
+                 "InvalidParameter", "not valid JSON", NULL,
+                 "an array with a control byte in a string");
+
+    test_refused("Initialize", "ID_OCR",
+                 "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                 ",\"DocPageConfig\":[1,\x01 2]}", TEST_JSON,
+                 "InvalidParameter", "not valid JSON", NULL,
+                 "an array with a control byte between values");
+
+    test_accepted("Initialize", "ID_OCR",
+                  "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
+                  ",\"DocPageConfig\":[\r\n\t\"a\\tb\" ]}", TEST_JSON,
+                  "an array with white space and an escaped tab");
 }
