@@ -337,11 +337,17 @@ ngx_http_idv_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     conf = ctx->conf;
     rq = &ctx->req;
 
-    /* the location's product code is the gateway's to set */
+    /*
+     * the location's product code is the gateway's to set (on the SDK
+     * endpoint, for the actions that take one)
+     */
 
     p = rq->nparams ? ngx_http_idv_req_get(rq, "ProductCode") : NULL;
 
-    if (conf->product.len) {
+    if (conf->product.len
+        && ngx_http_idv_op_param(conf->op, (u_char *) "ProductCode",
+                                 sizeof("ProductCode") - 1))
+    {
         if (p && (p->value.len != conf->product.len
                   || ngx_memcmp(p->value.data, conf->product.data,
                                 p->value.len) != 0))

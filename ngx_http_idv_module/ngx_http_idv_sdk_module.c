@@ -372,9 +372,10 @@ ngx_http_idv_sdk_process(ngx_http_request_t *r)
 
         ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_module);
 
+        /* the location's idv_product_code, if any, holds here too */
+
         *conf = *ilcf;
         conf->op = op;
-        ngx_str_set(&conf->product, "");
 
         ctx->conf = conf;
     }
@@ -420,8 +421,9 @@ ngx_http_idv_sdk_process(ngx_http_request_t *r)
     }
 
     if (op == NULL) {
-        ngx_str_set(&msg, "Specified api is not found, please check your "
-                          "url and method.");
+        /* it may be newer than the gateway's operations table */
+        ngx_str_set(&msg, "The gateway does not know this action: it may be "
+                          "newer than the gateway's operations table.");
         return ngx_http_idv_sdk_refuse(r, NGX_HTTP_NOT_FOUND,
                                        "InvalidAction.NotFound", &msg,
                                        &key->id);

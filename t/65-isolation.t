@@ -81,6 +81,11 @@ my $SERVER = <<'END';
         location = / {
             idv_sdk_gateway;
         }
+
+        location = /ocr-only {
+            idv_sdk_gateway;
+            idv_product_code ID_OCR;
+        }
 END
 
 
@@ -333,6 +338,32 @@ is($r->{json}{Code}, 'SignatureNonceUsed', 'SDK: its replay is refused');
 $r = sdk($t, 'n-other', Action => 'CheckResult', MerchantBizId => 'order1',
          TransactionId => $txb);
 is($r->{status}, 403, "SDK: acme reads globex's transaction: 403");
+
+# --- the SDK endpoint: idv_product_code holds there too (issue 16) -------
+
+$calls = calls($t);
+$r = sdk($t, 'n-pc1', _path => '/ocr-only', Action => 'Initialize',
+         ProductCode => 'eKYC', MerchantBizId => 'sdkpc1', MetaInfo => '{}',
+         DocType => '01000000', MerchantUserId => 'u1');
+is($r->{status}, 400, 'SDK, idv_product_code ID_OCR: eKYC is refused');
+like($r->{json}{Message} // '', qr/ProductCode is set by the gateway/,
+     'SDK, idv_product_code: the Message says why');
+$r = sdk($t, 'n-pc2', _path => '/ocr-only', Action => 'Initialize',
+         MerchantBizId => 'sdkpc2', MetaInfo => '{}', DocType => '01000000',
+         MerchantUserId => 'u1');
+is($r->{status}, 200, 'SDK, idv_product_code: a request without one gets it');
+is($t->mock_stats->{requests}[-1]{query}{ProductCode}, 'ID_OCR',
+   'SDK, idv_product_code: the call carries the location\'s code');
+$r = sdk($t, 'n-pc3', _path => '/ocr-only', Action => 'CheckResult',
+         MerchantBizId => 'order1', TransactionId => $txa);
+is($r->{status}, 200, 'SDK, idv_product_code: actions without one pass');
+is(calls($t), $calls + 2, 'SDK, idv_product_code: the refused one was not sent');
+
+$r = sdk($t, 'n-new', Action => 'FaceVerifyIntl', MerchantBizId => 'x1');
+is($r->{json}{Code}, 'InvalidAction.NotFound',
+   'SDK: an action the gateway does not know');
+like($r->{json}{Message} // '', qr/gateway does not know this action/,
+     'SDK: the Message says the gateway does not know it');
 
 unlike($t->error_log, qr/110101199003070011|Zhang San/,
        'no identity data in the error log');

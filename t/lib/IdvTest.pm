@@ -693,6 +693,8 @@ sub request {
 sub sdk_v1 {
     my ($self, $id, $secret, %p) = @_;
 
+    my $path = delete $p{_path} // '/';
+
     my $enc = sub {
         my ($v) = @_;
         $v =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
@@ -708,8 +710,9 @@ sub sdk_v1 {
     $q{Signature} = encode_base64(hmac_sha1('POST&%2F&' . $enc->($cq),
                                             "$secret&"), '');
 
-    return $self->post('/?' . join('&', map { $enc->($_) . '=' . $enc->($q{$_}) }
-                                        sort keys %q), '');
+    return $self->post("$path?" . join('&', map { $enc->($_) . '='
+                                                  . $enc->($q{$_}) }
+                                            sort keys %q), '');
 }
 
 
