@@ -10,6 +10,16 @@
 #include "ngx_http_idv_json.h"
 
 
+typedef struct {
+    const char                 *name;
+    const u_char               *value;
+    size_t                      len;
+} ngx_http_idv_json_member_t;
+
+
+static size_t ngx_http_idv_json_object(u_char *dst,
+    const ngx_http_idv_json_member_t *m, size_t nm,
+    const ngx_http_idv_gateway_t *gw);
 static size_t ngx_http_idv_json_literal(u_char *dst, const char *s);
 static size_t ngx_http_idv_json_string(u_char *dst, const char *name,
     const u_char *value, size_t len);
@@ -315,28 +325,13 @@ ngx_http_idv_json_error(u_char *dst, const u_char *request_id,
     const u_char *code, size_t code_len, const u_char *message,
     size_t message_len, const ngx_http_idv_gateway_t *gw)
 {
-    size_t  n;
+    ngx_http_idv_json_member_t  m[] = {
+        { "RequestId", request_id, NGX_HTTP_IDV_REQUEST_ID_LEN },
+        { "Code", code, code_len },
+        { "Message", message, message_len },
+    };
 
-#define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
-
-    n = 0;
-
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), "{");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "RequestId",
-                          request_id, NGX_HTTP_IDV_REQUEST_ID_LEN);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "Code",
-                          code, code_len);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "Message",
-                          message, message_len);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    n += ngx_http_idv_json_gateway(dst ? dst + n : NULL, gw);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), "}");
-
-#undef ngx_http_idv_json_put
-
-    return n;
+    return ngx_http_idv_json_object(dst, m, 3, gw);
 }
 
 
@@ -345,29 +340,42 @@ ngx_http_idv_json_service_error(u_char *dst, const u_char *request_id,
     const u_char *code, size_t code_len, const u_char *message,
     size_t message_len, const u_char *host, size_t host_len)
 {
-    size_t  n;
+    ngx_http_idv_json_member_t  m[] = {
+        { "RequestId", request_id, NGX_HTTP_IDV_REQUEST_ID_LEN },
+        { "Message", message, message_len },
+        { "HostId", host, host_len },
+        { "Code", code, code_len },
+    };
 
-#define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
+    return ngx_http_idv_json_object(dst, m, 4, NULL);
+}
 
-    n = 0;
 
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), "{");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "RequestId",
-                          request_id, NGX_HTTP_IDV_REQUEST_ID_LEN);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "Message",
-                          message, message_len);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "HostId",
-                          host, host_len);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), ",");
-    ngx_http_idv_json_put(ngx_http_idv_json_string), "Code",
-                          code, code_len);
-    ngx_http_idv_json_put(ngx_http_idv_json_literal), "}");
+/* {"name":"value",...} of string members, then "Gateway" if gw is given */
 
-#undef ngx_http_idv_json_put
+static size_t
+ngx_http_idv_json_object(u_char *dst, const ngx_http_idv_json_member_t *m,
+    size_t nm, const ngx_http_idv_gateway_t *gw)
+{
+    size_t  i, n;
 
-    return n;
+    n = ngx_http_idv_json_literal(dst, "{");
+
+    for (i = 0; i < nm; i++) {
+        if (i) {
+            n += ngx_http_idv_json_literal(dst ? dst + n : NULL, ",");
+        }
+
+        n += ngx_http_idv_json_string(dst ? dst + n : NULL, m[i].name,
+                                      m[i].value, m[i].len);
+    }
+
+    if (gw) {
+        n += ngx_http_idv_json_literal(dst ? dst + n : NULL, ",");
+        n += ngx_http_idv_json_gateway(dst ? dst + n : NULL, gw);
+    }
+
+    return n + ngx_http_idv_json_literal(dst ? dst + n : NULL, "}");
 }
 
 
