@@ -214,7 +214,9 @@ ngx_http_idv_utf8_len(const u_char *p, size_t len)
  * JSON text passed on as it came (an Ext* member of an answer, an array
  * parameter of a request): cJSON, which checked that it parses, lets
  * control bytes through that JSON does not allow -- none inside a
- * string, only white space outside.  0 when the text keeps to that.
+ * string, only white space outside -- and skips a leading byte-order
+ * mark, which JSON does not allow inside a document either.  0 when the
+ * text keeps to that.
  */
 
 int
@@ -245,9 +247,10 @@ ngx_http_idv_json_text_strict(const unsigned char *p, size_t len)
         if (*p == '"') {
             in_string = 1;
 
-        } else if (*p < 0x20 && *p != ' ' && *p != '\t' && *p != '\r'
-                   && *p != '\n')
+        } else if ((*p < 0x20 && *p != '\t' && *p != '\r' && *p != '\n')
+                   || *p >= 0x80)
         {
+            /* outside strings JSON is ASCII: a byte-order mark is not */
             return -1;
         }
     }
