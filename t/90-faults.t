@@ -398,7 +398,13 @@ sub wait_logged {
 
 sub nlogged { scalar @{logged($_[0])} }
 
+# (under the sanitizers a worker may take a moment to start)
 my @workers = workers();
+for (1 .. 100) {
+    last if @workers == 2;
+    sleep 0.1;
+    @workers = workers();
+}
 is(scalar @workers, 2, 'two workers running');
 
 
