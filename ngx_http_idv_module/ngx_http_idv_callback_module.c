@@ -33,11 +33,9 @@
 
 /*
  * The zone's keys: a TransactionId (letters, digits, '-' and '_') for its
- * replay guard, "r:" and the TransactionId for a result kept for
- * CheckResult.  The guard is kept until its ttl; a kept result may be
- * evicted (CheckResult then asks the service).
+ * replay guard, kept until its ttl.  Results kept for CheckResult live
+ * with their owner in the tenancy zone.
  */
-#define NGX_HTTP_IDV_CB_RESULT_KEY   "r:"
 
 
 typedef struct {

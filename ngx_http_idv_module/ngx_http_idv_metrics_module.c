@@ -204,11 +204,8 @@ static ngx_str_t  ngx_http_idv_m_type =
     ngx_string("text/plain; version=0.0.4");
 
 
-extern ngx_module_t  ngx_http_idv_limit_module;
-
-/* a zone of these modules that is not a store is reported from its pool */
+/* the one zone that is not a store is reported from its pool */
 static ngx_http_idv_m_zone_t  ngx_http_idv_m_legacy[] = {
-    { &ngx_http_idv_limit_module, "limit" },
     { &ngx_http_idv_metrics_module, "metrics" },
     { NULL, NULL }
 };
