@@ -165,7 +165,7 @@ static void ngx_http_idv_cache_exit(ngx_cycle_t *cycle);
 static ngx_command_t  ngx_http_idv_cache_commands[] = {
 
     { ngx_string("idv_cache_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_idv_cache_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

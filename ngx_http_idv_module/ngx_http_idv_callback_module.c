@@ -133,7 +133,7 @@ static ngx_conf_enum_t  ngx_http_idv_cb_log_levels[] = {
 static ngx_command_t  ngx_http_idv_cb_commands[] = {
 
     { ngx_string("idv_callback_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_idv_cb_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

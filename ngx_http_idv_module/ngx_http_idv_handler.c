@@ -24,6 +24,7 @@ static void ngx_http_idv_req_cleanup(void *data);
 static ngx_int_t ngx_http_idv_upstream_step(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_state_done(ngx_http_idv_store_batch_t *b);
+static void ngx_http_idv_state_cancel(void *data);
 static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
@@ -739,7 +740,8 @@ ngx_http_idv_failure(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 ngx_int_t
 ngx_http_idv_state_call(ngx_http_request_t *r, ngx_http_idv_store_batch_t *b)
 {
-    ngx_int_t  rc;
+    ngx_int_t            rc;
+    ngx_pool_cleanup_t  *cln;
 
     b->pool = r->pool;
     b->log = r->connection->log;
@@ -750,7 +752,35 @@ ngx_http_idv_state_call(ngx_http_request_t *r, ngx_http_idv_store_batch_t *b)
 
     b->pending = (rc == NGX_AGAIN);
 
+    if (b->pending && !b->cleanup) {
+        /* the request may end first (a worker shutting down) */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_http_idv_store_cancel(b);
+            b->pending = 0;
+            b->rc = NGX_ERROR;
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_idv_state_cancel;
+        cln->data = b;
+        b->cleanup = 1;
+    }
+
     return rc;
+}
+
+
+static void
+ngx_http_idv_state_cancel(void *data)
+{
+    ngx_http_idv_store_batch_t *b = data;
+
+    if (b->pending) {
+        ngx_http_idv_store_cancel(b);
+        b->pending = 0;
+    }
 }
 
 

@@ -931,7 +931,8 @@ ngx_http_idv_m_zones(u_char *p, u_char *end)
 
     static const char  *names[] = {
         "idv_zone_used_ratio", "idv_store_full_total",
-        "idv_store_evictions_total", "idv_store_entries"
+        "idv_store_evictions_total", "idv_store_entries",
+        "idv_store_unavailable_total"
     };
 
     static const char  *help[] = {
@@ -941,14 +942,16 @@ ngx_http_idv_m_zones(u_char *p, u_char *end)
         "them was applied).\n# TYPE idv_store_full_total counter",
         "Entries written without keep that were evicted to make room.\n"
         "# TYPE idv_store_evictions_total counter",
-        "Entries in a store.\n# TYPE idv_store_entries gauge"
+        "Entries in a store.\n# TYPE idv_store_entries gauge",
+        "Batches the zone's remote backend (Redis) could not run, settled "
+        "by its on_error policy.\n# TYPE idv_store_unavailable_total counter"
     };
 
     stores = ngx_http_idv_store_all();
     st = stores ? stores->elts : NULL;
     nstores = stores ? stores->nelts : 0;
 
-    for (f = 0; f < 4; f++) {
+    for (f = 0; f < 5; f++) {
         p = ngx_slprintf(p, end, "# HELP %s %s\n", names[f], help[f]);
 
         for (i = 0; i < nstores; i++) {
@@ -965,7 +968,8 @@ ngx_http_idv_m_zones(u_char *p, u_char *end)
                                       " %ui\n",
                                       (f == 1) ? s->backend->full(s)
                                       : (f == 2) ? s->backend->evicted(s)
-                                      : s->backend->entries(s));
+                                      : (f == 3) ? s->backend->entries(s)
+                                      : ngx_http_idv_store_unavailable(s));
         }
 
         if (f == 0) {

@@ -121,7 +121,7 @@ static ngx_conf_enum_t  ngx_http_idv_sdk_log_levels[] = {
 static ngx_command_t  ngx_http_idv_sdk_commands[] = {
 
     { ngx_string("idv_sdk_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_idv_sdk_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -65,6 +65,7 @@ typedef struct {
     ngx_atomic_t                entries;
     ngx_atomic_t                full;
     ngx_atomic_t                evicted;
+    ngx_atomic_t                unavailable;    /* remote backend failed */
     time_t                      full_logged;
     time_t                      evict_logged;
     uint32_t                    batch;      /* the running batch's number */
@@ -151,7 +152,7 @@ static void ngx_http_idv_store_log(ngx_http_idv_store_batch_t *b,
     ngx_http_idv_store_plan_t *plan);
 
 static double ngx_http_idv_store_shm_used(ngx_http_idv_store_t *st);
-static ngx_uint_t ngx_http_idv_store_shm_full(ngx_http_idv_store_t *st);
+
 static ngx_uint_t ngx_http_idv_store_shm_evicted(ngx_http_idv_store_t *st);
 static ngx_uint_t ngx_http_idv_store_shm_entries(ngx_http_idv_store_t *st);
 
@@ -160,9 +161,10 @@ static const ngx_http_idv_store_backend_t  ngx_http_idv_store_shm = {
     "shm",
     ngx_http_idv_store_shm_run,
     ngx_http_idv_store_shm_used,
-    ngx_http_idv_store_shm_full,
+    ngx_http_idv_store_full,
     ngx_http_idv_store_shm_evicted,
-    ngx_http_idv_store_shm_entries
+    ngx_http_idv_store_shm_entries,
+    NULL
 };
 
 
@@ -176,11 +178,42 @@ ngx_http_idv_store_param(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
     ssize_t     size;
     ngx_str_t  *args, name, s;
 
+    args = cf->args->elts;
+
+    if (value->len > 12 && ngx_strncmp(value->data, "store=redis:", 12) == 0)
+    {
+        sc->remote.data = value->data + 12;
+        sc->remote.len = value->len - 12;
+        return NGX_OK;
+    }
+
+    if (value->len > 9 && ngx_strncmp(value->data, "on_error=", 9) == 0) {
+        s.data = value->data + 9;
+        s.len = value->len - 9;
+
+        if (s.len == 6 && ngx_strncmp(s.data, "closed", 6) == 0) {
+            sc->on_error = NGX_HTTP_IDV_STORE_CLOSED;
+
+        } else if (s.len == 4 && ngx_strncmp(s.data, "open", 4) == 0) {
+            sc->on_error = NGX_HTTP_IDV_STORE_OPEN;
+
+        } else if (s.len == 5 && ngx_strncmp(s.data, "local", 5) == 0) {
+            sc->on_error = NGX_HTTP_IDV_STORE_LOCAL;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\" in \"%V\", expected "
+                               "\"on_error=closed\", \"on_error=open\" or "
+                               "\"on_error=local\"", value, &args[0]);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
     if (value->len < 5 || ngx_strncmp(value->data, "zone=", 5) != 0) {
         return NGX_DECLINED;
     }
-
-    args = cf->args->elts;
 
     if (sc->name.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -276,7 +309,8 @@ ngx_http_idv_store_zone(ngx_conf_t *cf, const char *kind, void *tag,
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" in \"%V\", expected "
-                           "\"zone=NAME:SIZE\"%s", &value[i], &value[0],
+                           "\"zone=NAME:SIZE\", \"store=redis:NAME\", "
+                           "\"on_error=...\"%s", &value[i], &value[0],
                            ttl ? " or \"ttl=TIME\"" : "");
         return NULL;
     }
@@ -300,6 +334,13 @@ ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have the \"zone=NAME:SIZE\" "
                            "parameter", &args[0]);
+        return NULL;
+    }
+
+    if (sc->on_error && sc->remote.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"on_error=\" of \"%V\" applies to a zone kept "
+                           "in Redis (\"store=redis:NAME\")", &args[0]);
         return NULL;
     }
 
@@ -340,6 +381,18 @@ ngx_http_idv_store_add(ngx_conf_t *cf, ngx_http_idv_store_conf_t *sc,
     st->tag = tag;
     st->backend = &ngx_http_idv_store_shm;
     st->shm_zone = shm_zone;
+
+    /* the Redis module finds the server once the http block is read */
+    st->remote_name = sc->remote;
+
+    if (sc->on_error) {
+        st->on_error = sc->on_error;
+
+    } else {
+        /* a limit may run per node for a while; a guarantee may not */
+        st->on_error = (ngx_strcmp(kind, "limit") == 0)
+                       ? NGX_HTTP_IDV_STORE_LOCAL : NGX_HTTP_IDV_STORE_CLOSED;
+    }
 
     shm_zone->init = ngx_http_idv_store_init_zone;
     shm_zone->data = st;
@@ -567,7 +620,10 @@ ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b)
             return NGX_ERROR;
         }
 
-        if (backend && op->store->backend != backend) {
+        if (backend
+            && (op->store->backend != backend
+                || op->store->remote != b->ops[0].store->remote))
+        {
             ngx_log_error(NGX_LOG_ALERT, b->log, 0,
                           "idv store: a batch mixes the backends \"%s\" "
                           "and \"%s\" (zone \"%V\")", backend->name,
@@ -587,6 +643,130 @@ ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b)
     rc = backend->run(b);
 
     return (rc == NGX_AGAIN) ? NGX_AGAIN : b->rc;
+}
+
+
+void
+ngx_http_idv_store_cancel(ngx_http_idv_store_batch_t *b)
+{
+    if (b->nops && b->running && b->ops[0].store->backend->cancel) {
+        b->ops[0].store->backend->cancel(b);
+    }
+
+    b->running = NULL;
+}
+
+
+ngx_int_t
+ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
+{
+    ngx_uint_t                   i, n;
+    ngx_http_idv_store_op_t     *op, *local;
+    ngx_http_idv_store_shctx_t  *sh;
+    ngx_http_idv_store_batch_t   lb;
+
+    n = 0;
+
+    for (i = 0; i < b->nops; i++) {
+        op = &b->ops[i];
+
+        sh = op->store->data;
+        (void) ngx_atomic_fetch_add(&sh->unavailable, 1);
+
+        if (op->store->on_error == NGX_HTTP_IDV_STORE_CLOSED) {
+            b->rc = NGX_ERROR;
+            return NGX_OK;
+        }
+
+        if (op->store->on_error == NGX_HTTP_IDV_STORE_LOCAL) {
+            n++;
+        }
+    }
+
+    b->rc = NGX_OK;
+
+    if (n == b->nops) {
+        /* every zone runs it in its own memory, as one batch */
+        return ngx_http_idv_store_shm_run(b);
+    }
+
+    local = NULL;
+
+    if (n) {
+        local = ngx_palloc(b->pool, n * sizeof(ngx_http_idv_store_op_t));
+        if (local == NULL) {
+            b->rc = NGX_ERROR;
+            return NGX_OK;
+        }
+    }
+
+    n = 0;
+
+    for (i = 0; i < b->nops; i++) {
+        op = &b->ops[i];
+
+        if (op->store->on_error == NGX_HTTP_IDV_STORE_LOCAL) {
+            local[n++] = *op;
+            continue;
+        }
+
+        /* open: what an empty store that keeps nothing would say */
+
+        op->rc = (op->op == NGX_HTTP_IDV_STORE_GET) ? NGX_DECLINED : NGX_OK;
+        ngx_str_null(&op->result);
+        op->number = (op->op == NGX_HTTP_IDV_STORE_INCR) ? op->delta
+                     : (op->op == NGX_HTTP_IDV_STORE_BUCKET) ? (int64_t) op->cost
+                     : 0;
+        op->age = 0;
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&lb, sizeof(ngx_http_idv_store_batch_t));
+
+    lb.ops = local;
+    lb.nops = n;
+    lb.pool = b->pool;
+    lb.log = b->log;
+    lb.atomic = b->atomic;
+
+    (void) ngx_http_idv_store_shm_run(&lb);
+
+    b->rc = lb.rc;
+
+    n = 0;
+
+    for (i = 0; i < b->nops; i++) {
+        if (b->ops[i].store->on_error == NGX_HTTP_IDV_STORE_LOCAL) {
+            b->ops[i] = local[n++];
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_idv_store_count_full(ngx_http_idv_store_t *st)
+{
+    ngx_http_idv_store_shctx_t  *sh;
+
+    sh = st->data;
+
+    (void) ngx_atomic_fetch_add(&sh->full, 1);
+}
+
+
+ngx_uint_t
+ngx_http_idv_store_unavailable(ngx_http_idv_store_t *st)
+{
+    ngx_http_idv_store_shctx_t  *sh;
+
+    sh = st->data;
+
+    return sh ? (ngx_uint_t) sh->unavailable : 0;
 }
 
 
@@ -1440,8 +1620,8 @@ ngx_http_idv_store_shm_used(ngx_http_idv_store_t *st)
 }
 
 
-static ngx_uint_t
-ngx_http_idv_store_shm_full(ngx_http_idv_store_t *st)
+ngx_uint_t
+ngx_http_idv_store_full(ngx_http_idv_store_t *st)
 {
     ngx_http_idv_store_shctx_t  *sh = st->data;
 

@@ -45,6 +45,11 @@
 #define NGX_HTTP_IDV_STORE_CAS      6   /* replace if the value is "expect" */
 #define NGX_HTTP_IDV_STORE_BUCKET   7   /* leaky bucket: check and charge */
 
+/* what a zone on a remote backend does when the backend fails a batch */
+#define NGX_HTTP_IDV_STORE_CLOSED   1   /* the batch fails: refused */
+#define NGX_HTTP_IDV_STORE_OPEN     2   /* as if nothing were there */
+#define NGX_HTTP_IDV_STORE_LOCAL    3   /* run in the zone's memory */
+
 /* a batch's outcome besides NGX_OK and NGX_ERROR */
 #define NGX_HTTP_IDV_STORE_FULL     NGX_BUSY
 
@@ -122,14 +127,16 @@ struct ngx_http_idv_store_batch_s {
 
     /*
      * called when a batch that returned NGX_AGAIN completes.  The batch
-     * lives in its request's pool: a backend that answers later (none
-     * does yet; shared memory completes at once) must copy what it sends
-     * and must not call the handler of a batch whose request has ended
-     * -- it gives the caller a way to cancel, run from the pool's
-     * cleanup.  A batch without a handler is fire-and-forget.
+     * lives in its request's pool: a backend that answers later (Redis)
+     * copies what it sends and calls no handler of a batch cancelled
+     * with ngx_http_idv_store_cancel() (from the pool's cleanup).  A
+     * batch without a handler is fire-and-forget.
      */
     ngx_http_idv_store_handler_pt  handler;
     void                       *data;
+
+    void                       *running;    /* the backend's, while
+                                               pending */
 
     /*
      * NGX_OK, NGX_HTTP_IDV_STORE_FULL (nothing was applied), or
@@ -145,6 +152,9 @@ struct ngx_http_idv_store_batch_s {
 
     /* the caller's: the batch answers later and has not yet */
     unsigned                    pending:1;
+
+    /* the caller's: a cleanup cancels the batch if its request ends */
+    unsigned                    cleanup:1;
 };
 
 
@@ -163,6 +173,9 @@ typedef struct {
     ngx_uint_t                (*full)(ngx_http_idv_store_t *st);
     ngx_uint_t                (*evicted)(ngx_http_idv_store_t *st);
     ngx_uint_t                (*entries)(ngx_http_idv_store_t *st);
+
+    /* forget a pending batch (its request ended); NULL: never pending */
+    void                      (*cancel)(ngx_http_idv_store_batch_t *b);
 } ngx_http_idv_store_backend_t;
 
 
@@ -172,8 +185,14 @@ struct ngx_http_idv_store_s {
     void                       *tag;        /* the declaring module */
 
     const ngx_http_idv_store_backend_t  *backend;
-    void                       *data;       /* the backend's */
-    ngx_shm_zone_t             *shm_zone;   /* shared memory backend */
+    void                       *data;       /* the zone's shared memory */
+    ngx_shm_zone_t             *shm_zone;   /* always: entries, or the
+                                               fallback of a remote
+                                               backend, and counters */
+
+    ngx_str_t                   remote_name;    /* "store=redis:NAME" */
+    void                       *remote;     /* the remote backend's */
+    ngx_uint_t                  on_error;   /* NGX_HTTP_IDV_STORE_CLOSED..*/
 };
 
 
@@ -182,12 +201,15 @@ struct ngx_http_idv_store_s {
 typedef struct {
     ngx_str_t                   name;
     ssize_t                     size;
+    ngx_str_t                   remote;     /* "store=redis:NAME" */
+    ngx_uint_t                  on_error;   /* 0: the kind's default */
 } ngx_http_idv_store_conf_t;
 
 
 /*
  * Parses a parameter of a zone directive that belongs to the store
- * ("zone=NAME:SIZE"): NGX_OK when taken, NGX_DECLINED when it is the
+ * ("zone=NAME:SIZE", "store=redis:NAME", "on_error=closed|open|local"):
+ * NGX_OK when taken, NGX_DECLINED when it is the
  * caller's, NGX_ERROR after an [emerg].
  */
 ngx_int_t ngx_http_idv_store_param(ngx_conf_t *cf,
@@ -197,7 +219,8 @@ ngx_int_t ngx_http_idv_store_param(ngx_conf_t *cf,
  * Declares the store once every parameter is parsed: refuses a missing
  * zone=, a duplicate name, and a size change on reload (the same message
  * for every kind of zone); a zone of the same name and size is reused
- * with its entries across reloads.
+ * with its entries across reloads.  A zone on Redis fails closed unless
+ * on_error= says otherwise; limit zones fall back to their memory.
  */
 ngx_http_idv_store_t *ngx_http_idv_store_add(ngx_conf_t *cf,
     ngx_http_idv_store_conf_t *sc, const char *kind, void *tag);
@@ -233,6 +256,28 @@ ngx_array_t *ngx_http_idv_store_all(void);
  * stores of different backends is refused (NGX_ERROR and an [alert]).
  */
 ngx_int_t ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b);
+
+/* forgets a pending batch: its handler will not be called */
+void ngx_http_idv_store_cancel(ngx_http_idv_store_batch_t *b);
+
+/*
+ * A batch its remote backend could not run, settled by its zones'
+ * on_error policies: b->rc NGX_ERROR if any zone is closed; otherwise
+ * the operations of "local" zones run in their zones' memory (as one
+ * batch), those of "open" zones report what an empty store would (GET
+ * finds nothing; ADD, SET, CAS, DELETE, INCR and BUCKET succeed) and
+ * change nothing.  Counted per zone.  Returns NGX_OK.
+ */
+ngx_int_t ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b);
+
+/* batches refused as full, counted in the zone's memory */
+ngx_uint_t ngx_http_idv_store_full(ngx_http_idv_store_t *st);
+
+/* a batch its remote backend refused for lack of memory, counted */
+void ngx_http_idv_store_count_full(ngx_http_idv_store_t *st);
+
+/* batches of the zone its backend failed, for metrics */
+ngx_uint_t ngx_http_idv_store_unavailable(ngx_http_idv_store_t *st);
 
 /* the share of a shared memory zone's pages in use, 0..1 (zones that are
    not stores yet report this too) */

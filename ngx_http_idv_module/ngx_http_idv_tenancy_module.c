@@ -102,7 +102,7 @@ static ngx_int_t ngx_http_idv_tenancy_init(ngx_conf_t *cf);
 static ngx_command_t  ngx_http_idv_tenancy_commands[] = {
 
     { ngx_string("idv_tenancy_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_idv_tenancy_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -58,7 +58,8 @@ fetch_nginx_source() {
 asan_setup() {
     local tree
 
-    ensure_pkgs binutils gcc make libcjson-dev libssl-dev libpcre2-dev \
+    ensure_pkgs binutils gcc make libcjson-dev libssl-dev libhiredis-dev \
+                libpcre2-dev \
                 zlib1g-dev
     tree=$(fetch_nginx_source)
 

@@ -52,7 +52,7 @@ ensure_pkgs() {
 
 
 ensure_test_pkgs() {
-    local pkgs=(openssl perl libio-socket-ssl-perl)
+    local pkgs=(openssl perl libio-socket-ssl-perl redis-server)
 
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     ensure_pkgs "${pkgs[@]}"

@@ -89,11 +89,13 @@ cmd_build() {
         NGINX_SRC=$(cd "$NGINX_SRC" && pwd) \
             || die "NGINX_SRC=$NGINX_SRC: no such directory"
         src=$NGINX_SRC
-        ensure_pkgs binutils gcc make libcjson-dev libssl-dev libpcre2-dev \
+        ensure_pkgs binutils gcc make libcjson-dev libssl-dev libhiredis-dev \
+                    libpcre2-dev \
                     zlib1g-dev
     else
         src=$SYSTEM_NGINX_SRC
         ensure_pkgs binutils gcc make nginx-core nginx-dev libcjson-dev \
+                    libhiredis-dev \
                     libssl-dev
     fi
 

@@ -21,6 +21,8 @@ package IdvTest;
 #   new                       temp prefix t/tmp/<test>-XXXXXX (removed if
 #                             the test passes), test certs in t/tmp/certs
 #   start_mock(keys => 'id:secret,…', args => [...]), stop_mock, mock_port
+#   start_redis(args => [...]), stop_redis, redis_port, redis(@command)
+#       (redis-cli's answer), pause_redis / resume_redis (SIGSTOP/CONT)
 #   mock($method, $path, $body) and mock_stats, mock_reset,
 #       mock_fault(%f), mock_complete(%args): the mock's /__mock/ API
 #   write_config($http, master_process => 'off', worker_processes => 2,
@@ -267,6 +269,81 @@ sub stop_mock {
 }
 
 
+# --- a real Redis ----------------------------------------------------------
+
+# start_redis(args => [...], port => N): Debian's redis-server on a free
+# loopback port (or the given one: a restart), nothing persisted
+sub start_redis {
+    my ($self, %args) = @_;
+
+    croak "redis is already running" if $self->{redis_pid};
+
+    my $port = $args{port} // $self->{redis_port} // free_port();
+    my $dir = "$self->{dir}/redis";
+    make_path($dir);
+
+    my @cmd = ('redis-server', '--port', $port, '--bind', '127.0.0.1',
+               '--save', '', '--appendonly', 'no', '--dir', $dir,
+               '--daemonize', 'no', '--protected-mode', 'no',
+               @{$args{args} // []});
+
+    my $pid = $self->_spawn(\@cmd, "$dir/redis.log");
+    $self->{redis_pid} = $pid;
+    $self->{redis_port} = $port;
+
+    for (1 .. 200) {
+        my $pong = $self->redis('PING');
+        return $port if defined $pong && $pong =~ /PONG/;
+
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{redis_pid};
+            croak "redis-server exited: " . (_slurp("$dir/redis.log") // '');
+        }
+
+        sleep 0.05;
+    }
+
+    croak "redis-server did not answer within 10 s";
+}
+
+
+sub stop_redis {
+    my ($self) = @_;
+
+    my $pid = delete $self->{redis_pid} or return;
+
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+    _reap($pid, 5) or do {
+        kill 'KILL', -$pid;
+        _reap($pid, 5);
+    };
+}
+
+sub redis_port { $_[0]{redis_port} }
+sub pause_redis { kill 'STOP', $_[0]{redis_pid} }
+sub resume_redis { kill 'CONT', $_[0]{redis_pid} }
+
+# redis(@command): redis-cli's answer (raw), undef if it failed
+sub redis {
+    my ($self, @cmd) = @_;
+
+    my $pid = open(my $fh, '-|') // croak "fork: $!";
+
+    if ($pid == 0) {
+        open STDERR, '>', '/dev/null';
+        { exec 'redis-cli', '-p', $self->{redis_port}, '--raw', @cmd }
+        POSIX::_exit(127);
+    }
+
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+
+    return $? == 0 ? $out : undef;
+}
+
+
 # mock($method, $path, $body): the mock's control API over HTTPS, verified
 # against the test CA; returns the decoded JSON answer
 sub mock {
@@ -389,6 +466,7 @@ sub substitute {
         PORT2     => sub { $self->port2 },
         MOCK_PORT => sub { $self->{mock_port} // ($self->{dead_port}
                                                   //= free_port()) },
+        REDIS_PORT => sub { $self->{redis_port} // croak "no redis" },
         CA        => sub { "$CERTS/ca.pem" },
         OTHER_CA  => sub { "$CERTS/other-ca.pem" },
         TESTDIR   => sub { $self->{dir} },
@@ -876,7 +954,9 @@ sub _kill_nginx {
 
 sub _kill_children {
     my ($self) = @_;
-    for my $k (qw(nginx_pid mock_pid)) {
+    kill 'CONT', $self->{redis_pid} if $self->{redis_pid};
+
+    for my $k (qw(nginx_pid mock_pid redis_pid)) {
         my $pid = delete $self->{$k} or next;
         kill 'KILL', -$pid;
         _reap($pid, 2);
@@ -899,6 +979,7 @@ sub _cleanup {
     }
 
     $self->stop_mock;
+    $self->stop_redis;
 
     my $passing = Test::More->builder->is_passing;
 

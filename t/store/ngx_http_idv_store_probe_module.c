@@ -31,6 +31,9 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_idv_probe_handler(ngx_http_request_t *r);
+static void ngx_http_idv_probe_done(ngx_http_idv_store_batch_t *b);
+static ngx_int_t ngx_http_idv_probe_send(ngx_http_request_t *r,
+    ngx_http_idv_store_batch_t *batch, ngx_int_t rc);
 static ngx_int_t ngx_http_idv_probe_op(ngx_http_request_t *r,
     ngx_http_idv_store_op_t *op, u_char *p, u_char *last);
 static void *ngx_http_idv_probe_create_main_conf(ngx_conf_t *cf);
@@ -43,7 +46,7 @@ static char *ngx_http_idv_probe(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_command_t  ngx_http_idv_probe_commands[] = {
 
     { ngx_string("idv_store_probe_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_idv_probe_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -100,26 +103,22 @@ static ngx_int_t
 ngx_http_idv_probe_handler(ngx_http_request_t *r)
 {
     u_char                      *p, *last, *next;
-    size_t                       size;
     ngx_int_t                    rc;
-    ngx_buf_t                   *b;
-    ngx_uint_t                   i;
-    ngx_chain_t                  out;
     ngx_http_idv_store_op_t     *ops;
-    ngx_http_idv_store_batch_t   batch;
+    ngx_http_idv_store_batch_t  *batch;
 
     ops = ngx_pcalloc(r->pool,
                       NGX_HTTP_IDV_PROBE_MAX_OPS
                       * sizeof(ngx_http_idv_store_op_t));
-    if (ops == NULL) {
+    batch = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_store_batch_t));
+
+    if (ops == NULL || batch == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memzero(&batch, sizeof(ngx_http_idv_store_batch_t));
-
-    batch.ops = ops;
-    batch.pool = r->pool;
-    batch.log = r->connection->log;
+    batch->ops = ops;
+    batch->pool = r->pool;
+    batch->log = r->connection->log;
 
     p = r->args.data;
     last = p + r->args.len;
@@ -131,30 +130,73 @@ ngx_http_idv_probe_handler(ngx_http_request_t *r)
         }
 
         if (next - p == 6 && ngx_strncmp(p, "atomic", 6) == 0) {
-            batch.atomic = 1;
+            batch->atomic = 1;
+            continue;
+        }
+
+        if (next - p == 6 && ngx_strncmp(p, "forget", 6) == 0) {
+            /* fire and forget: no handler; reported at once */
+            batch->data = r;
             continue;
         }
 
         if (next - p < 3 || ngx_strncmp(p, "op=", 3) != 0
-            || batch.nops == NGX_HTTP_IDV_PROBE_MAX_OPS)
+            || batch->nops == NGX_HTTP_IDV_PROBE_MAX_OPS)
         {
             return NGX_HTTP_BAD_REQUEST;
         }
 
-        if (ngx_http_idv_probe_op(r, &ops[batch.nops], p + 3, next)
+        if (ngx_http_idv_probe_op(r, &ops[batch->nops], p + 3, next)
             != NGX_OK)
         {
             return NGX_HTTP_BAD_REQUEST;
         }
 
-        batch.nops++;
+        batch->nops++;
     }
 
-    rc = ngx_http_idv_store_run(&batch);
+    if (batch->data == NULL) {
+        /* a backend that answers later calls back */
+        batch->handler = ngx_http_idv_probe_done;
+        batch->data = r;
+    }
+
+    rc = ngx_http_idv_store_run(batch);
+
+    if (rc == NGX_AGAIN) {
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return ngx_http_idv_probe_send(r, batch, rc);
+}
+
+
+static void
+ngx_http_idv_probe_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t  *r = b->data;
+
+    ngx_http_finalize_request(r, ngx_http_idv_probe_send(r, b, b->rc));
+    ngx_http_run_posted_requests(r->connection);
+}
+
+
+static ngx_int_t
+ngx_http_idv_probe_send(ngx_http_request_t *r,
+    ngx_http_idv_store_batch_t *batch, ngx_int_t rc)
+{
+    size_t                    size;
+    ngx_buf_t                *b;
+    ngx_uint_t                i;
+    ngx_chain_t               out;
+    ngx_http_idv_store_op_t  *ops;
+
+    ops = batch->ops;
 
     size = sizeof("batch ERROR\n");
 
-    for (i = 0; i < batch.nops; i++) {
+    for (i = 0; i < batch->nops; i++) {
         size += sizeof("DECLINED value= number= age=\n") + 2 * NGX_INT64_LEN
                 + ops[i].result.len;
     }
@@ -169,7 +211,7 @@ ngx_http_idv_probe_handler(ngx_http_request_t *r)
                           : rc == NGX_HTTP_IDV_STORE_FULL ? "FULL"
                           : rc == NGX_AGAIN ? "AGAIN" : "ERROR");
 
-    for (i = 0; rc == NGX_OK && i < batch.nops; i++) {
+    for (i = 0; rc == NGX_OK && i < batch->nops; i++) {
         b->last = ngx_sprintf(b->last, "%s value=%V number=%L age=%M\n",
                               ops[i].rc == NGX_OK ? "OK" : "DECLINED",
                               &ops[i].result, ops[i].number, ops[i].age);
@@ -326,25 +368,16 @@ ngx_http_idv_probe_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_idv_probe_main_conf_t *pmcf = conf;
 
-    ngx_str_t                   *value;
-    ngx_http_idv_store_t       **st;
-    ngx_http_idv_store_conf_t    sc;
-
-    value = cf->args->elts;
-
-    ngx_memzero(&sc, sizeof(ngx_http_idv_store_conf_t));
-
-    if (ngx_http_idv_store_param(cf, &sc, &value[1]) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
+    ngx_http_idv_store_t  **st;
 
     st = ngx_array_push(&pmcf->stores);
     if (st == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    *st = ngx_http_idv_store_add(cf, &sc, "probe",
-                                 &ngx_http_idv_store_probe_module);
+    /* read as every zone directive is */
+    *st = ngx_http_idv_store_zone(cf, "probe",
+                                  &ngx_http_idv_store_probe_module, NULL);
     if (*st == NULL) {
         return NGX_CONF_ERROR;
     }
