@@ -117,6 +117,8 @@ static ngx_int_t ngx_http_idv_redis_connect(ngx_http_idv_redis_t *rd,
     ngx_log_t *log);
 static ngx_int_t ngx_http_idv_redis_handshake(ngx_http_idv_redis_t *rd);
 static ngx_int_t ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd);
+static void ngx_http_idv_redis_settle(ngx_http_idv_store_batch_t *first,
+    ngx_int_t rc);
 static ngx_http_idv_redis_cmd_t *ngx_http_idv_redis_internal(
     ngx_http_idv_redis_t *rd, ngx_uint_t kind, int argc, const char **argv,
     const size_t *argvlen);
@@ -125,8 +127,8 @@ static void ngx_http_idv_redis_write_handler(ngx_event_t *ev);
 static void ngx_http_idv_redis_read_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
     ngx_http_idv_redis_cmd_t *cmd, redisReply *reply, ngx_queue_t *done);
-static ngx_int_t ngx_http_idv_redis_results(ngx_http_idv_store_batch_t *b,
-    redisReply *reply);
+static ngx_int_t ngx_http_idv_redis_results(
+    ngx_http_idv_store_batch_t *first, redisReply *reply);
 static void ngx_http_idv_redis_timer_handler(ngx_event_t *ev);
 static void ngx_http_idv_redis_arm(ngx_http_idv_redis_t *rd);
 static void ngx_http_idv_redis_fail(ngx_http_idv_redis_t *rd,
@@ -203,26 +205,27 @@ ngx_module_t  ngx_http_idv_redis_module = {
 
 
 /*
- * The script: one batch.
+ * The script: a group of batches, one after the other.
  *
  *   KEYS[1]    the namespace's hash key record ("{PREFIX}:key")
  *   KEYS[2..]  one entry per operation ("{PREFIX}:ZONE:HASH")
  *   ARGV[1]    the hash key the caller hashed its keys with
- *   ARGV[2]    "1" for an atomic batch
+ *   ARGV[2]    the batches: "a3,n1" (atomic or not, their operations)
  *   ARGV[3..]  ten per operation: op, value, expect, has expect, ttl (ms),
- *              delta, rate, burst, cost, fill
+ *              delta, rate, burst, cost, fill (CHECK: present)
  *
  * An entry is a hash: v (the value), w (when it was written, in ms of the
  * server's clock); its lifetime is the key's.  Counters are 8-byte and
- * buckets 16-byte little-endian values, as in shared memory.  Every
- * operation is evaluated first; the writes are applied after, all of
- * them, or none when an atomic batch has a declined ADD, CAS or BUCKET.
- * Returns four values per operation: rc (1 done, 0 declined), the value
- * (or nil), number, age (ms).
+ * buckets 16-byte little-endian values, as in shared memory.  A batch's
+ * operations are evaluated first; its writes are applied after, all of
+ * them, or none when an atomic batch has a declined ADD, CAS, BUCKET or
+ * CHECK.  A batch with such a decline is the last one run.  Returns four
+ * values per operation (rc: 1 done, 0 declined; the value or nil;
+ * number; age in ms), then one per batch: 1 run, 0 run and the group
+ * stopped there, -1 not run.
  */
 
 static const char  ngx_http_idv_redis_script[] =
-    "\n"
     "pcall(redis.replicate_commands)\n"
     "\n"
     "local t = redis.call('TIME')\n"
@@ -232,179 +235,217 @@ static const char  ngx_http_idv_redis_script[] =
     "    return redis.error_reply('IDVKEY the namespace key changed')\n"
     "end\n"
     "\n"
-    "local atomic = ARGV[2] == '1'\n"
-    "local state = {}\n"
-    "local order = {}\n"
     "local out = {}\n"
-    "local declined = false\n"
+    "local status = {}\n"
+    "local nk = 2\n"
+    "local stop = false\n"
     "\n"
-    "for i = 2, #KEYS do\n"
-    "    local k = KEYS[i]\n"
-    "    local a = 3 + (i - 2) * 10\n"
-    "    local op = tonumber(ARGV[a])\n"
-    "    local value = ARGV[a + 1]\n"
-    "    local expect = ARGV[a + 2]\n"
-    "    local has_expect = ARGV[a + 3] == '1'\n"
-    "    local ttl = tonumber(ARGV[a + 4])\n"
-    "    local delta = tonumber(ARGV[a + 5])\n"
-    "    local rate = tonumber(ARGV[a + 6])\n"
-    "    local burst = tonumber(ARGV[a + 7])\n"
-    "    local cost = tonumber(ARGV[a + 8])\n"
-    "    local fill = ARGV[a + 9] == '1'\n"
+    "for part in string.gmatch(ARGV[2], '[^,]+') do\n"
+    "    local nops = tonumber(string.sub(part, 2))\n"
+    "    local atomic = string.sub(part, 1, 1) == 'a'\n"
     "\n"
-    "    local s = state[k]\n"
-    "\n"
-    "    if s == nil then\n"
-    "        s = { exists = false, dirty = false }\n"
-    "        local h = redis.call('HMGET', k, 'v', 'w')\n"
-    "\n"
-    "        if h[1] then\n"
-    "            s.exists = true\n"
-    "            s.v = h[1]\n"
-    "            s.w = tonumber(h[2]) or now\n"
-    "            local pt = redis.call('PTTL', k)\n"
-    "            if pt > 0 then s.exp = now + pt else s.exp = 0 end\n"
+    "    if stop then\n"
+    "        status[#status + 1] = -1\n"
+    "        for i = 1, nops do\n"
+    "            out[#out + 1] = 0; out[#out + 1] = false\n"
+    "            out[#out + 1] = 0; out[#out + 1] = 0\n"
     "        end\n"
+    "        nk = nk + nops\n"
     "\n"
-    "        state[k] = s\n"
-    "        order[#order + 1] = k\n"
-    "    end\n"
+    "    else\n"
+    "        local state = {}\n"
+    "        local order = {}\n"
+    "        local declined = false\n"
     "\n"
-    "    local rc, res, num, age = 0, false, 0, 0\n"
+    "        for i = nk, nk + nops - 1 do\n"
+    "            local k = KEYS[i]\n"
+    "            local a = 3 + (i - 2) * 10\n"
+    "            local op = tonumber(ARGV[a])\n"
+    "            local value = ARGV[a + 1]\n"
+    "            local expect = ARGV[a + 2]\n"
+    "            local has_expect = ARGV[a + 3] == '1'\n"
+    "            local ttl = tonumber(ARGV[a + 4])\n"
+    "            local delta = tonumber(ARGV[a + 5])\n"
+    "            local rate = tonumber(ARGV[a + 6])\n"
+    "            local burst = tonumber(ARGV[a + 7])\n"
+    "            local cost = tonumber(ARGV[a + 8])\n"
+    "            local fill = ARGV[a + 9] == '1'\n"
     "\n"
-    "    local function report()\n"
-    "        res = s.v\n"
-    "        age = now - s.w\n"
-    "        if age < 0 then age = 0 end\n"
-    "    end\n"
+    "            local s = state[k]\n"
     "\n"
-    "    local function write(v, life)\n"
-    "        s.exists = true\n"
-    "        s.v = v\n"
-    "        s.w = now\n"
-    "        if life > 0 then s.exp = now + life else s.exp = 0 end\n"
-    "        s.dirty = true\n"
-    "    end\n"
+    "            if s == nil then\n"
+    "                s = { exists = false, dirty = false }\n"
+    "                local h = redis.call('HMGET', k, 'v', 'w')\n"
     "\n"
-    "    if op == 1 then                                     -- GET\n"
-    "        if s.exists then rc = 1; report() end\n"
-    "\n"
-    "    elseif op == 2 then                                 -- ADD\n"
-    "        if s.exists then report() else write(value, ttl); rc = 1 end\n"
-    "\n"
-    "    elseif op == 3 then                                 -- SET\n"
-    "        write(value, ttl); rc = 1\n"
-    "\n"
-    "    elseif op == 4 then                                 -- INCR\n"
-    "        if s.exists then\n"
-    "            if #s.v == 8 then\n"
-    "                num = struct.unpack('<l', s.v) + delta\n"
-    "                s.v = struct.pack('<l', num)\n"
-    "                s.w = now\n"
-    "                s.dirty = true\n"
-    "                rc = 1\n"
-    "            end\n"
-    "        else\n"
-    "            num = delta\n"
-    "            write(struct.pack('<l', num), ttl)\n"
-    "            rc = 1\n"
-    "        end\n"
-    "\n"
-    "    elseif op == 5 then                                 -- DELETE\n"
-    "        if s.exists and (not has_expect or s.v == expect) then\n"
-    "            s.exists = false\n"
-    "            s.dirty = true\n"
-    "            rc = 1\n"
-    "        end\n"
-    "\n"
-    "    elseif op == 6 then                                 -- CAS\n"
-    "        if s.exists then\n"
-    "            if s.v == expect then write(value, ttl); rc = 1 else report() end\n"
-    "        end\n"
-    "\n"
-    "    else                                                -- BUCKET\n"
-    "        local level, last, ms, ok = 0, now, 0, true\n"
-    "\n"
-    "        if s.exists then\n"
-    "            if #s.v ~= 16 then\n"
-    "                ok = false\n"
-    "            else\n"
-    "                local excess, at = struct.unpack('<l<l', s.v)\n"
-    "                ms = now - at\n"
-    "                if ms < -60000 then ms = 1 elseif ms < 0 then ms = 0 end\n"
-    "                level = excess - math.floor(rate * math.min(ms, 3600000)\n"
-    "                                            / 60000)\n"
-    "                if ms == 0 then last = at end\n"
-    "            end\n"
-    "        end\n"
-    "\n"
-    "        if ok then\n"
-    "            local excess, charge = 0, true\n"
-    "\n"
-    "            if fill then\n"
-    "                rc = 1\n"
-    "                num = math.max(level, 0)\n"
-    "                if cost == 0 or level >= cost then\n"
-    "                    charge = false\n"
-    "                else\n"
-    "                    excess = cost\n"
-    "                    last = now\n"
+    "                if h[1] then\n"
+    "                    s.exists = true\n"
+    "                    s.v = h[1]\n"
+    "                    s.w = tonumber(h[2]) or now\n"
+    "                    local pt = redis.call('PTTL', k)\n"
+    "                    if pt > 0 then s.exp = now + pt else s.exp = 0 end\n"
     "                end\n"
     "\n"
-    "            else\n"
-    "                excess = math.max(level + cost, 0)\n"
-    "                num = excess\n"
-    "                if excess > burst then\n"
-    "                    charge = false\n"
-    "                else\n"
-    "                    rc = 1\n"
-    "                    if cost == 0 then charge = false end\n"
-    "                end\n"
+    "                state[k] = s\n"
+    "                order[#order + 1] = k\n"
     "            end\n"
     "\n"
-    "            if charge then\n"
-    "                num = excess\n"
-    "                local life = math.max(math.ceil(excess * 60000 / rate), 1)\n"
+    "            local rc, res, num, age = 0, false, 0, 0\n"
+    "\n"
+    "            local function report()\n"
+    "                res = s.v\n"
+    "                age = now - s.w\n"
+    "                if age < 0 then age = 0 end\n"
+    "            end\n"
+    "\n"
+    "            local function write(v, life)\n"
     "                s.exists = true\n"
-    "                s.v = struct.pack('<l<l', excess, last)\n"
+    "                s.v = v\n"
     "                s.w = now\n"
-    "                s.exp = now + life\n"
+    "                if life > 0 then s.exp = now + life else s.exp = 0 end\n"
     "                s.dirty = true\n"
     "            end\n"
-    "        end\n"
-    "    end\n"
     "\n"
-    "    if rc == 0 and (op == 2 or op == 6 or op == 7) then\n"
-    "        declined = true\n"
-    "    end\n"
+    "            if op == 1 then                                 -- GET\n"
+    "                if s.exists then rc = 1; report() end\n"
     "\n"
-    "    out[#out + 1] = rc\n"
-    "    out[#out + 1] = res\n"
-    "    out[#out + 1] = num\n"
-    "    out[#out + 1] = age\n"
-    "end\n"
+    "            elseif op == 2 then                             -- ADD\n"
+    "                if s.exists then report() else write(value, ttl); rc = 1 end\n"
     "\n"
-    "if not (atomic and declined) then\n"
-    "    for _, k in ipairs(order) do\n"
-    "        local s = state[k]\n"
+    "            elseif op == 3 then                             -- SET\n"
+    "                write(value, ttl); rc = 1\n"
     "\n"
-    "        if s.dirty then\n"
-    "            if s.exists then\n"
-    "                redis.call('HSET', k, 'v', s.v, 'w', s.w)\n"
-    "                if s.exp > 0 then\n"
-    "                    redis.call('PEXPIREAT', k, s.exp)\n"
+    "            elseif op == 4 then                             -- INCR\n"
+    "                if s.exists then\n"
+    "                    if #s.v == 8 then\n"
+    "                        num = struct.unpack('<l', s.v) + delta\n"
+    "                        s.v = struct.pack('<l', num)\n"
+    "                        s.w = now\n"
+    "                        s.dirty = true\n"
+    "                        rc = 1\n"
+    "                    end\n"
     "                else\n"
-    "                    redis.call('PERSIST', k)\n"
+    "                    num = delta\n"
+    "                    write(struct.pack('<l', num), ttl)\n"
+    "                    rc = 1\n"
     "                end\n"
-    "            else\n"
-    "                redis.call('DEL', k)\n"
+    "\n"
+    "            elseif op == 5 then                             -- DELETE\n"
+    "                if s.exists and (not has_expect or s.v == expect) then\n"
+    "                    s.exists = false\n"
+    "                    s.dirty = true\n"
+    "                    rc = 1\n"
+    "                end\n"
+    "\n"
+    "            elseif op == 6 then                             -- CAS\n"
+    "                if s.exists then\n"
+    "                    if s.v == expect then\n"
+    "                        write(value, ttl); rc = 1\n"
+    "                    else\n"
+    "                        report()\n"
+    "                    end\n"
+    "                end\n"
+    "\n"
+    "            elseif op == 8 then                             -- CHECK\n"
+    "                if s.exists then\n"
+    "                    report()\n"
+    "                    if string.sub(s.v, 1, #expect) == expect then rc = 1 end\n"
+    "                elseif not fill then\n"
+    "                    rc = 1\n"
+    "                end\n"
+    "\n"
+    "            else                                            -- BUCKET\n"
+    "                local level, last, ms, ok = 0, now, 0, true\n"
+    "\n"
+    "                if s.exists then\n"
+    "                    if #s.v ~= 16 then\n"
+    "                        ok = false\n"
+    "                    else\n"
+    "                        local excess, at = struct.unpack('<l<l', s.v)\n"
+    "                        ms = now - at\n"
+    "                        if ms < -60000 then ms = 1\n"
+    "                        elseif ms < 0 then ms = 0 end\n"
+    "                        level = excess - math.floor(rate\n"
+    "                                                    * math.min(ms, 3600000)\n"
+    "                                                    / 60000)\n"
+    "                        if ms == 0 then last = at end\n"
+    "                    end\n"
+    "                end\n"
+    "\n"
+    "                if ok then\n"
+    "                    local excess, charge = 0, true\n"
+    "\n"
+    "                    if fill then\n"
+    "                        rc = 1\n"
+    "                        num = math.max(level, 0)\n"
+    "                        if cost == 0 or level >= cost then\n"
+    "                            charge = false\n"
+    "                        else\n"
+    "                            excess = cost\n"
+    "                            last = now\n"
+    "                        end\n"
+    "\n"
+    "                    else\n"
+    "                        excess = math.max(level + cost, 0)\n"
+    "                        num = excess\n"
+    "                        if excess > burst then\n"
+    "                            charge = false\n"
+    "                        else\n"
+    "                            rc = 1\n"
+    "                            if cost == 0 then charge = false end\n"
+    "                        end\n"
+    "                    end\n"
+    "\n"
+    "                    if charge then\n"
+    "                        num = excess\n"
+    "                        local life = math.max(math.ceil(excess * 60000 / rate),\n"
+    "                                              1)\n"
+    "                        s.exists = true\n"
+    "                        s.v = struct.pack('<l<l', excess, last)\n"
+    "                        s.w = now\n"
+    "                        s.exp = now + life\n"
+    "                        s.dirty = true\n"
+    "                    end\n"
+    "                end\n"
+    "            end\n"
+    "\n"
+    "            if rc == 0 and (op == 2 or op == 6 or op == 7 or op == 8) then\n"
+    "                declined = true\n"
+    "            end\n"
+    "\n"
+    "            out[#out + 1] = rc\n"
+    "            out[#out + 1] = res\n"
+    "            out[#out + 1] = num\n"
+    "            out[#out + 1] = age\n"
+    "        end\n"
+    "\n"
+    "        if not (atomic and declined) then\n"
+    "            for _, k in ipairs(order) do\n"
+    "                local s = state[k]\n"
+    "\n"
+    "                if s.dirty then\n"
+    "                    if s.exists then\n"
+    "                        redis.call('HSET', k, 'v', s.v, 'w', s.w)\n"
+    "                        if s.exp > 0 then\n"
+    "                            redis.call('PEXPIREAT', k, s.exp)\n"
+    "                        else\n"
+    "                            redis.call('PERSIST', k)\n"
+    "                        end\n"
+    "                    else\n"
+    "                        redis.call('DEL', k)\n"
+    "                    end\n"
+    "                end\n"
     "            end\n"
     "        end\n"
+    "\n"
+    "        status[#status + 1] = declined and 0 or 1\n"
+    "        stop = declined\n"
+    "        nk = nk + nops\n"
     "    end\n"
     "end\n"
     "\n"
-    "return out\n"
-;
+    "for i = 1, #status do out[#out + 1] = status[i] end\n"
+    "\n"
+    "return out\n";
 
 
 static ngx_http_idv_redis_main_conf_t  *ngx_http_idv_redis_conf;
@@ -441,7 +482,7 @@ ngx_http_idv_redis_run(ngx_http_idv_store_batch_t *b)
 
     cmd = ngx_alloc(sizeof(ngx_http_idv_redis_cmd_t), b->log);
     if (cmd == NULL) {
-        b->rc = NGX_ERROR;
+        ngx_http_idv_redis_settle(b, NGX_ERROR);
         return NGX_OK;
     }
 
@@ -464,7 +505,7 @@ ngx_http_idv_redis_run(ngx_http_idv_store_batch_t *b)
     if (ngx_http_idv_redis_format(cmd) != NGX_OK) {
         b->running = NULL;
         ngx_http_idv_redis_free(cmd);
-        b->rc = NGX_ERROR;
+        ngx_http_idv_redis_settle(b, NGX_ERROR);
         return NGX_OK;
     }
 
@@ -472,7 +513,7 @@ ngx_http_idv_redis_run(ngx_http_idv_store_batch_t *b)
         /* sent as it is now; the reply is only checked */
         cmd->batch = NULL;
         b->running = NULL;
-        b->rc = NGX_OK;
+        ngx_http_idv_redis_settle(b, NGX_OK);
     }
 
     ngx_queue_insert_tail(&rd->out, &cmd->queue);
@@ -526,64 +567,73 @@ ngx_http_idv_redis_cancel(ngx_http_idv_store_batch_t *b)
 static ngx_int_t
 ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
 {
-    int                          argc;
-    u_char                      *p, *keys, *nums, hash[16];
-    size_t                      *argvlen, klen;
-    ngx_uint_t                   i, nops, nk;
+    int                          argc, n;
+    u_char                      *p, *buf, hash[16];
+    size_t                      *argvlen, size;
+    ngx_uint_t                   i, nops, nbatches;
     const char                 **argv;
     ngx_http_idv_redis_t        *rd;
     ngx_http_idv_store_op_t     *op;
-    ngx_http_idv_store_batch_t  *b;
+    ngx_http_idv_store_batch_t  *first, *b;
 
-    b = cmd->batch;
+    first = cmd->batch;
     rd = cmd->redis;
-    nops = b->nops;
 
-    argc = 3 + 1 + nops + 2 + nops * NGX_HTTP_IDV_REDIS_ARGS;
+    nops = 0;
+    nbatches = 0;
+    size = rd->prefix.len + sizeof("key") + 2 * NGX_INT_T_LEN;
 
-    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), b->log);
+    for (b = first; b; b = b->next) {
+        nbatches++;
+        nops += b->nops;
+        size += 2 + NGX_INT_T_LEN;
+
+        for (i = 0; i < b->nops; i++) {
+            size += rd->prefix.len + b->ops[i].store->name.len + 1 + 32
+                    + 6 * (NGX_INT64_LEN + 1);
+        }
+    }
+
+    argc = 2 + 1 + 1 + nops + 2 + nops * NGX_HTTP_IDV_REDIS_ARGS;
+
+    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), first->log);
     if (argv == NULL) {
         return NGX_ERROR;
     }
 
     argvlen = (size_t *) (argv + argc);
 
-    /* the keys, then the numbers of every operation, as text */
+    /* the keys, the group's plan, the numbers of every operation */
 
-    klen = 0;
-
-    for (i = 0; i < nops; i++) {
-        klen += rd->prefix.len + b->ops[i].store->name.len + 1 + 32;
-    }
-
-    keys = ngx_alloc(rd->prefix.len + sizeof("key") + klen
-                     + nops * 8 * (NGX_INT64_LEN + 1) + 2 * NGX_INT_T_LEN,
-                     b->log);
-    if (keys == NULL) {
+    buf = ngx_alloc(size, first->log);
+    if (buf == NULL) {
         ngx_free(argv);
         return NGX_ERROR;
     }
 
     argc = 0;
 
+#define ngx_http_idv_redis_arg(d, l)                                          \
+    argv[argc] = (char *) (d); argvlen[argc++] = (l)
+
+#define ngx_http_idv_redis_num(fmt, v)                                        \
+    argv[argc] = (char *) p; p = ngx_sprintf(p, fmt, v);                      \
+    argvlen[argc] = p - (u_char *) argv[argc]; argc++
+
     if (cmd->eval) {
-        argv[argc] = "EVAL";
-        argvlen[argc++] = 4;
-        argv[argc] = ngx_http_idv_redis_script;
-        argvlen[argc++] = sizeof(ngx_http_idv_redis_script) - 1;
+        ngx_http_idv_redis_arg("EVAL", 4);
+        ngx_http_idv_redis_arg(ngx_http_idv_redis_script,
+                               sizeof(ngx_http_idv_redis_script) - 1);
 
     } else {
-        argv[argc] = "EVALSHA";
-        argvlen[argc++] = 7;
-        argv[argc] = ngx_http_idv_redis_conf->sha;
-        argvlen[argc++] = SHA_DIGEST_LENGTH * 2;
+        ngx_http_idv_redis_arg("EVALSHA", 7);
+        ngx_http_idv_redis_arg(ngx_http_idv_redis_conf->sha,
+                               SHA_DIGEST_LENGTH * 2);
     }
 
-    p = keys;
-    nums = ngx_sprintf(p, "%ui", nops + 1);
-    argv[argc] = (char *) p;
-    argvlen[argc++] = nums - p;
-    p = nums;
+    p = buf;
+
+    ngx_http_idv_redis_num("%ui", nops + 1);
 
     argv[argc] = (char *) p;
     p = ngx_cpymem(p, rd->prefix.data, rd->prefix.len);
@@ -591,70 +641,83 @@ ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
     argvlen[argc] = p - (u_char *) argv[argc];
     argc++;
 
-    for (i = 0; i < nops; i++) {
-        op = &b->ops[i];
+    for (b = first; b; b = b->next) {
+        for (i = 0; i < b->nops; i++) {
+            op = &b->ops[i];
 
-        ngx_http_idv_siphash(hash, sizeof(hash), op->key.data, op->key.len,
-                             rd->key);
+            ngx_http_idv_siphash(hash, sizeof(hash), op->key.data,
+                                 op->key.len, rd->key);
 
-        argv[argc] = (char *) p;
-        p = ngx_cpymem(p, rd->prefix.data, rd->prefix.len);
-        p = ngx_cpymem(p, op->store->name.data, op->store->name.len);
-        *p++ = ':';
-        p = ngx_hex_dump(p, hash, sizeof(hash));
-        argvlen[argc] = p - (u_char *) argv[argc];
-        argc++;
+            argv[argc] = (char *) p;
+            p = ngx_cpymem(p, rd->prefix.data, rd->prefix.len);
+            p = ngx_cpymem(p, op->store->name.data, op->store->name.len);
+            *p++ = ':';
+            p = ngx_hex_dump(p, hash, sizeof(hash));
+            argvlen[argc] = p - (u_char *) argv[argc];
+            argc++;
+        }
     }
 
-    argv[argc] = (char *) rd->key;
-    argvlen[argc++] = NGX_HTTP_IDV_REDIS_KEY_LEN;
-    argv[argc] = b->atomic ? "1" : "0";
-    argvlen[argc++] = 1;
+    ngx_http_idv_redis_arg(rd->key, NGX_HTTP_IDV_REDIS_KEY_LEN);
 
-    for (i = 0; i < nops; i++) {
-        op = &b->ops[i];
+    argv[argc] = (char *) p;
 
-        nk = 0;
+    for (b = first; b; b = b->next) {
+        p = ngx_sprintf(p, "%s%c%ui", b == first ? "" : ",",
+                        b->atomic ? 'a' : 'n', b->nops);
+    }
 
-#define ngx_http_idv_redis_arg(d, l)                                          \
-        argv[argc] = (char *) (d); argvlen[argc++] = (l); nk++
+    argvlen[argc] = p - (u_char *) argv[argc];
+    argc++;
 
-#define ngx_http_idv_redis_num(fmt, v)                                        \
-        argv[argc] = (char *) p; p = ngx_sprintf(p, fmt, v);                  \
-        argvlen[argc] = p - (u_char *) argv[argc]; argc++; nk++
+    for (b = first; b; b = b->next) {
+        for (i = 0; i < b->nops; i++) {
+            op = &b->ops[i];
 
-        ngx_http_idv_redis_num("%ui", op->op);
-        ngx_http_idv_redis_arg(op->value.len ? (char *) op->value.data : "",
-                               op->value.len);
-        ngx_http_idv_redis_arg(op->expect.len ? (char *) op->expect.data
-                                              : "", op->expect.len);
-        ngx_http_idv_redis_arg(op->expect.data ? "1" : "0", 1);
-        ngx_http_idv_redis_num("%M", op->ttl);
-        ngx_http_idv_redis_num("%L", op->delta);
-        ngx_http_idv_redis_num("%ui", op->rate);
-        ngx_http_idv_redis_num("%ui", op->burst);
-        ngx_http_idv_redis_num("%ui", op->cost);
-        ngx_http_idv_redis_arg(op->fill ? "1" : "0", 1);
+            ngx_http_idv_redis_num("%ui", op->op);
+            ngx_http_idv_redis_arg(op->value.len ? (char *) op->value.data
+                                                 : "", op->value.len);
+            ngx_http_idv_redis_arg(op->expect.len ? (char *) op->expect.data
+                                                  : "", op->expect.len);
+            ngx_http_idv_redis_arg(op->expect.data ? "1" : "0", 1);
+            ngx_http_idv_redis_num("%M", op->ttl);
+            ngx_http_idv_redis_num("%L", op->delta);
+            ngx_http_idv_redis_num("%ui", op->rate);
+            ngx_http_idv_redis_num("%ui", op->burst);
+            ngx_http_idv_redis_num("%ui", op->cost);
+            ngx_http_idv_redis_arg((op->fill || op->present) ? "1" : "0", 1);
+        }
+    }
 
 #undef ngx_http_idv_redis_arg
 #undef ngx_http_idv_redis_num
 
-        (void) nk;
-    }
+    n = redisFormatCommandArgv(&cmd->data, argc, argv, argvlen);
 
-    klen = redisFormatCommandArgv(&cmd->data, argc, argv, argvlen);
-
-    ngx_free(keys);
+    ngx_free(buf);
     ngx_free(argv);
 
-    if ((int) klen < 0 || cmd->data == NULL) {
+    if (n < 0 || cmd->data == NULL) {
         return NGX_ERROR;
     }
 
-    cmd->len = klen;
+    cmd->len = n;
     cmd->sent = 0;
 
     return NGX_OK;
+}
+
+
+/* every batch of a group, one outcome */
+
+static void
+ngx_http_idv_redis_settle(ngx_http_idv_store_batch_t *first, ngx_int_t rc)
+{
+    ngx_http_idv_store_batch_t  *b;
+
+    for (b = first; b; b = b->next) {
+        b->rc = rc;
+    }
 }
 
 
@@ -1058,7 +1121,7 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
             }
 
             if (ngx_http_idv_redis_format(w) != NGX_OK) {
-                w->batch->rc = NGX_ERROR;
+                ngx_http_idv_redis_settle(w->batch, NGX_ERROR);
                 ngx_queue_insert_tail(done, q);
                 continue;
             }
@@ -1090,7 +1153,7 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
         cmd->eval = 1;
 
         if (ngx_http_idv_redis_format(cmd) != NGX_OK) {
-            b->rc = NGX_ERROR;
+            ngx_http_idv_redis_settle(b, NGX_ERROR);
             ngx_queue_insert_tail(done, &cmd->queue);
             return NGX_OK;
         }
@@ -1123,7 +1186,7 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
         && reply->len >= 3 && ngx_strncmp(reply->str, "OOM", 3) == 0)
     {
         /* the server is out of memory: nothing of the script ran */
-        b->rc = NGX_HTTP_IDV_STORE_FULL;
+        ngx_http_idv_redis_settle(b, NGX_HTTP_IDV_STORE_FULL);
         ngx_http_idv_store_count_full(b->ops[0].store);
         ngx_log_error(NGX_LOG_ERR, b->log, 0,
                       "idv %s zone \"%V\" is full: redis \"%V\" is out of "
@@ -1136,11 +1199,9 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
                       &rd->name, &rd->server,
                       reply->type == REDIS_REPLY_ERROR
                       ? " with an error" : " with a malformed reply");
-        b->rc = NGX_ERROR;
+        ngx_http_idv_redis_settle(b, NGX_ERROR);
         cmd->kind = NGX_HTTP_IDV_REDIS_BATCH + 100;  /* settle by policy */
 
-    } else {
-        b->rc = NGX_OK;
     }
 
     ngx_queue_insert_tail(done, &cmd->queue);
@@ -1150,43 +1211,66 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
 
 
 static ngx_int_t
-ngx_http_idv_redis_results(ngx_http_idv_store_batch_t *b, redisReply *reply)
+ngx_http_idv_redis_results(ngx_http_idv_store_batch_t *first,
+    redisReply *reply)
 {
-    ngx_uint_t                i;
-    redisReply              **e;
-    ngx_http_idv_store_op_t  *op;
+    ngx_uint_t                   i, nops, nbatches;
+    redisReply                 **e, **status;
+    ngx_http_idv_store_op_t     *op;
+    ngx_http_idv_store_batch_t  *b;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 * b->nops) {
+    nops = 0;
+    nbatches = 0;
+
+    for (b = first; b; b = b->next) {
+        nops += b->nops;
+        nbatches++;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4 * nops + nbatches)
+    {
         return NGX_ERROR;
     }
 
     e = reply->element;
+    status = e + 4 * nops;
 
-    for (i = 0; i < b->nops; i++, e += 4) {
-        op = &b->ops[i];
+    for (b = first; b; b = b->next, status++) {
 
-        if (e[0]->type != REDIS_REPLY_INTEGER
-            || e[2]->type != REDIS_REPLY_INTEGER
-            || e[3]->type != REDIS_REPLY_INTEGER
-            || (e[1]->type != REDIS_REPLY_STRING
-                && e[1]->type != REDIS_REPLY_NIL))
-        {
+        if ((*status)->type != REDIS_REPLY_INTEGER) {
             return NGX_ERROR;
         }
 
-        op->rc = e[0]->integer ? NGX_OK : NGX_DECLINED;
-        op->number = e[2]->integer;
-        op->age = (ngx_msec_t) e[3]->integer;
-        ngx_str_null(&op->result);
+        b->skipped = ((*status)->integer < 0);
+        b->rc = b->skipped ? NGX_DECLINED : NGX_OK;
 
-        if (e[1]->type == REDIS_REPLY_STRING && e[1]->len) {
-            op->result.data = ngx_pnalloc(b->pool, e[1]->len);
-            if (op->result.data == NULL) {
+        for (i = 0; i < b->nops; i++, e += 4) {
+            op = &b->ops[i];
+
+            if (e[0]->type != REDIS_REPLY_INTEGER
+                || e[2]->type != REDIS_REPLY_INTEGER
+                || e[3]->type != REDIS_REPLY_INTEGER
+                || (e[1]->type != REDIS_REPLY_STRING
+                    && e[1]->type != REDIS_REPLY_NIL))
+            {
                 return NGX_ERROR;
             }
 
-            ngx_memcpy(op->result.data, e[1]->str, e[1]->len);
-            op->result.len = e[1]->len;
+            op->rc = e[0]->integer ? NGX_OK : NGX_DECLINED;
+            op->number = e[2]->integer;
+            op->age = (ngx_msec_t) e[3]->integer;
+            ngx_str_null(&op->result);
+
+            if (e[1]->type == REDIS_REPLY_STRING && e[1]->len) {
+                op->result.data = ngx_pnalloc(b->pool, e[1]->len);
+                if (op->result.data == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ngx_memcpy(op->result.data, e[1]->str, e[1]->len);
+                op->result.len = e[1]->len;
+            }
         }
     }
 

@@ -116,6 +116,7 @@ static ngx_int_t ngx_http_idv_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
 static ngx_int_t ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b);
+static void ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b);
 static ngx_uint_t ngx_http_idv_store_lock(ngx_http_idv_store_plan_t *plan,
     ngx_uint_t n, ngx_slab_pool_t **pools);
 static ngx_int_t ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
@@ -598,51 +599,119 @@ ngx_http_idv_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 ngx_int_t
 ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b)
 {
+    b->next = NULL;
+
+    return ngx_http_idv_store_run_group(b);
+}
+
+
+ngx_int_t
+ngx_http_idv_store_run_group(ngx_http_idv_store_batch_t *first)
+{
     ngx_int_t                            rc;
-    ngx_uint_t                           i;
+    ngx_uint_t                           i, stop;
     ngx_http_idv_store_op_t             *op;
+    ngx_http_idv_store_batch_t          *b;
     const ngx_http_idv_store_backend_t  *backend;
 
     backend = NULL;
 
-    for (i = 0; i < b->nops; i++) {
-        op = &b->ops[i];
+    for (b = first; b; b = b->next) {
 
-        if (op->store == NULL
-            || op->op < NGX_HTTP_IDV_STORE_GET
-            || op->op > NGX_HTTP_IDV_STORE_BUCKET
-            || (op->op == NGX_HTTP_IDV_STORE_BUCKET && op->rate == 0))
-        {
-            ngx_log_error(NGX_LOG_ALERT, b->log, 0,
-                          "idv store: operation %ui of a batch is invalid",
-                          i);
-            b->rc = NGX_ERROR;
-            return NGX_ERROR;
+        b->skipped = 0;
+
+        for (i = 0; i < b->nops; i++) {
+            op = &b->ops[i];
+
+            if (op->store == NULL
+                || op->op < NGX_HTTP_IDV_STORE_GET
+                || op->op > NGX_HTTP_IDV_STORE_CHECK
+                || (op->op == NGX_HTTP_IDV_STORE_BUCKET && op->rate == 0))
+            {
+                ngx_log_error(NGX_LOG_ALERT, b->log, 0,
+                              "idv store: operation %ui of a batch is "
+                              "invalid", i);
+                goto failed;
+            }
+
+            if (backend
+                && (op->store->backend != backend
+                    || op->store->remote != first->ops[0].store->remote))
+            {
+                ngx_log_error(NGX_LOG_ALERT, b->log, 0,
+                              "idv store: a batch mixes the backends \"%s\" "
+                              "and \"%s\" (zone \"%V\")", backend->name,
+                              op->store->backend->name, &op->store->name);
+                goto failed;
+            }
+
+            backend = op->store->backend;
         }
-
-        if (backend
-            && (op->store->backend != backend
-                || op->store->remote != b->ops[0].store->remote))
-        {
-            ngx_log_error(NGX_LOG_ALERT, b->log, 0,
-                          "idv store: a batch mixes the backends \"%s\" "
-                          "and \"%s\" (zone \"%V\")", backend->name,
-                          op->store->backend->name, &op->store->name);
-            b->rc = NGX_ERROR;
-            return NGX_ERROR;
-        }
-
-        backend = op->store->backend;
     }
 
     if (backend == NULL) {
-        b->rc = NGX_OK;
+        for (b = first; b; b = b->next) {
+            b->rc = NGX_OK;
+        }
+
         return NGX_OK;
     }
 
-    rc = backend->run(b);
+    if (backend->cancel) {
+        /* answers later: the whole group in one round trip */
+        rc = backend->run(first);
 
-    return (rc == NGX_AGAIN) ? NGX_AGAIN : b->rc;
+        return (rc == NGX_AGAIN) ? NGX_AGAIN : first->rc;
+    }
+
+    stop = 0;
+
+    for (b = first; b; b = b->next) {
+        if (stop) {
+            b->skipped = 1;
+            b->rc = NGX_DECLINED;
+            continue;
+        }
+
+        (void) backend->run(b);
+
+        stop = (b->rc != NGX_OK || ngx_http_idv_store_declined(b));
+    }
+
+    return first->rc;
+
+failed:
+
+    for (b = first; b; b = b->next) {
+        b->rc = NGX_ERROR;
+    }
+
+    return NGX_ERROR;
+}
+
+
+/* an ADD, CAS, BUCKET or CHECK of the batch declined: a group stops */
+
+ngx_uint_t
+ngx_http_idv_store_declined(ngx_http_idv_store_batch_t *b)
+{
+    ngx_uint_t                i;
+    ngx_http_idv_store_op_t  *op;
+
+    for (i = 0; i < b->nops; i++) {
+        op = &b->ops[i];
+
+        if (op->rc == NGX_DECLINED
+            && (op->op == NGX_HTTP_IDV_STORE_ADD
+                || op->op == NGX_HTTP_IDV_STORE_CAS
+                || op->op == NGX_HTTP_IDV_STORE_BUCKET
+                || op->op == NGX_HTTP_IDV_STORE_CHECK))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -658,7 +727,31 @@ ngx_http_idv_store_cancel(ngx_http_idv_store_batch_t *b)
 
 
 ngx_int_t
-ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
+ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *first)
+{
+    ngx_uint_t                   stop;
+    ngx_http_idv_store_batch_t  *b;
+
+    stop = 0;
+
+    for (b = first; b; b = b->next) {
+        if (stop) {
+            b->skipped = 1;
+            b->rc = NGX_DECLINED;
+            continue;
+        }
+
+        ngx_http_idv_store_fallback_one(b);
+
+        stop = (b->rc != NGX_OK || ngx_http_idv_store_declined(b));
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
 {
     ngx_uint_t                   i, n;
     ngx_http_idv_store_op_t     *op, *local;
@@ -675,7 +768,7 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
 
         if (op->store->on_error == NGX_HTTP_IDV_STORE_CLOSED) {
             b->rc = NGX_ERROR;
-            return NGX_OK;
+            return;
         }
 
         if (op->store->on_error == NGX_HTTP_IDV_STORE_LOCAL) {
@@ -687,7 +780,8 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
 
     if (n == b->nops) {
         /* every zone runs it in its own memory, as one batch */
-        return ngx_http_idv_store_shm_run(b);
+        (void) ngx_http_idv_store_shm_run(b);
+        return;
     }
 
     local = NULL;
@@ -696,7 +790,7 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
         local = ngx_palloc(b->pool, n * sizeof(ngx_http_idv_store_op_t));
         if (local == NULL) {
             b->rc = NGX_ERROR;
-            return NGX_OK;
+            return;
         }
     }
 
@@ -721,7 +815,7 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
     }
 
     if (n == 0) {
-        return NGX_OK;
+        return;
     }
 
     ngx_memzero(&lb, sizeof(ngx_http_idv_store_batch_t));
@@ -744,7 +838,7 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *b)
         }
     }
 
-    return NGX_OK;
+    return;
 }
 
 
@@ -846,7 +940,8 @@ ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b)
         if (op->rc == NGX_DECLINED
             && (op->op == NGX_HTTP_IDV_STORE_ADD
                 || op->op == NGX_HTTP_IDV_STORE_CAS
-                || op->op == NGX_HTTP_IDV_STORE_BUCKET))
+                || op->op == NGX_HTTP_IDV_STORE_BUCKET
+                || op->op == NGX_HTTP_IDV_STORE_CHECK))
         {
             declined = 1;
         }
@@ -1025,6 +1120,20 @@ ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
                                  op->keep, now);
         op->rc = NGX_OK;
         break;
+
+    case NGX_HTTP_IDV_STORE_CHECK:
+        if (!p->exists) {
+            op->rc = op->present ? NGX_DECLINED : NGX_OK;
+            break;
+        }
+
+        if (p->len >= op->expect.len
+            && ngx_http_idv_memeq(p->data, op->expect.data, op->expect.len))
+        {
+            op->rc = NGX_OK;
+        }
+
+        return ngx_http_idv_store_report(b, op, p, now);
 
     case NGX_HTTP_IDV_STORE_DELETE:
         if (!p->exists

@@ -44,6 +44,8 @@
 #define NGX_HTTP_IDV_STORE_DELETE   5
 #define NGX_HTTP_IDV_STORE_CAS      6   /* replace if the value is "expect" */
 #define NGX_HTTP_IDV_STORE_BUCKET   7   /* leaky bucket: check and charge */
+#define NGX_HTTP_IDV_STORE_CHECK    8   /* the value must begin with
+                                           "expect" */
 
 /* what a zone on a remote backend does when the backend fails a batch */
 #define NGX_HTTP_IDV_STORE_CLOSED   1   /* the batch fails: refused */
@@ -62,19 +64,22 @@ typedef struct ngx_http_idv_store_batch_s  ngx_http_idv_store_batch_t;
  * One operation.  Results:
  *
  *   rc      NGX_OK: done (GET found, ADD created, CAS replaced, DELETE
- *           removed, BUCKET admitted and charged);
+ *           removed, BUCKET admitted and charged, CHECK found a value
+ *           that begins with "expect", or nothing and may);
  *           NGX_DECLINED: GET or DELETE found nothing, ADD found a live
- *           entry, CAS found another value or none, BUCKET refused;
- *   value   GET, and ADD/CAS when declined: the entry's current value,
- *           copied into the batch's pool;
+ *           entry, CAS found another value or none, BUCKET refused,
+ *           CHECK found another value, or nothing and "present" is set;
+ *   value   GET and CHECK, and ADD/CAS when declined: the entry's current
+ *           value, copied into the batch's pool;
  *   number  INCR: the counter after the increment; BUCKET: the bucket's
  *           level with this request, in milli-requests (as limit_req);
  *   age     GET, and ADD/CAS when declined: milliseconds since the
  *           entry was last written.
  *
  * Operations on the same key in one batch see each other's effect, in
- * order.  In an atomic batch with a declined ADD, CAS or BUCKET the other
- * operations report what they would have done, and none of it is done.
+ * order.  In an atomic batch with a declined ADD, CAS, BUCKET or CHECK
+ * the other operations report what they would have done, and none of it
+ * is done.
  *
  * A ttl of 0 is an entry that does not expire (it goes when deleted, or,
  * written without keep, when evicted).  INCR on an entry that is not an
@@ -106,6 +111,7 @@ typedef struct {
     unsigned                    fill:1;     /* BUCKET: raise the level to
                                                at least "cost", refuse
                                                nothing */
+    unsigned                    present:1;  /* CHECK: absent is declined */
 
     /* results */
     ngx_int_t                   rc;
@@ -145,10 +151,17 @@ struct ngx_http_idv_store_batch_s {
     ngx_int_t                   rc;
 
     /*
-     * all or nothing: when an ADD, CAS or BUCKET of the batch is
+     * all or nothing: when an ADD, CAS, BUCKET or CHECK of the batch is
      * declined, no write of the batch is applied (reads still report)
      */
     unsigned                    atomic:1;
+
+    /*
+     * a group (ngx_http_idv_store_run_group): the next batch, and this
+     * one not run because an earlier one of the group declined
+     */
+    ngx_http_idv_store_batch_t *next;
+    unsigned                    skipped:1;
 
     /* the caller's: the batch answers later and has not yet */
     unsigned                    pending:1;
@@ -257,12 +270,25 @@ ngx_array_t *ngx_http_idv_store_all(void);
  */
 ngx_int_t ngx_http_idv_store_run(ngx_http_idv_store_batch_t *b);
 
+/*
+ * Runs a group of batches (linked by "next", on one backend) in order,
+ * in one round trip where the backend is remote: a batch that has a
+ * declined ADD, CAS, BUCKET or CHECK is the last one run, those after it
+ * are marked skipped (rc NGX_DECLINED, nothing reported).  The first
+ * batch's handler is called once, when every batch has its outcome;
+ * NGX_AGAIN, or NGX_OK with every batch's rc set.
+ */
+ngx_int_t ngx_http_idv_store_run_group(ngx_http_idv_store_batch_t *first);
+
+/* the batch has a declined ADD, CAS, BUCKET or CHECK */
+ngx_uint_t ngx_http_idv_store_declined(ngx_http_idv_store_batch_t *b);
+
 /* forgets a pending batch: its handler will not be called */
 void ngx_http_idv_store_cancel(ngx_http_idv_store_batch_t *b);
 
 /*
- * A batch its remote backend could not run, settled by its zones'
- * on_error policies: b->rc NGX_ERROR if any zone is closed; otherwise
+ * A batch (or group) its remote backend could not run, settled by its
+ * zones' on_error policies: b->rc NGX_ERROR if any zone is closed; otherwise
  * the operations of "local" zones run in their zones' memory (as one
  * batch), those of "open" zones report what an empty store would (GET
  * finds nothing; ADD, SET, CAS, DELETE, INCR and BUCKET succeed) and

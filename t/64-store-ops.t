@@ -39,28 +39,14 @@ END
 $t->start_nginx;
 
 
-# batch(op, ...) -> [outcome, {rc, value, number, age}, ...]
 
-sub batch {
-    my $r = $t->get('/store?' . join('&', @_));
-    die "probe: HTTP $r->{status}" unless $r->{status} == 200;
-
-    my ($outcome, @ops) = split /\n/, $r->{body};
-    $outcome =~ s/^batch //;
-
-    return [$outcome, map {
-        /^(\S+) value=(.*) number=(-?\d+) age=(\d+)$/s
-            or die "probe: $_";
-        { rc => $1, value => $2, number => $3, age => $4 }
-    } @ops];
-}
-
-sub rcs { join ' ', map { $_->{rc} } @{$_[0]}[1 .. $#{$_[0]}] }
+sub batch { IdvStoreContract::batch_on($t, @_) }
+sub rcs { IdvStoreContract::rcs(@_) }
 
 
 # --- what every backend does ------------------------------------------------
 
-IdvStoreContract::run(\&batch);
+IdvStoreContract::run($t);
 
 
 # --- one store for every worker ----------------------------------------------

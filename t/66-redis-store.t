@@ -54,29 +54,14 @@ $t2->write_config($conf, main => "load_module $probe;", worker_processes => 2);
 $t2->start_nginx;
 
 
-sub batch_on {
-    my ($node, @ops) = @_;
-
-    my $r = $node->get('/store?' . join('&', @ops));
-    die "probe: HTTP $r->{status}" unless $r->{status} == 200;
-
-    my ($outcome, @res) = split /\n/, $r->{body};
-    $outcome =~ s/^batch //;
-
-    return [$outcome, map {
-        /^(\S+) value=(.*) number=(-?\d+) age=(\d+)$/s
-            or die "probe: $_";
-        { rc => $1, value => $2, number => $3, age => $4 }
-    } @res];
-}
-
+sub batch_on { IdvStoreContract::batch_on(@_) }
 sub batch { batch_on($t, @_) }
 sub rcs { IdvStoreContract::rcs(@_) }
 
 
 # --- the contract --------------------------------------------------------------
 
-IdvStoreContract::run(\&batch);
+IdvStoreContract::run($t);
 
 
 # --- two nodes, one store -------------------------------------------------------

@@ -2,14 +2,15 @@ package IdvStoreContract;
 
 # What every backend of the keyed store must do, checked through the test
 # module of t/store/ (idv_store_probe): each operation and what it
-# reports, batches that see their own writes, atomic batches, expiry,
-# leaky buckets.  t/64-store-ops.t runs it on shared memory,
+# reports, batches that see their own writes, atomic batches, groups,
+# expiry, leaky buckets.  t/64-store-ops.t runs it on shared memory,
 # t/66-redis-store.t on Redis.
 #
-#   IdvStoreContract::run(\&batch);
+#   IdvStoreContract::run($t);      # zones "a" and "c", empty
 #
-# batch(op, ...) -> [outcome, {rc, value, number, age}, ...] runs one
-# batch on zones "a" and "c" (empty when the contract starts).
+# batch_on($t, op, ...) -> [outcome, {rc, value, number, age}, ...] runs
+# one batch; group_on($t, op, ..., 'then', op, ...) runs a group and
+# returns one such list per batch.
 
 use strict;
 use warnings;
@@ -17,14 +18,40 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $batch;
+my $node;
 
-sub batch { $batch->(@_) }
+sub group_on {
+    my ($t, @ops) = @_;
+
+    my $r = $t->get('/store?' . join('&', @ops));
+    die "probe: HTTP $r->{status}" unless $r->{status} == 200;
+
+    my @batches;
+
+    for my $line (split /\n/, $r->{body}) {
+        if ($line =~ /^batch (\S+)$/) {
+            push @batches, [$1];
+            next;
+        }
+
+        $line =~ /^(\S+) value=(.*) number=(-?\d+) age=(\d+)$/s
+            or die "probe: $line";
+        push @{$batches[-1]}, { rc => $1, value => $2, number => $3,
+                                age => $4 };
+    }
+
+    return @batches;
+}
+
+sub batch_on { (group_on(@_))[0] }
+
+sub batch { batch_on($node, @_) }
+sub group { group_on($node, @_) }
 
 sub rcs { join ' ', map { $_->{rc} } @{$_[0]}[1 .. $#{$_[0]}] }
 
 sub run {
-    ($batch) = @_;
+    ($node) = @_;
     my $b;
 
     # --- each operation --------------------------------------------------------
@@ -123,6 +150,39 @@ sub run {
     is(rcs($b), 'OK DECLINED', 'two rules, one refuses');
     is(batch('op=bucket~a~r1~rate=60~burst=1000~cost=0')->[1]{number}, 0,
        'atomic: the refused request charged no bucket');
+
+    # --- CHECK ---------------------------------------------------------------
+
+    batch('op=set~a~owner~v=t1:biz1~ttl=60000');
+    $b = batch('op=check~a~owner~expect=t1:', 'op=check~a~owner~expect=t1:biz1',
+               'op=check~a~owner~expect=t2:', 'op=check~a~none~expect=t1:',
+               'op=check~a~none~expect=t1:~present');
+    is(rcs($b), 'OK OK DECLINED OK DECLINED',
+       'CHECK: the value begins with expect; absent passes unless present');
+    is($b->[3]{value}, 't1:biz1', 'a declined CHECK reports the value');
+
+    # --- groups ----------------------------------------------------------------
+
+    my @g = group('op=add~a~g1~v=1', 'then', 'atomic', 'op=add~a~g2~v=1',
+                  'op=bucket~a~gb~rate=60~burst=0~cost=1000', 'then',
+                  'op=set~a~g3~v=1');
+    is(join(' ', map { $_->[0] } @g), 'OK OK SKIPPED',
+       'a group stops after the batch with a declined operation');
+    is(rcs($g[1]), 'OK DECLINED', 'whose operations report');
+    is(rcs(batch('op=get~a~g1', 'op=get~a~g2', 'op=get~a~g3')),
+       'OK DECLINED DECLINED',
+       'the batches before it applied; it (atomic) and those after did not');
+
+    @g = group('op=check~a~owner~expect=t2:', 'then', 'op=set~a~g4~v=1');
+    is(join(' ', map { $_->[0] } @g), 'OK SKIPPED',
+       'a declined CHECK stops a group');
+    is(batch('op=get~a~g4')->[1]{rc}, 'DECLINED', 'nothing after it ran');
+
+    @g = group('op=get~a~g1', 'then', 'op=add~a~g5~v=1', 'then',
+               'op=get~a~g5');
+    is(join(' ', map { $_->[0] } @g), 'OK OK OK',
+       'a group without declines runs whole');
+    is($g[2][1]{value}, '1', 'each batch sees the writes of those before it');
 }
 
 1;

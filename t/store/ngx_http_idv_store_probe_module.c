@@ -33,7 +33,7 @@ typedef struct {
 static ngx_int_t ngx_http_idv_probe_handler(ngx_http_request_t *r);
 static void ngx_http_idv_probe_done(ngx_http_idv_store_batch_t *b);
 static ngx_int_t ngx_http_idv_probe_send(ngx_http_request_t *r,
-    ngx_http_idv_store_batch_t *batch, ngx_int_t rc);
+    ngx_http_idv_store_batch_t *first);
 static ngx_int_t ngx_http_idv_probe_op(ngx_http_request_t *r,
     ngx_http_idv_store_op_t *op, u_char *p, u_char *last);
 static void *ngx_http_idv_probe_create_main_conf(ngx_conf_t *cf);
@@ -95,7 +95,7 @@ ngx_module_t  ngx_http_idv_store_probe_module = {
 
 
 static const char  *ngx_http_idv_probe_verbs[] = {
-    "", "get", "add", "set", "incr", "delete", "cas", "bucket", NULL
+    "", "get", "add", "set", "incr", "delete", "cas", "bucket", "check", NULL
 };
 
 
@@ -104,21 +104,25 @@ ngx_http_idv_probe_handler(ngx_http_request_t *r)
 {
     u_char                      *p, *last, *next;
     ngx_int_t                    rc;
+    ngx_uint_t                   forget;
     ngx_http_idv_store_op_t     *ops;
-    ngx_http_idv_store_batch_t  *batch;
+    ngx_http_idv_store_batch_t  *first, *batch;
 
     ops = ngx_pcalloc(r->pool,
                       NGX_HTTP_IDV_PROBE_MAX_OPS
                       * sizeof(ngx_http_idv_store_op_t));
-    batch = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_store_batch_t));
+    first = ngx_pcalloc(r->pool, sizeof(ngx_http_idv_store_batch_t));
 
-    if (ops == NULL || batch == NULL) {
+    if (ops == NULL || first == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    batch = first;
     batch->ops = ops;
     batch->pool = r->pool;
     batch->log = r->connection->log;
+
+    forget = 0;
 
     p = r->args.data;
     last = p + r->args.len;
@@ -136,12 +140,29 @@ ngx_http_idv_probe_handler(ngx_http_request_t *r)
 
         if (next - p == 6 && ngx_strncmp(p, "forget", 6) == 0) {
             /* fire and forget: no handler; reported at once */
-            batch->data = r;
+            forget = 1;
+            continue;
+        }
+
+        if (next - p == 4 && ngx_strncmp(p, "then", 4) == 0) {
+            /* the next batch of a group */
+            batch->next = ngx_pcalloc(r->pool,
+                                      sizeof(ngx_http_idv_store_batch_t));
+            if (batch->next == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ops += batch->nops;
+            batch = batch->next;
+            batch->ops = ops;
+            batch->pool = r->pool;
+            batch->log = r->connection->log;
             continue;
         }
 
         if (next - p < 3 || ngx_strncmp(p, "op=", 3) != 0
-            || batch->nops == NGX_HTTP_IDV_PROBE_MAX_OPS)
+            || ops + batch->nops
+               == first->ops + NGX_HTTP_IDV_PROBE_MAX_OPS)
         {
             return NGX_HTTP_BAD_REQUEST;
         }
@@ -155,20 +176,22 @@ ngx_http_idv_probe_handler(ngx_http_request_t *r)
         batch->nops++;
     }
 
-    if (batch->data == NULL) {
+    first->data = r;
+
+    if (!forget) {
         /* a backend that answers later calls back */
-        batch->handler = ngx_http_idv_probe_done;
-        batch->data = r;
+        first->handler = ngx_http_idv_probe_done;
     }
 
-    rc = ngx_http_idv_store_run(batch);
+    rc = first->next ? ngx_http_idv_store_run_group(first)
+                     : ngx_http_idv_store_run(first);
 
     if (rc == NGX_AGAIN) {
         r->main->count++;
         return NGX_DONE;
     }
 
-    return ngx_http_idv_probe_send(r, batch, rc);
+    return ngx_http_idv_probe_send(r, first);
 }
 
 
@@ -177,28 +200,32 @@ ngx_http_idv_probe_done(ngx_http_idv_store_batch_t *b)
 {
     ngx_http_request_t  *r = b->data;
 
-    ngx_http_finalize_request(r, ngx_http_idv_probe_send(r, b, b->rc));
+    ngx_http_finalize_request(r, ngx_http_idv_probe_send(r, b));
     ngx_http_run_posted_requests(r->connection);
 }
 
 
 static ngx_int_t
 ngx_http_idv_probe_send(ngx_http_request_t *r,
-    ngx_http_idv_store_batch_t *batch, ngx_int_t rc)
+    ngx_http_idv_store_batch_t *first)
 {
-    size_t                    size;
-    ngx_buf_t                *b;
-    ngx_uint_t                i;
-    ngx_chain_t               out;
-    ngx_http_idv_store_op_t  *ops;
+    size_t                       size;
+    ngx_int_t                    rc;
+    ngx_buf_t                   *b;
+    ngx_uint_t                   i;
+    ngx_chain_t                  out;
+    ngx_http_idv_store_op_t     *ops;
+    ngx_http_idv_store_batch_t  *batch;
 
-    ops = batch->ops;
+    size = 0;
 
-    size = sizeof("batch ERROR\n");
+    for (batch = first; batch; batch = batch->next) {
+        size += sizeof("batch SKIPPED\n");
 
-    for (i = 0; i < batch->nops; i++) {
-        size += sizeof("DECLINED value= number= age=\n") + 2 * NGX_INT64_LEN
-                + ops[i].result.len;
+        for (i = 0; i < batch->nops; i++) {
+            size += sizeof("DECLINED value= number= age=\n")
+                    + 2 * NGX_INT64_LEN + batch->ops[i].result.len;
+        }
     }
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -206,15 +233,25 @@ ngx_http_idv_probe_send(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last, "batch %s\n",
-                          rc == NGX_OK ? "OK"
-                          : rc == NGX_HTTP_IDV_STORE_FULL ? "FULL"
-                          : rc == NGX_AGAIN ? "AGAIN" : "ERROR");
+    /* one "batch" line and its operations per batch of the group */
 
-    for (i = 0; rc == NGX_OK && i < batch->nops; i++) {
-        b->last = ngx_sprintf(b->last, "%s value=%V number=%L age=%M\n",
-                              ops[i].rc == NGX_OK ? "OK" : "DECLINED",
-                              &ops[i].result, ops[i].number, ops[i].age);
+    for (batch = first; batch; batch = batch->next) {
+        rc = batch->rc;
+        ops = batch->ops;
+
+        b->last = ngx_sprintf(b->last, "batch %s\n",
+                              batch->skipped ? "SKIPPED"
+                              : rc == NGX_OK ? "OK"
+                              : rc == NGX_HTTP_IDV_STORE_FULL ? "FULL"
+                              : "ERROR");
+
+        for (i = 0; rc == NGX_OK && i < batch->nops; i++) {
+            b->last = ngx_sprintf(b->last,
+                                  "%s value=%V number=%L age=%M\n",
+                                  ops[i].rc == NGX_OK ? "OK" : "DECLINED",
+                                  &ops[i].result, ops[i].number,
+                                  ops[i].age);
+        }
     }
 
     b->last_buf = 1;
@@ -296,6 +333,11 @@ ngx_http_idv_probe_op(ngx_http_request_t *r, ngx_http_idv_store_op_t *op,
 
         if (v->len == 4 && ngx_strncmp(v->data, "fill", 4) == 0) {
             op->fill = 1;
+            continue;
+        }
+
+        if (v->len == 7 && ngx_strncmp(v->data, "present", 7) == 0) {
+            op->present = 1;
             continue;
         }
 
