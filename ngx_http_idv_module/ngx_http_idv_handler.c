@@ -25,6 +25,18 @@ static ngx_int_t ngx_http_idv_upstream_step(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_state_done(ngx_http_idv_store_batch_t *b);
 static void ngx_http_idv_state_cancel(void *data);
+static ngx_int_t ngx_http_idv_state_cleanup(ngx_http_request_t *r,
+    ngx_http_idv_store_batch_t *b);
+static ngx_uint_t ngx_http_idv_window(ngx_uint_t phase);
+static void ngx_http_idv_gather_start(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_gather_flush(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_gather_done(ngx_http_idv_store_batch_t *b);
+static void ngx_http_idv_gather_rewind(ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_gather_drop(ngx_http_idv_ctx_t *ctx);
+static ngx_int_t ngx_http_idv_gather_skipped(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
@@ -540,7 +552,7 @@ ngx_int_t
 ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
     ngx_int_t   rc;
-    ngx_uint_t  phase;
+    ngx_uint_t  phase, n;
 
     if (ctx->answer.status && ctx->phase < NGX_HTTP_IDV_PHASE_ANSWER) {
         /* answered before the pipeline started (a refused request) */
@@ -586,12 +598,74 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         default:
 
             if (ctx->index >= ngx_http_idv_nhandlers[phase]) {
+
+                if (ngx_http_idv_window(phase + 1)
+                    != ngx_http_idv_window(phase))
+                {
+                    if (ctx->gathering) {
+                        /* the window's state calls, in one round trip */
+                        if (ngx_http_idv_gather_flush(r, ctx) == NGX_AGAIN) {
+                            return NGX_DONE;
+                        }
+
+                        break;
+                    }
+
+                    ctx->ngathered = 0;
+                }
+
                 ctx->phase++;
                 ctx->index = 0;
                 break;
             }
 
+            if (ctx->ngathered && !ctx->gathering) {
+                /* a state call of this handler the group did not run */
+                if (ngx_http_idv_gather_skipped(r, ctx) == NGX_AGAIN) {
+                    return NGX_DONE;
+                }
+
+            } else if (ctx->index == 0 && !ctx->gathering) {
+                ngx_http_idv_gather_start(r, ctx);
+            }
+
+            n = ctx->ngathered;
+
             rc = ngx_http_idv_handlers[phase][ctx->index](r, ctx);
+
+            if (ctx->gathering) {
+
+                if (rc == NGX_OK || rc == NGX_DECLINED
+                    || (rc == NGX_AGAIN && ctx->ngathered > n))
+                {
+                    /* went on, or waits for the group: the next one */
+                    ctx->index++;
+                    break;
+                }
+
+                ctx->gathering = 0;
+
+                if (ctx->ngathered) {
+
+                    if (ctx->answer.status) {
+                        /*
+                         * refused before anything was sent: the state
+                         * calls gathered are dropped unsent (their
+                         * handlers see no result and hold nothing)
+                         */
+                        ngx_http_idv_gather_drop(ctx);
+
+                    } else {
+                        /* waits: the group goes, the window again */
+                        if (ngx_http_idv_gather_flush(r, ctx) == NGX_AGAIN)
+                        {
+                            return NGX_DONE;
+                        }
+
+                        break;
+                    }
+                }
+            }
 
             if (rc == NGX_OK || rc == NGX_DECLINED) {
                 ctx->index++;
@@ -741,34 +815,256 @@ ngx_int_t
 ngx_http_idv_state_call(ngx_http_request_t *r, ngx_http_idv_store_batch_t *b)
 {
     ngx_int_t            rc;
-    ngx_pool_cleanup_t  *cln;
+    ngx_http_idv_ctx_t  *ctx;
 
     b->pool = r->pool;
     b->log = r->connection->log;
     b->handler = ngx_http_idv_state_done;
     b->data = r;
+    b->next = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    if (ctx && ctx->gathering && b->nops
+        && b->ops[0].store->backend->cancel
+        && ctx->ngathered < NGX_HTTP_IDV_GATHER_MAX)
+    {
+        /* sent with the window's other state calls */
+
+        ctx->gathered[ctx->ngathered].batch = b;
+        ctx->gathered[ctx->ngathered].phase = ctx->phase;
+        ctx->gathered[ctx->ngathered].index = ctx->index;
+        ctx->ngathered++;
+
+        b->pending = 1;
+        b->skipped = 0;
+
+        return NGX_AGAIN;
+    }
 
     rc = ngx_http_idv_store_run(b);
 
     b->pending = (rc == NGX_AGAIN);
 
-    if (b->pending && !b->cleanup) {
-        /* the request may end first (a worker shutting down) */
-
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            ngx_http_idv_store_cancel(b);
-            b->pending = 0;
-            b->rc = NGX_ERROR;
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_idv_state_cancel;
-        cln->data = b;
-        b->cleanup = 1;
+    if (b->pending && ngx_http_idv_state_cleanup(r, b) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return rc;
+}
+
+
+/* the request may end first (a worker shutting down): cancelled then */
+
+static ngx_int_t
+ngx_http_idv_state_cleanup(ngx_http_request_t *r,
+    ngx_http_idv_store_batch_t *b)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (b->cleanup) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_http_idv_store_cancel(b);
+        b->pending = 0;
+        b->rc = NGX_ERROR;
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_idv_state_cancel;
+    cln->data = b;
+    b->cleanup = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Gathering.  With zones on a server that answers later, the state calls
+ * of a window of the pipeline -- CHECK to CHARGE before the call, ANSWER
+ * after it -- go as one group, in one round trip: each handler of the
+ * window runs, and one that makes a state call is taken as waiting for
+ * it while the next ones run; at the window's end the group is sent, and
+ * once it is in the window runs again from its start, every handler
+ * finding its results.  The group stops at the first batch with a
+ * declined ADD, CAS, BUCKET or CHECK (a replayed nonce, a flight or a
+ * cached answer already there, a foreign owner, a limit reached): the
+ * handlers after it act on it as they would have (their batches, not
+ * run, are run on their own if they are reached again).
+ */
+
+static ngx_uint_t
+ngx_http_idv_window(ngx_uint_t phase)
+{
+    if (phase <= NGX_HTTP_IDV_PHASE_CHARGE) {
+        return 1;
+    }
+
+    return (phase == NGX_HTTP_IDV_PHASE_ANSWER) ? 2 : 0;
+}
+
+
+static void
+ngx_http_idv_gather_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_uint_t                 w;
+    ngx_http_idv_main_conf_t  *imcf;
+
+    w = ngx_http_idv_window(ctx->phase);
+
+    if (w == 0 || (ctx->gather_windows & (1 << w))
+        || (ctx->phase != NGX_HTTP_IDV_PHASE_CHECK
+            && ctx->phase != NGX_HTTP_IDV_PHASE_ANSWER))
+    {
+        return;
+    }
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idv_module);
+
+    if (!imcf->gather) {
+        return;
+    }
+
+    ctx->gather_windows |= (1 << w);
+    ctx->gather_phase = ctx->phase;
+    ctx->gathering = 1;
+}
+
+
+static ngx_int_t
+ngx_http_idv_gather_flush(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_idv_store_batch_t  *first;
+
+    ctx->gathering = 0;
+
+    if (ctx->ngathered == 0) {
+        ctx->phase = ctx->gather_phase;
+        ctx->index = 0;
+        return NGX_OK;
+    }
+
+    first = ctx->gathered[0].batch;
+
+    for (i = 1; i < ctx->ngathered; i++) {
+        ctx->gathered[i - 1].batch->next = ctx->gathered[i].batch;
+    }
+
+    ctx->gathered[ctx->ngathered - 1].batch->next = NULL;
+
+    first->handler = ngx_http_idv_gather_done;
+    first->data = r;
+
+    rc = ngx_http_idv_store_run_group(first);
+
+    if (rc == NGX_AGAIN) {
+        ctx->group_pending = 1;
+
+        if (ngx_http_idv_state_cleanup(r, first) != NGX_OK) {
+            ngx_http_idv_gather_rewind(ctx);
+            return NGX_OK;
+        }
+
+        return NGX_AGAIN;
+    }
+
+    ngx_http_idv_gather_rewind(ctx);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_idv_gather_done(ngx_http_idv_store_batch_t *b)
+{
+    ngx_http_request_t  *r;
+    ngx_http_idv_ctx_t  *ctx;
+
+    r = b->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
+
+    ngx_http_idv_gather_rewind(ctx);
+
+    ngx_http_idv_resume(r);
+}
+
+
+/* the group is in: the window runs again from its start */
+
+static void
+ngx_http_idv_gather_rewind(ngx_http_idv_ctx_t *ctx)
+{
+    ngx_uint_t                   i;
+    ngx_http_idv_store_batch_t  *b;
+
+    for (i = 0; i < ctx->ngathered; i++) {
+        b = ctx->gathered[i].batch;
+        b->pending = 0;
+        b->next = NULL;
+    }
+
+    /* the handlers of the group's batch: their own again */
+    ctx->gathered[0].batch->handler = ngx_http_idv_state_done;
+
+    ctx->group_pending = 0;
+    ctx->phase = ctx->gather_phase;
+    ctx->index = 0;
+}
+
+
+/* a refusal before the group went: nothing of it is sent */
+
+static void
+ngx_http_idv_gather_drop(ngx_http_idv_ctx_t *ctx)
+{
+    ngx_uint_t                   i;
+    ngx_http_idv_store_batch_t  *b;
+
+    for (i = 0; i < ctx->ngathered; i++) {
+        b = ctx->gathered[i].batch;
+        b->pending = 0;
+        b->skipped = 1;
+        b->rc = NGX_DECLINED;
+    }
+
+    ctx->ngathered = 0;
+}
+
+
+/* the handler about to run had a batch the group did not run: run now */
+
+static ngx_int_t
+ngx_http_idv_gather_skipped(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    ngx_uint_t                   i;
+    ngx_http_idv_store_batch_t  *b;
+
+    for (i = 0; i < ctx->ngathered; i++) {
+        b = ctx->gathered[i].batch;
+
+        if (b == NULL || ctx->gathered[i].phase != ctx->phase
+            || ctx->gathered[i].index != ctx->index)
+        {
+            continue;
+        }
+
+        ctx->gathered[i].batch = NULL;
+
+        if (b->skipped) {
+            b->skipped = 0;
+
+            if (ngx_http_idv_state_call(r, b) == NGX_AGAIN) {
+                return NGX_AGAIN;
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -71,7 +71,24 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                 stores;     /* ngx_http_idv_store_t * */
+
+    /*
+     * the state calls of a window of the pipeline go to the store as one
+     * group (one round trip): set when the zones that answer later all
+     * use one server
+     */
+    ngx_uint_t                  gather;
 } ngx_http_idv_main_conf_t;
+
+
+/* a state call gathered into its window's group, and whose it is */
+typedef struct {
+    ngx_http_idv_store_batch_t *batch;
+    ngx_uint_t                  phase;
+    ngx_uint_t                  index;
+} ngx_http_idv_gathered_t;
+
+#define NGX_HTTP_IDV_GATHER_MAX  8
 
 
 /* Result.Passed: documented as Y/N, EkycVerify's model says T/F */
@@ -155,6 +172,12 @@ struct ngx_http_idv_ctx_s {
     ngx_uint_t                  phase;
     ngx_uint_t                  index;      /* of the handler in the phase */
 
+    /* the window's state calls, gathered into one group */
+    ngx_http_idv_gathered_t     gathered[NGX_HTTP_IDV_GATHER_MAX];
+    ngx_uint_t                  ngathered;
+    ngx_uint_t                  gather_phase;   /* the window's first */
+    ngx_uint_t                  gather_windows; /* those gathered (bits) */
+
     ngx_http_idv_answer_t       answer;
 
     ngx_event_t                 retry;      /* backoff timer */
@@ -184,6 +207,9 @@ struct ngx_http_idv_ctx_s {
      */
     ngx_msec_t                  keep_result;
     unsigned                    kept_result:1;
+
+    unsigned                    gathering:1;
+    unsigned                    group_pending:1;
 
     unsigned                    done:1;         /* the subrequest ended */
     unsigned                    failed:1;

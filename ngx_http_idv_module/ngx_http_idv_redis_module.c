@@ -1517,8 +1517,8 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_idv_redis_main_conf_t *rmcf = conf;
 
     u_char                     digest[SHA_DIGEST_LENGTH];
-    ngx_uint_t                 i, j;
-    ngx_http_idv_redis_t      *rd;
+    ngx_uint_t                 i, j, several;
+    ngx_http_idv_redis_t      *rd, *first;
     ngx_http_idv_store_t     **st;
     ngx_http_idv_main_conf_t  *imcf;
 
@@ -1532,6 +1532,8 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_module);
     st = imcf->stores.elts;
     rd = rmcf->servers.elts;
+    first = NULL;
+    several = 0;
 
     for (i = 0; i < imcf->stores.nelts; i++) {
         if (st[i]->remote_name.len == 0) {
@@ -1554,6 +1556,19 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
                           st[i]->kind, &st[i]->name, &st[i]->remote_name,
                           &st[i]->remote_name);
             return NGX_CONF_ERROR;
+        }
+
+        if (first == NULL) {
+            first = &rd[j];
+        }
+
+        if (first != &rd[j]) {
+            /* one round trip holds for the zones of one server */
+            imcf->gather = 0;
+            several = 1;
+
+        } else if (!several) {
+            imcf->gather = 1;
         }
 
         st[i]->remote = &rd[j];

@@ -50,7 +50,11 @@ typedef struct {
     ngx_http_idv_store_batch_t     batch;
     ngx_http_idv_store_op_t        ops[2];
     ngx_uint_t                     step;
-    unsigned                       looked:1;    /* for a kept result */
+
+    /* a kept result: looked up with the check (one round trip) */
+    ngx_http_idv_store_batch_t     kept;
+    ngx_http_idv_store_op_t        kept_op;
+    unsigned                       looked:1;
 } ngx_http_idv_tenancy_ctx_t;
 
 
@@ -170,6 +174,7 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ngx_uint_t                         flags;
     ngx_http_idv_tenancy_ctx_t        *tctx;
     ngx_http_idv_store_op_t           *op;
+    ngx_http_idv_tenancy_loc_conf_t   *tlcf;
     ngx_http_idv_tenancy_main_conf_t  *tmcf;
 
     tctx = ngx_http_get_module_ctx(r, ngx_http_idv_tenancy_module);
@@ -210,20 +215,37 @@ ngx_http_idv_tenancy_check(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
+    /*
+     * CHECK: the record must begin with what this request's would be
+     * (the tenant, and the MerchantBizId it gives with a TransactionId),
+     * so that a foreign owner stops a group of state calls at once; the
+     * verdict below says why
+     */
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_tenancy_module);
+
     op = &tctx->ops[0];
     op->store = tmcf->store;
-    op->op = NGX_HTTP_IDV_STORE_GET;
+    op->op = NGX_HTTP_IDV_STORE_CHECK;
+    op->present = tlcf->strict ? 1 : 0;
 
     if (ctx->transaction_id.len) {
         if (ngx_http_idv_tenancy_key(r, &op->key, 't', &ctx->transaction_id)
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_idv_tenancy_value(r, &op->expect, &ctx->tenant,
+                                          &ctx->merchant_biz_id,
+                                          ctx->merchant_biz_id.len != 0)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
 
     } else if (ngx_http_idv_tenancy_key(r, &op->key, 'b',
                                         &ctx->merchant_biz_id)
-               != NGX_OK)
+               != NGX_OK
+               || ngx_http_idv_tenancy_value(r, &op->expect, &ctx->tenant,
+                                             &ctx->merchant_biz_id, 0)
+                  != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -263,7 +285,8 @@ ngx_http_idv_tenancy_verdict(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     op = &tctx->ops[0];
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_idv_tenancy_module);
 
-    if (op->rc != NGX_OK) {
+    if (op->result.len == 0) {
+        /* no record */
 
         if (!tlcf->strict) {
             return NGX_DECLINED;
@@ -561,16 +584,16 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (tctx->batch.pending) {
+    if (tctx->kept.pending) {
         return NGX_AGAIN;
     }
 
-    op = &tctx->ops[0];
+    op = &tctx->kept_op;
 
     if (!tctx->looked) {
         tctx->looked = 1;
 
-        ngx_memzero(tctx->ops, sizeof(tctx->ops));
+        ngx_memzero(op, sizeof(ngx_http_idv_store_op_t));
 
         op->store = tmcf->store;
         op->op = NGX_HTTP_IDV_STORE_GET;
@@ -581,15 +604,15 @@ ngx_http_idv_tenancy_kept(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        tctx->batch.ops = op;
-        tctx->batch.nops = 1;
+        tctx->kept.ops = op;
+        tctx->kept.nops = 1;
 
-        if (ngx_http_idv_state_call(r, &tctx->batch) == NGX_AGAIN) {
+        if (ngx_http_idv_state_call(r, &tctx->kept) == NGX_AGAIN) {
             return NGX_AGAIN;
         }
     }
 
-    if (tctx->batch.rc != NGX_OK || op->rc != NGX_OK) {
+    if (tctx->kept.rc != NGX_OK || op->rc != NGX_OK) {
         /* nothing kept (an unavailable store only costs a call) */
         return NGX_DECLINED;
     }
