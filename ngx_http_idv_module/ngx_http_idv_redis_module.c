@@ -1194,11 +1194,14 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
                       &b->ops[0].store->name, &rd->name);
 
     } else if (ngx_http_idv_redis_results(b, reply) != NGX_OK) {
+        /* the server's words (a missing ACL permission, say): no value */
         ngx_log_error(NGX_LOG_ERR, b->log, 0,
-                      "idv redis \"%V\" (%V): the store's script failed%s",
-                      &rd->name, &rd->server,
+                      "idv redis \"%V\" (%V): the store's script failed: "
+                      "%*s", &rd->name, &rd->server,
                       reply->type == REDIS_REPLY_ERROR
-                      ? " with an error" : " with a malformed reply");
+                      ? ngx_min(reply->len, 120) : sizeof("a malformed reply") - 1,
+                      reply->type == REDIS_REPLY_ERROR
+                      ? reply->str : "a malformed reply");
         ngx_http_idv_redis_settle(b, NGX_ERROR);
         cmd->kind = NGX_HTTP_IDV_REDIS_BATCH + 100;  /* settle by policy */
 

@@ -271,12 +271,15 @@ sub stop_mock {
 
 # --- a real Redis ----------------------------------------------------------
 
-# start_redis(args => [...], port => N): Debian's redis-server on a free
-# loopback port (or the given one: a restart), nothing persisted
+# start_redis(args => [...], port => N, password => P): Debian's
+# redis-server on a free loopback port (or the given one: a restart),
+# nothing persisted; redis() then authenticates with P
 sub start_redis {
     my ($self, %args) = @_;
 
     croak "redis is already running" if $self->{redis_pid};
+
+    $self->{redis_password} = $args{password};
 
     my $port = $args{port} // $self->{redis_port} // free_port();
     my $dir = "$self->{dir}/redis";
@@ -285,6 +288,8 @@ sub start_redis {
     my @cmd = ('redis-server', '--port', $port, '--bind', '127.0.0.1',
                '--save', '', '--appendonly', 'no', '--dir', $dir,
                '--daemonize', 'no', '--protected-mode', 'no',
+               (defined $args{password}
+                ? ('--requirepass', $args{password}) : ()),
                @{$args{args} // []});
 
     my $pid = $self->_spawn(\@cmd, "$dir/redis.log");
@@ -332,7 +337,10 @@ sub redis {
 
     if ($pid == 0) {
         open STDERR, '>', '/dev/null';
-        { exec 'redis-cli', '-p', $self->{redis_port}, '--raw', @cmd }
+        { exec 'redis-cli', '-p', $self->{redis_port}, '--raw',
+               (defined $self->{redis_password}
+                ? ('-a', $self->{redis_password}, '--no-auth-warning')
+                : ()), @cmd }
         POSIX::_exit(127);
     }
 
