@@ -35,6 +35,7 @@
 #   bench/lib/copies.sh      copies of the EkycVerify body (DHAT)
 #   bench/lib/native.sh      CPU per call and throughput, natively
 #   bench/lib/shm.sh         shared memory per cache and limit entry
+#   bench/lib/redis.sh       limit and cache on Redis against shared memory
 #   bench/lib/table.sh       the table
 
 set -euo pipefail
@@ -99,6 +100,8 @@ STARTED=$SECONDS
 . "$BENCH/lib/native.sh"
 # shellcheck source=bench/lib/shm.sh
 . "$BENCH/lib/shm.sh"
+# shellcheck source=bench/lib/redis.sh
+. "$BENCH/lib/redis.sh"
 # shellcheck source=bench/lib/table.sh
 . "$BENCH/lib/table.sh"
 
@@ -126,6 +129,7 @@ main() {
 
     capture_floor_request
     callgrind_cases
+    redis_cases
     ekyc_copies
     native_runs
     shared_memory

@@ -13,7 +13,7 @@
 
 
 prepare() {
-    local pkgs=(valgrind wrk perl openssl binutils) stamp
+    local pkgs=(valgrind wrk perl openssl binutils redis-server) stamp
 
     command -v node > /dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm > /dev/null 2>&1 || pkgs+=(npm)

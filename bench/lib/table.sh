@@ -86,6 +86,7 @@ table() {
     ratio_row "d/b: limit" d-limit b-v3 "<=" 1.03
     ratio_row "e/b: cache miss" e-miss b-v3 "<=" 1.03
     ratio_row "e/b: cache hit" e-hit b-v3 "<=" 0.5
+    redis_rows
 
     row "CPU per Initialize: gateway (nginx process, median)" \
         "$CPU_GW µs" "" ""
