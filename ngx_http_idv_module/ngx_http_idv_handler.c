@@ -33,8 +33,8 @@ static void ngx_http_idv_gather_start(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idv_gather_flush(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_gather_done(ngx_http_idv_store_batch_t *b);
-static void ngx_http_idv_gather_rewind(ngx_http_idv_ctx_t *ctx);
-static void ngx_http_idv_gather_drop(ngx_http_idv_ctx_t *ctx);
+static void ngx_http_idv_gather_end(ngx_http_idv_ctx_t *ctx,
+    ngx_uint_t sent);
 static ngx_int_t ngx_http_idv_gather_skipped(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_failure(ngx_http_request_t *r,
@@ -653,7 +653,7 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                          * calls gathered are dropped unsent (their
                          * handlers see no result and hold nothing)
                          */
-                        ngx_http_idv_gather_drop(ctx);
+                        ngx_http_idv_gather_end(ctx, 0);
 
                     } else {
                         /* waits: the group goes, the window again */
@@ -966,14 +966,14 @@ ngx_http_idv_gather_flush(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         ctx->group_pending = 1;
 
         if (ngx_http_idv_state_cleanup(r, first) != NGX_OK) {
-            ngx_http_idv_gather_rewind(ctx);
+            ngx_http_idv_gather_end(ctx, 1);
             return NGX_OK;
         }
 
         return NGX_AGAIN;
     }
 
-    ngx_http_idv_gather_rewind(ctx);
+    ngx_http_idv_gather_end(ctx, 1);
 
     return NGX_OK;
 }
@@ -988,16 +988,19 @@ ngx_http_idv_gather_done(ngx_http_idv_store_batch_t *b)
     r = b->data;
     ctx = ngx_http_get_module_ctx(r, ngx_http_idv_module);
 
-    ngx_http_idv_gather_rewind(ctx);
+    ngx_http_idv_gather_end(ctx, 1);
 
     ngx_http_idv_resume(r);
 }
 
 
-/* the group is in: the window runs again from its start */
+/*
+ * The window's group is done with: in (the window runs again from its
+ * start), or dropped unsent (a refusal before it went).
+ */
 
 static void
-ngx_http_idv_gather_rewind(ngx_http_idv_ctx_t *ctx)
+ngx_http_idv_gather_end(ngx_http_idv_ctx_t *ctx, ngx_uint_t sent)
 {
     ngx_uint_t                   i;
     ngx_http_idv_store_batch_t  *b;
@@ -1006,33 +1009,25 @@ ngx_http_idv_gather_rewind(ngx_http_idv_ctx_t *ctx)
         b = ctx->gathered[i].batch;
         b->pending = 0;
         b->next = NULL;
+
+        if (!sent) {
+            b->skipped = 1;
+            b->rc = NGX_DECLINED;
+        }
+    }
+
+    ctx->group_pending = 0;
+
+    if (!sent) {
+        ctx->ngathered = 0;
+        return;
     }
 
     /* the handlers of the group's batch: their own again */
     ctx->gathered[0].batch->handler = ngx_http_idv_state_done;
 
-    ctx->group_pending = 0;
     ctx->phase = ctx->gather_phase;
     ctx->index = 0;
-}
-
-
-/* a refusal before the group went: nothing of it is sent */
-
-static void
-ngx_http_idv_gather_drop(ngx_http_idv_ctx_t *ctx)
-{
-    ngx_uint_t                   i;
-    ngx_http_idv_store_batch_t  *b;
-
-    for (i = 0; i < ctx->ngathered; i++) {
-        b = ctx->gathered[i].batch;
-        b->pending = 0;
-        b->skipped = 1;
-        b->rc = NGX_DECLINED;
-    }
-
-    ctx->ngathered = 0;
 }
 
 

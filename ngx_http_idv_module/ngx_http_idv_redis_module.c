@@ -10,8 +10,9 @@
  * operations as the shared memory backend does, on the server's clock.
  *
  * Each worker keeps one connection per server, on nginx's event loop:
- * non-blocking connect, commands pipelined, replies read with hiredis's
- * reader in order.  A command not answered within the timeout closes the
+ * non-blocking connect, commands pipelined (written here: RESP requests
+ * are arrays of lengths and bytes), replies parsed with hiredis's reader,
+ * in order.  A command not answered within the timeout closes the
  * connection (the replies behind it could no longer be matched); every
  * batch it carried fails, and so does every batch while the worker backs
  * off before it connects again.  A failed batch is the zone's on_error
@@ -67,7 +68,7 @@ typedef struct {
     ngx_http_idv_redis_t       *redis;
     ngx_http_idv_store_batch_t *batch;      /* NULL: internal, cancelled */
     ngx_uint_t                  kind;
-    char                       *data;       /* the command (hiredis') */
+    char                       *data;       /* the command, RESP */
     size_t                      len;
     size_t                      sent;
     ngx_msec_t                  start;
@@ -117,6 +118,10 @@ static ngx_int_t ngx_http_idv_redis_connect(ngx_http_idv_redis_t *rd,
     ngx_log_t *log);
 static ngx_int_t ngx_http_idv_redis_handshake(ngx_http_idv_redis_t *rd);
 static ngx_int_t ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd);
+static u_char *ngx_http_idv_redis_count(u_char *p, u_char type, size_t n);
+static u_char *ngx_http_idv_redis_arg(u_char *p, u_char *data, size_t len);
+static u_char *ngx_http_idv_redis_num(u_char *p, uint64_t n);
+static u_char *ngx_http_idv_redis_decimal(u_char *p, uint64_t n);
 static void ngx_http_idv_redis_settle(ngx_http_idv_store_batch_t *first,
     ngx_int_t rc);
 static ngx_http_idv_redis_cmd_t *ngx_http_idv_redis_internal(
@@ -567,11 +572,9 @@ ngx_http_idv_redis_cancel(ngx_http_idv_store_batch_t *b)
 static ngx_int_t
 ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
 {
-    int                          argc, n;
-    u_char                      *p, *buf, hash[16];
-    size_t                      *argvlen, size;
+    u_char                      *p, hash[16];
+    size_t                       size, script;
     ngx_uint_t                   i, nops, nbatches;
-    const char                 **argv;
     ngx_http_idv_redis_t        *rd;
     ngx_http_idv_store_op_t     *op;
     ngx_http_idv_store_batch_t  *first, *b;
@@ -579,9 +582,15 @@ ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
     first = cmd->batch;
     rd = cmd->redis;
 
+    script = cmd->eval ? sizeof(ngx_http_idv_redis_script) - 1
+                       : SHA_DIGEST_LENGTH * 2;
+
+    /* at most: every argument's "$LEN\r\n...\r\n" is 32 bytes more */
+
     nops = 0;
     nbatches = 0;
-    size = rd->prefix.len + sizeof("key") + 2 * NGX_INT_T_LEN;
+    size = 8 * 32 + script + rd->prefix.len + 3
+           + NGX_HTTP_IDV_REDIS_KEY_LEN;
 
     for (b = first; b; b = b->next) {
         nbatches++;
@@ -589,57 +598,42 @@ ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
         size += 2 + NGX_INT_T_LEN;
 
         for (i = 0; i < b->nops; i++) {
-            size += rd->prefix.len + b->ops[i].store->name.len + 1 + 32
-                    + 6 * (NGX_INT64_LEN + 1);
+            op = &b->ops[i];
+            size += (1 + NGX_HTTP_IDV_REDIS_ARGS) * 32 + rd->prefix.len
+                    + op->store->name.len + 1 + 32 + op->value.len
+                    + op->expect.len + 6 * NGX_INT64_LEN;
         }
     }
 
-    argc = 2 + 1 + 1 + nops + 2 + nops * NGX_HTTP_IDV_REDIS_ARGS;
-
-    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), first->log);
-    if (argv == NULL) {
+    cmd->data = ngx_alloc(size, first->log);
+    if (cmd->data == NULL) {
         return NGX_ERROR;
     }
 
-    argvlen = (size_t *) (argv + argc);
+    p = (u_char *) cmd->data;
 
-    /* the keys, the group's plan, the numbers of every operation */
-
-    buf = ngx_alloc(size, first->log);
-    if (buf == NULL) {
-        ngx_free(argv);
-        return NGX_ERROR;
-    }
-
-    argc = 0;
-
-#define ngx_http_idv_redis_arg(d, l)                                          \
-    argv[argc] = (char *) (d); argvlen[argc++] = (l)
-
-#define ngx_http_idv_redis_num(fmt, v)                                        \
-    argv[argc] = (char *) p; p = ngx_sprintf(p, fmt, v);                      \
-    argvlen[argc] = p - (u_char *) argv[argc]; argc++
+    p = ngx_http_idv_redis_count(p, '*',
+                                 3 + 1 + nops + 2
+                                 + nops * NGX_HTTP_IDV_REDIS_ARGS);
 
     if (cmd->eval) {
-        ngx_http_idv_redis_arg("EVAL", 4);
-        ngx_http_idv_redis_arg(ngx_http_idv_redis_script,
-                               sizeof(ngx_http_idv_redis_script) - 1);
+        p = ngx_http_idv_redis_arg(p, (u_char *) "EVAL", 4);
+        p = ngx_http_idv_redis_arg(p, (u_char *) ngx_http_idv_redis_script,
+                                   script);
 
     } else {
-        ngx_http_idv_redis_arg("EVALSHA", 7);
-        ngx_http_idv_redis_arg(ngx_http_idv_redis_conf->sha,
-                               SHA_DIGEST_LENGTH * 2);
+        p = ngx_http_idv_redis_arg(p, (u_char *) "EVALSHA", 7);
+        p = ngx_http_idv_redis_arg(p, (u_char *) ngx_http_idv_redis_conf->sha,
+                                   script);
     }
 
-    p = buf;
+    p = ngx_http_idv_redis_num(p, nops + 1);
 
-    ngx_http_idv_redis_num("%ui", nops + 1);
+    /* the keys: "{PREFIX}:key", then "{PREFIX}:ZONE:HASH" per operation */
 
-    argv[argc] = (char *) p;
+    p = ngx_http_idv_redis_count(p, '$', rd->prefix.len + 3);
     p = ngx_cpymem(p, rd->prefix.data, rd->prefix.len);
-    p = ngx_cpymem(p, "key", 3);
-    argvlen[argc] = p - (u_char *) argv[argc];
-    argc++;
+    p = ngx_cpymem(p, "key\r\n", 5);
 
     for (b = first; b; b = b->next) {
         for (i = 0; i < b->nops; i++) {
@@ -648,63 +642,128 @@ ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
             ngx_http_idv_siphash(hash, sizeof(hash), op->key.data,
                                  op->key.len, rd->key);
 
-            argv[argc] = (char *) p;
+            p = ngx_http_idv_redis_count(p, '$', rd->prefix.len
+                                                 + op->store->name.len
+                                                 + 1 + 32);
             p = ngx_cpymem(p, rd->prefix.data, rd->prefix.len);
             p = ngx_cpymem(p, op->store->name.data, op->store->name.len);
             *p++ = ':';
             p = ngx_hex_dump(p, hash, sizeof(hash));
-            argvlen[argc] = p - (u_char *) argv[argc];
-            argc++;
+            *p++ = CR; *p++ = LF;
         }
     }
 
-    ngx_http_idv_redis_arg(rd->key, NGX_HTTP_IDV_REDIS_KEY_LEN);
+    p = ngx_http_idv_redis_arg(p, rd->key, NGX_HTTP_IDV_REDIS_KEY_LEN);
 
-    argv[argc] = (char *) p;
+    /* the group's plan: "a3,n1" */
 
-    for (b = first; b; b = b->next) {
-        p = ngx_sprintf(p, "%s%c%ui", b == first ? "" : ",",
-                        b->atomic ? 'a' : 'n', b->nops);
+    {
+        u_char  plan[NGX_HTTP_IDV_GATHER_MAX * (2 + NGX_INT_T_LEN)
+                     + 2 + NGX_INT_T_LEN], *q;
+
+        q = plan;
+
+        for (b = first; b; b = b->next) {
+            if (b != first) {
+                *q++ = ',';
+            }
+
+            *q++ = b->atomic ? 'a' : 'n';
+            q = ngx_http_idv_redis_decimal(q, b->nops);
+
+            if ((size_t) (q - plan) > sizeof(plan) - 2 - NGX_INT_T_LEN) {
+                ngx_free(cmd->data);
+                cmd->data = NULL;
+                return NGX_ERROR;
+            }
+        }
+
+        p = ngx_http_idv_redis_arg(p, plan, q - plan);
     }
-
-    argvlen[argc] = p - (u_char *) argv[argc];
-    argc++;
 
     for (b = first; b; b = b->next) {
         for (i = 0; i < b->nops; i++) {
             op = &b->ops[i];
 
-            ngx_http_idv_redis_num("%ui", op->op);
-            ngx_http_idv_redis_arg(op->value.len ? (char *) op->value.data
-                                                 : "", op->value.len);
-            ngx_http_idv_redis_arg(op->expect.len ? (char *) op->expect.data
-                                                  : "", op->expect.len);
-            ngx_http_idv_redis_arg(op->expect.data ? "1" : "0", 1);
-            ngx_http_idv_redis_num("%M", op->ttl);
-            ngx_http_idv_redis_num("%L", op->delta);
-            ngx_http_idv_redis_num("%ui", op->rate);
-            ngx_http_idv_redis_num("%ui", op->burst);
-            ngx_http_idv_redis_num("%ui", op->cost);
-            ngx_http_idv_redis_arg((op->fill || op->present) ? "1" : "0", 1);
+            p = ngx_http_idv_redis_num(p, op->op);
+            p = ngx_http_idv_redis_arg(p, op->value.data, op->value.len);
+            p = ngx_http_idv_redis_arg(p, op->expect.data, op->expect.len);
+            p = ngx_http_idv_redis_arg(p, (u_char *)
+                                       (op->expect.data ? "1" : "0"), 1);
+            p = ngx_http_idv_redis_num(p, op->ttl);
+            p = ngx_http_idv_redis_num(p, (uint64_t) op->delta);
+            p = ngx_http_idv_redis_num(p, op->rate);
+            p = ngx_http_idv_redis_num(p, op->burst);
+            p = ngx_http_idv_redis_num(p, op->cost);
+            p = ngx_http_idv_redis_arg(p, (u_char *)
+                                       ((op->fill || op->present) ? "1" : "0"),
+                                       1);
         }
     }
 
-#undef ngx_http_idv_redis_arg
-#undef ngx_http_idv_redis_num
-
-    n = redisFormatCommandArgv(&cmd->data, argc, argv, argvlen);
-
-    ngx_free(buf);
-    ngx_free(argv);
-
-    if (n < 0 || cmd->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    cmd->len = n;
+    cmd->len = p - (u_char *) cmd->data;
     cmd->sent = 0;
 
     return NGX_OK;
+}
+
+
+/* RESP, written by hand: "*N" or "$N", an argument, a decimal argument */
+
+static u_char *
+ngx_http_idv_redis_count(u_char *p, u_char type, size_t n)
+{
+    *p++ = type;
+    p = ngx_http_idv_redis_decimal(p, n);
+    *p++ = CR; *p++ = LF;
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_idv_redis_arg(u_char *p, u_char *data, size_t len)
+{
+    p = ngx_http_idv_redis_count(p, '$', len);
+    p = ngx_http_idv_cpymem(p, data, len);
+    *p++ = CR; *p++ = LF;
+
+    return p;
+}
+
+
+/* a number as the script reads it: a delta is signed, the rest are not */
+
+static u_char *
+ngx_http_idv_redis_num(u_char *p, uint64_t n)
+{
+    u_char  digits[NGX_INT64_LEN + 1], *d;
+
+    if ((int64_t) n < 0) {
+        digits[0] = '-';
+        d = ngx_http_idv_redis_decimal(digits + 1, (uint64_t) -(int64_t) n);
+
+    } else {
+        d = ngx_http_idv_redis_decimal(digits, n);
+    }
+
+    return ngx_http_idv_redis_arg(p, digits, d - digits);
+}
+
+
+static u_char *
+ngx_http_idv_redis_decimal(u_char *p, uint64_t n)
+{
+    u_char   tmp[NGX_INT64_LEN], *t;
+
+    t = tmp + sizeof(tmp);
+
+    do {
+        *--t = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, t, tmp + sizeof(tmp) - t);
 }
 
 
@@ -889,7 +948,9 @@ static ngx_http_idv_redis_cmd_t *
 ngx_http_idv_redis_internal(ngx_http_idv_redis_t *rd, ngx_uint_t kind,
     int argc, const char **argv, const size_t *argvlen)
 {
-    int                        n;
+    u_char                    *p;
+    size_t                     size;
+    ngx_int_t                  i;
     ngx_http_idv_redis_cmd_t  *cmd;
 
     cmd = ngx_alloc(sizeof(ngx_http_idv_redis_cmd_t), ngx_cycle->log);
@@ -899,16 +960,27 @@ ngx_http_idv_redis_internal(ngx_http_idv_redis_t *rd, ngx_uint_t kind,
 
     ngx_memzero(cmd, sizeof(ngx_http_idv_redis_cmd_t));
 
-    n = redisFormatCommandArgv(&cmd->data, argc, argv, argvlen);
+    size = 32;
 
-    if (n < 0 || cmd->data == NULL) {
+    for (i = 0; i < argc; i++) {
+        size += 32 + argvlen[i];
+    }
+
+    cmd->data = ngx_alloc(size, ngx_cycle->log);
+    if (cmd->data == NULL) {
         ngx_free(cmd);
         return NULL;
     }
 
+    p = ngx_http_idv_redis_count((u_char *) cmd->data, '*', argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_http_idv_redis_arg(p, (u_char *) argv[i], argvlen[i]);
+    }
+
     cmd->redis = rd;
     cmd->kind = kind;
-    cmd->len = n;
+    cmd->len = p - (u_char *) cmd->data;
     cmd->start = ngx_current_msec;
 
     ngx_queue_insert_tail(&rd->out, &cmd->queue);
@@ -956,7 +1028,7 @@ ngx_http_idv_redis_write_handler(ngx_event_t *ev)
         ngx_queue_insert_tail(&rd->sent, q);
 
         /* written: its bytes are no longer needed */
-        redisFreeCommand(cmd->data);
+        ngx_free(cmd->data);
         cmd->data = NULL;
     }
 
@@ -1449,7 +1521,7 @@ static void
 ngx_http_idv_redis_free(ngx_http_idv_redis_cmd_t *cmd)
 {
     if (cmd->data) {
-        redisFreeCommand(cmd->data);
+        ngx_free(cmd->data);
     }
 
     ngx_free(cmd);

@@ -116,7 +116,10 @@ static ngx_int_t ngx_http_idv_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
 static ngx_int_t ngx_http_idv_store_shm_run(ngx_http_idv_store_batch_t *b);
-static void ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b);
+static ngx_int_t ngx_http_idv_store_fallback_one(
+    ngx_http_idv_store_batch_t *b);
+static void ngx_http_idv_store_in_order(ngx_http_idv_store_batch_t *first,
+    ngx_int_t (*run)(ngx_http_idv_store_batch_t *b));
 static ngx_uint_t ngx_http_idv_store_lock(ngx_http_idv_store_plan_t *plan,
     ngx_uint_t n, ngx_slab_pool_t **pools);
 static ngx_int_t ngx_http_idv_store_eval(ngx_http_idv_store_batch_t *b,
@@ -609,7 +612,7 @@ ngx_int_t
 ngx_http_idv_store_run_group(ngx_http_idv_store_batch_t *first)
 {
     ngx_int_t                            rc;
-    ngx_uint_t                           i, stop;
+    ngx_uint_t                           i;
     ngx_http_idv_store_op_t             *op;
     ngx_http_idv_store_batch_t          *b;
     const ngx_http_idv_store_backend_t  *backend;
@@ -664,19 +667,7 @@ ngx_http_idv_store_run_group(ngx_http_idv_store_batch_t *first)
         return (rc == NGX_AGAIN) ? NGX_AGAIN : first->rc;
     }
 
-    stop = 0;
-
-    for (b = first; b; b = b->next) {
-        if (stop) {
-            b->skipped = 1;
-            b->rc = NGX_DECLINED;
-            continue;
-        }
-
-        (void) backend->run(b);
-
-        stop = (b->rc != NGX_OK || ngx_http_idv_store_declined(b));
-    }
+    ngx_http_idv_store_in_order(first, backend->run);
 
     return first->rc;
 
@@ -729,6 +720,21 @@ ngx_http_idv_store_cancel(ngx_http_idv_store_batch_t *b)
 ngx_int_t
 ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *first)
 {
+    ngx_http_idv_store_in_order(first, ngx_http_idv_store_fallback_one);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A group run one batch at a time, where it does not go in one round
+ * trip: until a batch fails or declines; those after it are skipped.
+ */
+
+static void
+ngx_http_idv_store_in_order(ngx_http_idv_store_batch_t *first,
+    ngx_int_t (*run)(ngx_http_idv_store_batch_t *b))
+{
     ngx_uint_t                   stop;
     ngx_http_idv_store_batch_t  *b;
 
@@ -741,16 +747,14 @@ ngx_http_idv_store_fallback(ngx_http_idv_store_batch_t *first)
             continue;
         }
 
-        ngx_http_idv_store_fallback_one(b);
+        (void) run(b);
 
         stop = (b->rc != NGX_OK || ngx_http_idv_store_declined(b));
     }
-
-    return NGX_OK;
 }
 
 
-static void
+static ngx_int_t
 ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
 {
     ngx_uint_t                   i, n;
@@ -768,7 +772,7 @@ ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
 
         if (op->store->on_error == NGX_HTTP_IDV_STORE_CLOSED) {
             b->rc = NGX_ERROR;
-            return;
+            return NGX_OK;
         }
 
         if (op->store->on_error == NGX_HTTP_IDV_STORE_LOCAL) {
@@ -781,7 +785,7 @@ ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
     if (n == b->nops) {
         /* every zone runs it in its own memory, as one batch */
         (void) ngx_http_idv_store_shm_run(b);
-        return;
+        return NGX_OK;
     }
 
     local = NULL;
@@ -790,7 +794,7 @@ ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
         local = ngx_palloc(b->pool, n * sizeof(ngx_http_idv_store_op_t));
         if (local == NULL) {
             b->rc = NGX_ERROR;
-            return;
+            return NGX_OK;
         }
     }
 
@@ -815,7 +819,7 @@ ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
     }
 
     if (n == 0) {
-        return;
+        return NGX_OK;
     }
 
     ngx_memzero(&lb, sizeof(ngx_http_idv_store_batch_t));
@@ -838,7 +842,7 @@ ngx_http_idv_store_fallback_one(ngx_http_idv_store_batch_t *b)
         }
     }
 
-    return;
+    return NGX_OK;
 }
 
 
