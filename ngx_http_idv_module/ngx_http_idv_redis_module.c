@@ -108,7 +108,6 @@ struct ngx_http_idv_redis_s {
 
 typedef struct {
     ngx_array_t                 servers;    /* ngx_http_idv_redis_t */
-    char                        sha[SHA_DIGEST_LENGTH * 2 + 1];
 } ngx_http_idv_redis_main_conf_t;
 
 
@@ -453,7 +452,8 @@ static const char  ngx_http_idv_redis_script[] =
     "return out\n";
 
 
-static ngx_http_idv_redis_main_conf_t  *ngx_http_idv_redis_conf;
+/* the script's SHA-1 in hex: the same for every configuration */
+static u_char  ngx_http_idv_redis_sha[SHA_DIGEST_LENGTH * 2];
 
 
 /* running a batch */
@@ -623,8 +623,7 @@ ngx_http_idv_redis_format(ngx_http_idv_redis_cmd_t *cmd)
 
     } else {
         p = ngx_http_idv_redis_arg(p, (u_char *) "EVALSHA", 7);
-        p = ngx_http_idv_redis_arg(p, (u_char *) ngx_http_idv_redis_conf->sha,
-                                   script);
+        p = ngx_http_idv_redis_arg(p, ngx_http_idv_redis_sha, script);
     }
 
     p = ngx_http_idv_redis_num(p, nops + 1);
@@ -1599,10 +1598,7 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
 
     SHA1((u_char *) ngx_http_idv_redis_script,
          sizeof(ngx_http_idv_redis_script) - 1, digest);
-    ngx_hex_dump((u_char *) rmcf->sha, digest, sizeof(digest));
-    rmcf->sha[SHA_DIGEST_LENGTH * 2] = '\0';
-
-    ngx_http_idv_redis_conf = rmcf;
+    ngx_hex_dump(ngx_http_idv_redis_sha, digest, sizeof(digest));
 
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_module);
     st = imcf->stores.elts;

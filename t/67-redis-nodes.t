@@ -267,6 +267,30 @@ is($r->{status}, 400, 'the same nonce on node B: refused');
 is($r->{json}{Code}, 'SignatureNonceUsed', 'SignatureNonceUsed');
 
 
+# --- Redis paused past the timeout: refused, not hung ----------------------------------
+
+$a->mock_reset;
+$a->pause_redis;
+my $t0 = time;
+$r = init($a, 'acme', 'pause1');
+my $waited = time - $t0;
+$a->resume_redis;
+
+is($r->{status}, 503, 'Redis paused: Initialize refused');
+is($r->{json}{Code}, 'Gateway.StateUnavailable', 'Gateway.StateUnavailable');
+cmp_ok($waited, '<', 5, 'after the timeout (500ms), not hung');
+is(calls(), 0, 'nothing was sent upstream');
+
+my $resumed;
+for (1 .. 100) {
+    $r = init($a, 'acme', 'pause1');
+    $resumed = ($r->{status} == 200) and last;
+    sleep 0.1;
+}
+ok($resumed, 'Redis resumed: service resumes by itself');
+is(calls(), 1, 'one call for it');
+
+
 # --- Redis stopped: closed zones refuse, limits run per node ----------------------------
 
 $a->mock_reset;
