@@ -130,15 +130,16 @@ deb_check() {
     sig_mod=$(module_signature "$so" 2>/dev/null) || sig_mod=
     sig_ref=$(module_signature "$SYSTEM_NGINX")
     rm -rf "$tmp"
-    [ -n "$sig_mod" ] && [ "$sig_mod" = "$sig_ref" ] \
-        || die "$deb: module signature '$sig_mod' differs from" \
-               "$SYSTEM_NGINX's '$sig_ref'"
+    if [ -z "$sig_mod" ] || [ "$sig_mod" != "$sig_ref" ]; then
+        die "$deb: module signature '$sig_mod' differs from" \
+            "$SYSTEM_NGINX's '$sig_ref'"
+    fi
 
     # every library it links (shlibs) has its licence in the copyright file
-    for p in $(printf '%s\n' "$depends" | tr ',|' '\n\n' \
+    for p in $(printf '%s\n' "$depends" | tr ',|' '\n' \
                | sed 's/(.*//; s/[[:space:]]//g' | grep -v '^nginx-abi-'); do
         [ "$p" = libc6 ] && continue
-        grep -q "[[:space:]]$p[[:space:]]" "$ROOT/packaging/debian/copyright" \
+        grep -q "[[:space:]]${p}[[:space:]]" "$ROOT/packaging/debian/copyright" \
             || die "$deb links $p, which packaging/debian/copyright does" \
                    "not name: add its licence there"
     done
