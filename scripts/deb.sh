@@ -54,8 +54,8 @@ EOF
 }
 
 
-# the package is newer than everything it is built from, and for the
-# maintainer asked for
+# the package is newer than everything it is built from (and than this
+# script), and for the maintainer asked for
 deb_fresh() {
     local deb=$1 f
 
@@ -63,7 +63,7 @@ deb_fresh() {
     [ -z "${IDV_DEB_MAINTAINER:-}" ] \
         || [ "$(dpkg-deb -f "$deb" Maintainer)" = "$IDV_DEB_MAINTAINER" ] \
         || return 1
-    for f in $DEB_INPUTS; do
+    for f in $DEB_INPUTS scripts/deb.sh; do
         [ -n "$(find "$ROOT/$f" -newer "$deb" -print -quit)" ] && return 1
     done
     return 0

@@ -2,8 +2,9 @@
 # module where Debian's own modules are and enables it; the README's
 # configuration, as a conf.d file pointed at the mock, passes the system's
 # "nginx -t" and, run by the system nginx binary, makes an Initialize the
-# mock verifies; a link the admin removed stays removed on reinstall; and
-# "apt-get purge" leaves nothing behind.
+# mock verifies; upgrades keep the link, a link the admin removed stays
+# removed; remove sets it aside for a later install; and "apt-get purge"
+# leaves nothing behind.
 #
 # Run by "./build.sh deb test" (root: it installs into the system), which
 # builds the package and names it in IDV_DEB; "./build.sh test" skips it.
@@ -40,7 +41,8 @@ my $NGINX = '/usr/sbin/nginx';
 
 # the package, /etc/nginx and the system nginx are the machine's: one run
 # of this test at a time, whichever checkout it comes from
-open my $lock, '>', '/run/lock/idv-deb-test.lock' or die "lock: $!";
+my $lockdir = -d '/run/lock' ? '/run/lock' : '/tmp';
+open my $lock, '>', "$lockdir/idv-deb-test.lock" or die "lock: $!";
 flock($lock, LOCK_EX) or die "flock: $!";
 
 BAIL_OUT("$PKG is on this machine already (" . pkg_status() . "): this"
@@ -130,25 +132,43 @@ $t->stop;
 unlink $conf_d;
 
 
-# --- the admin's choice survives a reinstall (an upgrade runs the same) ---
+# --- upgrades keep the link as it is -------------------------------------
+
+# the same package under a higher version: a real upgrade (prerm upgrade,
+# postinst configure with the old version)
+my $version = qx(dpkg-deb -f $deb Version);
+chomp $version;
+my $upgrade = "$dir/upgrade.deb";
+($rc, $out) = run('sh', '-c', 'dpkg-deb -R "$1" "$2/up" && sed -i'
+                  . ' "s/^Version: .*/Version: $3/" "$2/up/DEBIAN/control"'
+                  . ' && dpkg-deb -b "$2/up" "$4"', 'sh', $deb, $dir,
+                  "$version+upgrade", $upgrade);
+is($rc, 0, "a package of version $version+upgrade") or diag $out;
+
+($rc, $out) = apt('install', $upgrade);
+is($rc, 0, 'apt-get install: an upgrade') or diag $out;
+is(pkg_version(), "$version+upgrade", 'the upgrade is installed');
+is(readlink($LINK), $AVAILABLE, 'an upgrade keeps the module enabled');
 
 unlink $LINK or die "$LINK: $!";
-($rc, $out) = apt('install', '--reinstall', $deb);
+($rc, $out) = apt('install', '--reinstall', $upgrade);
 is($rc, 0, 'apt-get install --reinstall') or diag $out;
 ok(!-e $LINK && !-l $LINK, 'a link the admin removed is not recreated');
 is(pkg_status(), 'install ok installed', 'the package is installed');
 
 
-# --- remove keeps the admin's enabling for a later install ------------------
+# --- remove keeps the admin's enabling for a later install ---------------
 
 symlink $AVAILABLE, $LINK or die "$LINK: $!";
 ($rc, $out) = apt('remove', $PKG);
 is($rc, 0, 'apt-get remove') or diag $out;
 ok(!-e $LINK && !-l $LINK, 'remove disables the module');
+ok(-l "$LINK.removed", '... and sets the link aside');
 ok(!-e $SO, 'remove deletes the module');
-($rc, $out) = apt('install', $deb);
+($rc, $out) = apt('install', $upgrade);
 is($rc, 0, 'apt-get install after remove') or diag $out;
 is(readlink($LINK), $AVAILABLE, 'an install after remove enables it again');
+ok(!-e "$LINK.removed" && !-l "$LINK.removed", '... from what was set aside');
 
 
 # --- purge --------------------------------------------------------------
@@ -217,10 +237,15 @@ sub apt {
 }
 
 
-# "install ok installed", "deinstall ok config-files", … or '' if unknown
+# "install ok installed", "deinstall ok config-files", ... or '' if unknown
 sub pkg_status {
     my $s = qx(dpkg-query -W -f='\${Status}' $PKG 2>/dev/null);
     return $? == 0 && $s !~ /not-installed$/ ? $s : '';
+}
+
+
+sub pkg_version {
+    return scalar qx(dpkg-query -W -f='\${Version}' $PKG 2>/dev/null);
 }
 
 
