@@ -49,6 +49,9 @@
 #   IDV_ASAN_KEEP_MODULES=1
 #                        test --asan: nginx never unloads the module, so
 #                        leak reports name its frames (debugging only)
+#   IDV_DEB_MAINTAINER="Name <address>"
+#                        deb: the package's Maintainer (default: the
+#                        placeholder in packaging/debian/control)
 #   ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET,
 #   IDV_ENDPOINT         all three set: the demo talks to the real API
 

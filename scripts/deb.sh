@@ -85,8 +85,6 @@ deb_build() {
     cp -a "$ROOT/packaging/debian" "$src/debian"
 
     if [ -n "${IDV_DEB_MAINTAINER:-}" ]; then
-        [[ $IDV_DEB_MAINTAINER =~ ^[^\<\>]+\ \<[^\<\>\ ]+@[^\<\>\ ]+\>$ ]] \
-            || die "IDV_DEB_MAINTAINER: not like \"Name <address>\""
         f=$IDV_DEB_MAINTAINER \
             perl -pi -e 's/^Maintainer: .*/Maintainer: $ENV{f}/' \
             "$src/debian/control"
@@ -171,6 +169,12 @@ cmd_deb() {
         build|test) ;;
         *) die "usage: ./build.sh deb [test]" ;;
     esac
+
+    if [ -n "${IDV_DEB_MAINTAINER:-}" ] \
+       && ! [[ $IDV_DEB_MAINTAINER =~ ^[^\<\>]+\ \<[^\<\>\ ]+@[^\<\>\ ]+\>$ ]]
+    then
+        die "IDV_DEB_MAINTAINER: not like \"Name <address>\""
+    fi
 
     ensure_pkgs binutils gcc make dpkg-dev debhelper fakeroot lintian \
                 nginx-core nginx-dev libcjson-dev libssl-dev libhiredis-dev
