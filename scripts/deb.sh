@@ -176,7 +176,7 @@ cmd_deb() {
         die "IDV_DEB_MAINTAINER: not like \"Name <address>\""
     fi
 
-    ensure_pkgs binutils gcc make dpkg-dev debhelper fakeroot lintian \
+    ensure_pkgs binutils gcc make dpkg-dev debhelper lintian \
                 nginx-core nginx-dev libcjson-dev libssl-dev libhiredis-dev
 
     version=$(deb_version)
