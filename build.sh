@@ -20,6 +20,12 @@
 #                               t/fuzz/corpus/TARGET; any crash fails
 #   ./build.sh demo [stop]      start (or stop) nginx with the module on
 #                               127.0.0.1:8080 in front of the mock API
+#   ./build.sh deb [test]       build the Debian package
+#                               build/libnginx-mod-http-idv_VERSION_ARCH.deb
+#                               (dpkg-buildpackage, lintian); "test" then
+#                               installs it into this machine's nginx,
+#                               runs it against the mock, and purges it
+#                               (t/95-deb.t, root only)
 #
 # Environment:
 #   NGINX_SRC=DIR        build against a full nginx source tree instead of
@@ -43,6 +49,9 @@
 #   IDV_ASAN_KEEP_MODULES=1
 #                        test --asan: nginx never unloads the module, so
 #                        leak reports name its frames (debugging only)
+#   IDV_DEB_MAINTAINER="Name <address>"
+#                        deb: the package's Maintainer (default: the
+#                        placeholder in packaging/debian/control)
 #   ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET,
 #   IDV_ENDPOINT         all three set: the demo talks to the real API
 
@@ -57,6 +66,7 @@
 #   scripts/asan.sh     the ASan and UBSan nginx and its settings
 #   scripts/fuzz.sh     the libFuzzer targets
 #   scripts/demo.sh     the demo
+#   scripts/deb.sh      the Debian package
 
 set -euo pipefail
 
@@ -80,6 +90,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$ROOT/scripts/fuzz.sh"
 # shellcheck source=scripts/demo.sh
 . "$ROOT/scripts/demo.sh"
+# shellcheck source=scripts/deb.sh
+. "$ROOT/scripts/deb.sh"
 
 case ${1:-build} in
     build)  cmd_build ;;
@@ -88,7 +100,8 @@ case ${1:-build} in
     asan)   cmd_asan ;;
     fuzz)   shift; cmd_fuzz "$@" ;;
     demo)   shift; cmd_demo "$@" ;;
+    deb)    shift; cmd_deb "$@" ;;
     -h|--help|help)
             sed -n '2,/^$/s/^# \{0,1\}//p' "$0" ;;
-    *)      die "unknown command '$1' (build, unit, test, asan, fuzz, demo, demo stop)" ;;
+    *)      die "unknown command '$1' (build, unit, test, asan, fuzz, demo, demo stop, deb, deb test)" ;;
 esac

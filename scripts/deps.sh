@@ -34,20 +34,28 @@ ensure_pkgs() {
         APT_UPDATED=1
     fi
 
-    # keep package scripts from starting services (nginx on port 80)
-    local policy=
+    without_services env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q "${missing[@]}" </dev/null >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+
+# without_services CMD...: run CMD (apt-get, dpkg) with a policy-rc.d
+# that keeps package scripts from starting or reloading services (nginx
+# on port 80), unless the machine has one of its own
+without_services() {
+    local policy='' rc=0
+
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         policy=/usr/sbin/policy-rc.d
         printf '#!/bin/sh\nexit 101\n' > "$policy"
         chmod 755 "$policy"
     fi
 
-    local rc=0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-        </dev/null >/dev/null || rc=$?
+    "$@" || rc=$?
 
     [ -n "$policy" ] && rm -f "$policy"
-    [ $rc -eq 0 ] || die "apt-get install ${missing[*]} failed"
+    return $rc
 }
 
 
