@@ -399,6 +399,16 @@ ngx_http_idv_credentials_source(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
+        /* opened by name: a C string */
+
+        p = ngx_pnalloc(cf->pool, src->token_file.len + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ngx_cpymem(p, src->token_file.data, src->token_file.len) = '\0';
+        src->token_file.data = p;
+
         /* readable now; read again for each exchange (it is rotated) */
 
         if (ngx_http_idv_creds_read_file(cf->temp_pool, cf->log,

@@ -78,7 +78,7 @@ static ngx_command_t  ngx_http_idv_commands[] = {
       NULL },
 
     { ngx_string("idv_credentials_source"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_idv_credentials_source,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
