@@ -1229,7 +1229,6 @@ ngx_http_idv_creds_next(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     b = ctx->response;
 
     if (ctx->failed || b == NULL || ctx->upstream_status != NGX_HTTP_OK) {
-        text.len = 0;
 
         if (b && cr->step == NGX_HTTP_IDV_CREDS_STS) {
             /* STS says why in its Code: not a secret */
