@@ -816,7 +816,14 @@ ngx_http_idv_creds_handler(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             return NGX_AGAIN;
         }
 
+        /* the fetch's answers are not the call's: nothing of them stays */
+
         cr->step = NGX_HTTP_IDV_CREDS_IDLE;
+        ctx->response = NULL;
+        ctx->upstream_status = 0;
+        ctx->upstream_time = 0;
+        ctx->failed = 0;
+        ctx->too_large = 0;
 
         if (rc != NGX_OK) {
             return rc;
@@ -1237,7 +1244,8 @@ ngx_http_idv_creds_next(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
             if (cJSON_IsString(code)) {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                              "idv: STS answered code \"%s\"",
+                              "idv: STS answered code \"%*s\"",
+                              ngx_min(ngx_strlen(code->valuestring), 64),
                               code->valuestring);
             }
 

@@ -598,8 +598,8 @@ test_form_implied(const cJSON *vectors)
 /*
  * Temporary credentials: V3 sends and signs x-acs-security-token, sorted
  * between x-acs-date and x-acs-signature-nonce; V1 signs SecurityToken,
- * sorted with the others (just before SignatureMethod here).  Without a token the vectors
- * above hold byte for byte.
+ * sorted with the others (just before SignatureMethod here).  Without a
+ * token the vectors above hold byte for byte.
  */
 
 static void
