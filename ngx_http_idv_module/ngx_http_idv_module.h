@@ -89,8 +89,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                 stores;     /* ngx_http_idv_store_t * */
     ngx_array_t                 sources;    /* ngx_http_idv_creds_t * */
+    ngx_array_t                 stores;     /* ngx_http_idv_store_t * */
 } ngx_http_idv_main_conf_t;
 
 
