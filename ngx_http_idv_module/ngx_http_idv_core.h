@@ -69,6 +69,9 @@ typedef struct {
     int                         algorithm;
     ngx_http_idv_str_t          access_key_id;
     ngx_http_idv_str_t          access_key_secret;
+    ngx_http_idv_str_t          security_token; /* temporary credentials'
+                                                   (V3 header, V1 param.),
+                                                   or empty */
     ngx_http_idv_str_t          host;           /* exactly the Host sent */
     ngx_http_idv_str_t          action;
     ngx_http_idv_str_t          version;        /* "2022-08-09" */

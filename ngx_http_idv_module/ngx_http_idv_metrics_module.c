@@ -20,6 +20,7 @@
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
+#include "ngx_http_idv_credentials.h"
 
 
 #define NGX_HTTP_IDV_M_OPS        64
@@ -706,7 +707,8 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
            + NGX_HTTP_IDV_M_STATUSES * 128
            + NGX_HTTP_IDV_M_EVENTS * 96
            + sh->ntenants * 2 * (96 + NGX_HTTP_IDV_M_TENANT * 6)
-           + ngx_http_idv_m_zones_size();
+           + ngx_http_idv_m_zones_size()
+           + ngx_http_idv_credentials_metrics_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -868,6 +870,7 @@ ngx_http_idv_m_handler(ngx_http_request_t *r)
     }
 
     p = ngx_http_idv_m_zones(p, end);
+    p = ngx_http_idv_credentials_metrics(p, end);
 
     b->last = p;
     b->last_buf = 1;

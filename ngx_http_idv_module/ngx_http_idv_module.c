@@ -6,6 +6,7 @@
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_conf_file.h"
+#include "ngx_http_idv_credentials.h"
 
 
 #define NGX_HTTP_IDV_CREDENTIALS_MAX  (64 * 1024)
@@ -72,6 +73,13 @@ static ngx_command_t  ngx_http_idv_commands[] = {
     { ngx_string("idv_credentials"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_idv_credentials,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_credentials_source"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idv_credentials_source,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -343,7 +351,9 @@ ngx_http_idv_create_main_conf(ngx_conf_t *cf)
     }
 
     if (ngx_array_init(&imcf->stores, cf->pool, 4, sizeof(void *))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&imcf->sources, cf->pool, 2, sizeof(void *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -372,6 +382,7 @@ ngx_http_idv_create_loc_conf(ngx_conf_t *cf)
      *     conf->pass = { 0, NULL };
      *     conf->op = NULL;
      *     conf->product = { 0, NULL };
+     *     conf->source = NULL;
      */
 
     conf->signature = NGX_CONF_UNSET_UINT;
@@ -390,12 +401,24 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_loc_conf_t *prev = parent;
     ngx_http_idv_loc_conf_t *conf = child;
 
-    char                           *id, *secret;
-    ngx_str_t                       name;
+    ngx_int_t                       rc;
+    ngx_uint_t                      own_keys;
     const ngx_http_idv_op_param_t  *p;
 
-    if (conf->access_key_id.data == NULL
-        && conf->access_key_secret.data == NULL)
+    /*
+     * A level that sets a long-lived key or a source of temporary
+     * credentials inherits neither from above, except that assume_role
+     * signs its STS call with the key of the levels around it.
+     */
+
+    own_keys = (conf->access_key_id.data || conf->access_key_secret.data);
+
+    if (conf->source == NULL && !own_keys) {
+        conf->source = prev->source;
+    }
+
+    if (!own_keys && (conf->source == NULL || conf->source == prev->source
+                      || ngx_http_idv_credentials_assume(conf->source)))
     {
         conf->access_key_id = prev->access_key_id;
         conf->access_key_secret = prev->access_key_secret;
@@ -441,41 +464,23 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* this location serves an action: it must be able to sign and send */
 
-    if (conf->access_key_id.data == NULL) {
-        id = getenv("ALIBABA_CLOUD_ACCESS_KEY_ID");
-        secret = getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+    rc = ngx_http_idv_credentials_resolve(cf, conf);
 
-        if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%V has no credentials: set "
-                               "\"idv_access_key_id\" and "
-                               "\"idv_access_key_secret\", "
-                               "\"idv_credentials\", or the environment "
-                               "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                               ngx_http_idv_conf_where(cf));
-            return NGX_CONF_ERROR;
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V has no credentials: set "
+                           "\"idv_credentials_source\", "
+                           "\"idv_access_key_id\" and "
+                           "\"idv_access_key_secret\", "
+                           "\"idv_credentials\", or the environment "
+                           "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                           "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                           ngx_http_idv_conf_where(cf));
+        return NGX_CONF_ERROR;
+    }
 
-        name.data = (u_char *) id;
-        name.len = ngx_strlen(id);
-
-        conf->access_key_id.data = ngx_pstrdup(cf->pool, &name);
-        conf->access_key_id.len = name.len;
-
-        name.data = (u_char *) secret;
-        name.len = ngx_strlen(secret);
-
-        conf->access_key_secret.data = ngx_pstrdup(cf->pool, &name);
-        conf->access_key_secret.len = name.len;
-
-        if (conf->access_key_id.data == NULL
-            || conf->access_key_secret.data == NULL)
-        {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_str_set(&conf->credentials, "the environment");
+    if (rc != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->pass.len == 0) {
@@ -511,6 +516,10 @@ ngx_http_idv_access_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (lcf->credentials.len) {
         return "conflicts with \"idv_credentials\" on the same level";
+    }
+
+    if (lcf->source && !ngx_http_idv_credentials_assume(lcf->source)) {
+        return "conflicts with \"idv_credentials_source\" on the same level";
     }
 
     /* the value is a secret: only the directive's name and place */
@@ -550,6 +559,10 @@ ngx_http_idv_credentials(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (lcf->access_key_id.data || lcf->access_key_secret.data) {
         return "conflicts with \"idv_access_key_id\" / "
                "\"idv_access_key_secret\" on the same level";
+    }
+
+    if (lcf->source && !ngx_http_idv_credentials_assume(lcf->source)) {
+        return "conflicts with \"idv_credentials_source\" on the same level";
     }
 
     value = cf->args->elts;
@@ -930,6 +943,10 @@ ngx_http_idv_conf_where(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_idv_init(ngx_conf_t *cf)
 {
+    if (ngx_http_idv_credentials_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_idv_filter_init(cf);
 }
 

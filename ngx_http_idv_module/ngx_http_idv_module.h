@@ -34,14 +34,33 @@
 
 #define NGX_HTTP_IDV_DEFAULT_ENDPOINT  "cloudauth-intl.cn-hongkong.aliyuncs.com"
 
+/* YYYY-MM-DDTHH:MM:SSZ */
+#define NGX_HTTP_IDV_TIMESTAMP_LEN     20
+
 /* a tenant, a MerchantBizId: longer ones are refused before anything */
 #define NGX_HTTP_IDV_NAME_MAX          255
+
+
+typedef struct ngx_http_idv_creds_s  ngx_http_idv_creds_t;
+
+
+/* the credentials a call is signed with */
+
+typedef struct {
+    ngx_str_t                   id;
+    ngx_str_t                   secret;
+    ngx_str_t                   token;      /* temporary ones' SecurityToken,
+                                               or empty */
+} ngx_http_idv_key_t;
 
 
 typedef struct {
     ngx_str_t                   access_key_id;
     ngx_str_t                   access_key_secret;
     ngx_str_t                   credentials;    /* where they came from */
+
+    /* temporary credentials (idv_credentials_source), or NULL */
+    ngx_http_idv_creds_t       *source;
 
     ngx_str_t                   endpoint;
     ngx_str_t                   pass;
@@ -70,6 +89,7 @@ typedef struct {
 
 
 typedef struct {
+    ngx_array_t                 sources;    /* ngx_http_idv_creds_t * */
     ngx_array_t                 stores;     /* ngx_http_idv_store_t * */
 
     /*
@@ -183,6 +203,10 @@ struct ngx_http_idv_ctx_s {
     ngx_event_t                 retry;      /* backoff timer */
     ngx_event_t                 guard;      /* the call outlives its client */
 
+    /* temporary credentials: set before each call, and their fetch */
+    ngx_http_idv_key_t          key;
+    void                       *creds;
+
     ngx_http_request_t         *sr;
     ngx_buf_t                  *response;
     ngx_uint_t                  upstream_status;
@@ -249,10 +273,14 @@ ngx_int_t ngx_http_idv_upstream_call(ngx_http_request_t *r,
 ngx_http_request_t *ngx_http_idv_subrequest(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_str_t *uri, ngx_str_t *args,
     ngx_str_t *body, ngx_str_t *type);
+ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
+    ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
 ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
 void ngx_http_idv_make_id(u_char *dst32);
+/* NGX_HTTP_IDV_TIMESTAMP_LEN bytes of UTC time, then a 32-byte nonce */
+u_char *ngx_http_idv_sign_time(ngx_pool_t *pool);
 void ngx_http_idv_log_mask(ngx_http_request_t *r);
 
 /* envelope: every answer is rendered here */

@@ -14,6 +14,7 @@
 
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_conf_file.h"
+#include "ngx_http_idv_credentials.h"
 #include "ngx_http_idv_metrics.h"
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_verify.h"
@@ -811,8 +812,7 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_sdk_loc_conf_t *prev = parent;
     ngx_http_idv_sdk_loc_conf_t *conf = child;
 
-    char                          *id, *secret;
-    ngx_str_t                      s;
+    ngx_int_t                      rc;
     ngx_http_idv_loc_conf_t       *ilcf;
     ngx_http_idv_sdk_srv_conf_t   *sscf;
     ngx_http_idv_sdk_main_conf_t  *smcf;
@@ -865,42 +865,24 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (ilcf->access_key_id.data == NULL) {
-        id = getenv("ALIBABA_CLOUD_ACCESS_KEY_ID");
-        secret = getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+    rc = ngx_http_idv_credentials_resolve(cf, ilcf);
 
-        if (id == NULL || *id == '\0' || secret == NULL || *secret == '\0') {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%V: \"idv_sdk_gateway\" has no master "
-                               "credentials to re-sign with: set "
-                               "\"idv_access_key_id\" and "
-                               "\"idv_access_key_secret\", "
-                               "\"idv_credentials\", or the environment "
-                               "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                               ngx_http_idv_conf_where(cf));
-            return NGX_CONF_ERROR;
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: \"idv_sdk_gateway\" has no master "
+                           "credentials to re-sign with: set "
+                           "\"idv_credentials_source\", "
+                           "\"idv_access_key_id\" and "
+                           "\"idv_access_key_secret\", "
+                           "\"idv_credentials\", or the environment "
+                           "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                           "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                           ngx_http_idv_conf_where(cf));
+        return NGX_CONF_ERROR;
+    }
 
-        s.data = (u_char *) id;
-        s.len = ngx_strlen(id);
-
-        ilcf->access_key_id.data = ngx_pstrdup(cf->pool, &s);
-        ilcf->access_key_id.len = s.len;
-
-        s.data = (u_char *) secret;
-        s.len = ngx_strlen(secret);
-
-        ilcf->access_key_secret.data = ngx_pstrdup(cf->pool, &s);
-        ilcf->access_key_secret.len = s.len;
-
-        if (ilcf->access_key_id.data == NULL
-            || ilcf->access_key_secret.data == NULL)
-        {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_str_set(&ilcf->credentials, "the environment");
+    if (rc != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (ilcf->pass.len == 0) {

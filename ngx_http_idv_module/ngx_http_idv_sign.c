@@ -83,6 +83,7 @@ static const ngx_http_idv_param_t  ngx_http_idv_v1_system[] = {
     { ngx_http_idv_string("AccessKeyId"), { 0, NULL }, 0, 0 },
     { ngx_http_idv_string("Action"), { 0, NULL }, 0, 0 },
     { ngx_http_idv_string("Format"), ngx_http_idv_string("json"), 0, 0 },
+    { ngx_http_idv_string("SecurityToken"), { 0, NULL }, 0, 0 },
     { ngx_http_idv_string("SignatureMethod"),
       ngx_http_idv_string("HMAC-SHA1"), 0, 0 },
     { ngx_http_idv_string("SignatureNonce"), { 0, NULL }, 0, 0 },
@@ -99,10 +100,16 @@ static const ngx_http_idv_param_t  ngx_http_idv_v1_system[] = {
 #define NGX_HTTP_IDV_V3_ALGORITHM   "ACS3-HMAC-SHA256"
 #define NGX_HTTP_IDV_FORM_TYPE      "application/x-www-form-urlencoded"
 
-/* V3 signed headers, sorted; without a form body skip "content-type;" */
+/*
+ * V3 signed headers, sorted; without a form body skip "content-type;";
+ * temporary credentials sign their token too
+ */
 static const u_char  ngx_http_idv_v3_signed[] =
     "content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;"
     "x-acs-signature-nonce;x-acs-version";
+static const u_char  ngx_http_idv_v3_signed_token[] =
+    "content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;"
+    "x-acs-security-token;x-acs-signature-nonce;x-acs-version";
 
 #define NGX_HTTP_IDV_V3_CT_SKIP     (sizeof("content-type;") - 1)
 
@@ -387,7 +394,7 @@ ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s)
 {
     u_char                *p, *cq, *sts, *q, *b, *key, *sig, *seg;
     size_t                 i, j, n, kr, vr, len, cq_len, sts_len, q_len,
-                           b_len, size;
+                           b_len, size, nsys;
     ngx_http_idv_param_t  *prm, sys[NGX_HTTP_IDV_V1_NSYS];
     u_char                 mac[20];
 
@@ -395,9 +402,18 @@ ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s)
 
     sys[0].value = s->access_key_id;
     sys[1].value = s->action;
-    sys[4].value = s->nonce;
-    sys[6].value = s->timestamp;
-    sys[7].value = s->version;
+    sys[3].value = s->security_token;
+    sys[5].value = s->nonce;
+    sys[7].value = s->timestamp;
+    sys[8].value = s->version;
+
+    nsys = NGX_HTTP_IDV_V1_NSYS;
+
+    if (s->security_token.len == 0) {
+        /* a long-lived key: no SecurityToken parameter at all */
+        memmove(&sys[3], &sys[4], (nsys - 4) * sizeof(ngx_http_idv_param_t));
+        nsys--;
+    }
 
     /* length pass: every length below includes one trailing separator */
 
@@ -406,7 +422,7 @@ ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s)
     q_len = 0;
     b_len = 0;
 
-    for (i = 0; i < s->nparams + NGX_HTTP_IDV_V1_NSYS; i++) {
+    for (i = 0; i < s->nparams + nsys; i++) {
         prm = (i < s->nparams) ? &s->params[i] : &sys[i - s->nparams];
 
         kr = ngx_http_idv_pct_reserved(prm->key.data, prm->key.len);
@@ -461,9 +477,9 @@ ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s)
     j = 0;
     n = s->nparams;
 
-    while (i < n || j < NGX_HTTP_IDV_V1_NSYS) {
+    while (i < n || j < nsys) {
 
-        if (j == NGX_HTTP_IDV_V1_NSYS
+        if (j == nsys
             || (i < n
                 && ngx_http_idv_key_cmp(&s->params[i].key, &sys[j].key) <= 0))
         {
@@ -543,7 +559,7 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
 {
     u_char                *p, *b, *sts, *auth;
     size_t                 i, len, cq_len, b_len, ct_len, cr_len, sts_len,
-                           auth_len, sh_len;
+                           auth_len, sh_len, tk_len;
     const u_char          *sh;
     ngx_http_idv_param_t  *prm;
     u_char                 mac[32];
@@ -579,8 +595,17 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
         s->form = 1;
     }
 
-    sh = ngx_http_idv_v3_signed;
-    sh_len = sizeof(ngx_http_idv_v3_signed) - 1;
+    if (s->security_token.len) {
+        sh = ngx_http_idv_v3_signed_token;
+        sh_len = sizeof(ngx_http_idv_v3_signed_token) - 1;
+        tk_len = sizeof("x-acs-security-token:\n") - 1
+                 + s->security_token.len;
+
+    } else {
+        sh = ngx_http_idv_v3_signed;
+        sh_len = sizeof(ngx_http_idv_v3_signed) - 1;
+        tk_len = 0;
+    }
 
     ct_len = sizeof("content-type:" NGX_HTTP_IDV_FORM_TYPE "\n") - 1;
 
@@ -594,7 +619,7 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
              + sizeof("host:\n") - 1 + s->host.len
              + sizeof("x-acs-action:\n") - 1 + s->action.len
              + sizeof("x-acs-content-sha256:\n") - 1 + 64
-             + sizeof("x-acs-date:\n") - 1 + s->timestamp.len
+             + sizeof("x-acs-date:\n") - 1 + s->timestamp.len + tk_len
              + sizeof("x-acs-signature-nonce:\n") - 1 + s->nonce.len
              + sizeof("x-acs-version:\n") - 1 + s->version.len
              + 1 + sh_len + 1 + 64;
@@ -685,6 +710,13 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
     p = ngx_http_idv_cpymem(p, s->content_sha256, 64);
     p = ngx_http_idv_cpylit(p, "\nx-acs-date:");
     p = ngx_http_idv_cpymem(p, s->timestamp.data, s->timestamp.len);
+
+    if (tk_len) {
+        p = ngx_http_idv_cpylit(p, "\nx-acs-security-token:");
+        p = ngx_http_idv_cpymem(p, s->security_token.data,
+                                s->security_token.len);
+    }
+
     p = ngx_http_idv_cpylit(p, "\nx-acs-signature-nonce:");
     p = ngx_http_idv_cpymem(p, s->nonce.data, s->nonce.len);
     p = ngx_http_idv_cpylit(p, "\nx-acs-version:");

@@ -18,8 +18,6 @@ static ngx_int_t ngx_http_idv_upstream_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_idv_guard_handler(ngx_event_t *ev);
 static void ngx_http_idv_guard_cleanup(void *data);
-static ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
-    ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
 
 
 static u_char *ngx_http_idv_log_error(ngx_http_request_t *r,
@@ -62,22 +60,17 @@ ngx_http_idv_make_id(u_char *dst)
 }
 
 
-ngx_int_t
-ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+/* the time of a signed call, YYYY-MM-DDTHH:MM:SSZ, and a fresh nonce */
+
+u_char *
+ngx_http_idv_sign_time(ngx_pool_t *pool)
 {
-    u_char                   *ts, *nonce, *hash;
-    ngx_tm_t                  tm;
-    ngx_str_t                 args, body;
-    ngx_list_t               *headers;
-    ngx_http_request_t       *sr;
-    ngx_http_idv_sign_t       s;
-    ngx_http_idv_loc_conf_t  *conf;
+    u_char    *ts;
+    ngx_tm_t   tm;
 
-    conf = ctx->conf;
-
-    ts = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00Z") - 1 + 32);
+    ts = ngx_pnalloc(pool, NGX_HTTP_IDV_TIMESTAMP_LEN + 32);
     if (ts == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     ngx_gmtime(ngx_time(), &tm);
@@ -86,23 +79,57 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
 
-    nonce = ts + sizeof("1970-01-01T00:00:00Z") - 1;
-    ngx_http_idv_make_id(nonce);
+    ngx_http_idv_make_id(ts + NGX_HTTP_IDV_TIMESTAMP_LEN);
+
+    return ts;
+}
+
+
+ngx_int_t
+ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    u_char                   *ts, *nonce, *hash;
+    ngx_str_t                 args, body;
+    ngx_list_t               *headers;
+    ngx_http_request_t       *sr;
+    ngx_http_idv_sign_t       s;
+    ngx_http_idv_loc_conf_t  *conf;
+
+    conf = ctx->conf;
+
+    ts = ngx_http_idv_sign_time(r->pool);
+    if (ts == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    nonce = ts + NGX_HTTP_IDV_TIMESTAMP_LEN;
 
     ngx_memzero(&s, sizeof(ngx_http_idv_sign_t));
 
     s.algorithm = (int) conf->signature;
-    s.access_key_id.data = conf->access_key_id.data;
-    s.access_key_id.len = conf->access_key_id.len;
-    s.access_key_secret.data = conf->access_key_secret.data;
-    s.access_key_secret.len = conf->access_key_secret.len;
+
+    if (conf->source) {
+        /* the temporary credentials PREPARE found for this attempt */
+        s.access_key_id.data = ctx->key.id.data;
+        s.access_key_id.len = ctx->key.id.len;
+        s.access_key_secret.data = ctx->key.secret.data;
+        s.access_key_secret.len = ctx->key.secret.len;
+        s.security_token.data = ctx->key.token.data;
+        s.security_token.len = ctx->key.token.len;
+
+    } else {
+        s.access_key_id.data = conf->access_key_id.data;
+        s.access_key_id.len = conf->access_key_id.len;
+        s.access_key_secret.data = conf->access_key_secret.data;
+        s.access_key_secret.len = conf->access_key_secret.len;
+    }
     s.host.data = conf->endpoint.data;
     s.host.len = conf->endpoint.len;
     s.action = conf->op->name;
     s.version.data = (u_char *) NGX_HTTP_IDV_API_VERSION;
     s.version.len = sizeof(NGX_HTTP_IDV_API_VERSION) - 1;
     s.timestamp.data = ts;
-    s.timestamp.len = sizeof("1970-01-01T00:00:00Z") - 1;
+    s.timestamp.len = NGX_HTTP_IDV_TIMESTAMP_LEN;
     s.nonce.data = nonce;
     s.nonce.len = 32;
     s.params = ctx->req.params;
@@ -169,6 +196,15 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             || ngx_http_idv_push_header(r, headers, "Authorization", 13,
                                         s.authorization.data,
                                         s.authorization.len)
+               == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (s.security_token.len
+            && ngx_http_idv_push_header(r, headers, "x-acs-security-token",
+                                        20, s.security_token.data,
+                                        s.security_token.len)
                == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -354,7 +390,7 @@ ngx_http_idv_guard_cleanup(void *data)
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_idv_push_header(ngx_http_request_t *r, ngx_list_t *list, char *key,
     size_t key_len, u_char *value, size_t len)
 {

@@ -42,6 +42,29 @@
  *                          -> {"fired", "status", "body", "url", "known"}
  *   POST /__mock/callback  {"url"} -> {"status", "body"}
  *   GET  /__mock/transactions, GET /__mock/health
+ *   POST /__mock/sts       {"lifetime": seconds of the temporary credentials
+ *                          issued from now on (default 3600), "fail": n
+ *                          (the next n metadata/STS calls fail; -1 = all,
+ *                          0 = none), "status": HTTP status of a failure
+ *                          (default 500), "role": the instance's RAM role
+ *                          (default "idv-gateway-role"), "oidc_token": the
+ *                          only OIDC token AssumeRoleWithOIDC accepts (null =
+ *                          any non-empty one), "revoke": true forgets every
+ *                          temporary key issued so far}
+ *                          Not cleared by /__mock/reset.  GET /__mock/stats
+ *                          shows the counters under "sts".
+ *
+ * Temporary credentials (the gateway's idv_credentials_source):
+ *   ECS metadata service, hardened mode: PUT /latest/api/token with
+ *   X-aliyun-ecs-metadata-token-ttl-seconds gives a session token; GET
+ *   /latest/meta-data/ram/security-credentials/ (the role) and .../ROLE (the
+ *   credentials JSON) need it in X-aliyun-ecs-metadata-token.
+ *   STS (Version 2015-04-01, RPC style, POST /): AssumeRole, V1-signed by a
+ *   --keys key and checked with this mock's own signer; AssumeRoleWithOIDC,
+ *   unsigned, with RoleArn, OIDCProviderArn, OIDCToken, RoleSessionName.
+ *   The keys issued are accepted by the API only with their SecurityToken
+ *   (V3: the signed x-acs-security-token header; V1: the SecurityToken
+ *   parameter) and only until their Expiration.
  *
  * Only Node core modules are used.
  */
@@ -250,6 +273,17 @@ function parseTimestamp(s) {
 /* ---------------------------------------------------------------- state */
 
 const keys = opt.keyMap;
+const STS_VERSION = '2015-04-01';
+const STS_ACTIONS = new Set(['AssumeRole', 'AssumeRoleWithOIDC']);
+/* temporary credentials outlive /__mock/reset, as the gateway keeps them */
+const tempKeys = new Map();                 /* AccessKeyId -> {secret, token, expires} */
+const mdSessions = new Map();               /* metadata session token -> expiry */
+const sts = {
+    conf: { lifetime: 3600, fail: 0, status: 500, role: 'idv-gateway-role',
+            oidc_token: null },
+    counts: Object.create(null),            /* "AssumeRole", "metadata:token", ... */
+    failed: 0, issued: [], last: null, oidc_tokens: [],
+};
 const COUNTED = Symbol('counted');          /* socket -> epoch it was counted in */
 const CARRIED_API = Symbol('api');          /* socket carried an API request */
 const nonces = new Map();                   /* nonce -> expiry (ms) */
@@ -412,9 +446,8 @@ function verifyV3(ctx) {
         !fields.Signature)
         throw incomplete('');
 
-    const secret = keys.get(fields.Credential);
-    if (secret === undefined)
-        throw new ApiError(404, 'InvalidAccessKeyId.NotFound');
+    const secret = lookupKey(fields.Credential,
+        headerValue(req, 'x-acs-security-token'));
     ctx.accessKeyId = fields.Credential;
 
     const names = [...new Set(fields.SignedHeaders.split(';')
@@ -434,6 +467,8 @@ function verifyV3(ctx) {
 
     for (const n of V3_REQUIRED)
         if (!set.has(n)) throw incomplete(sts);
+    if (tempKeys.has(fields.Credential) && !set.has('x-acs-security-token'))
+        throw incomplete(sts);
     if (req.headers['content-type'] !== undefined && !set.has('content-type'))
         throw incomplete(sts);
 
@@ -452,7 +487,25 @@ function verifyV3(ctx) {
     if (ctx.version !== API_VERSION) throw new ApiError(400, 'InvalidVersion');
 }
 
-function verifyV1(ctx, signature) {
+/* a --keys key, or a temporary one with its token and before it expires */
+function lookupKey(id, token) {
+    const secret = keys.get(id);
+    if (secret !== undefined) return secret;
+    const t = tempKeys.get(id);
+    if (t === undefined) throw new ApiError(404, 'InvalidAccessKeyId.NotFound');
+    if (token === undefined || token === '')
+        throw new ApiError(400, 'MissingSecurityToken',
+                           'SecurityToken is mandatory for this action.');
+    if (!safeEqual(token, t.token))
+        throw new ApiError(400, 'InvalidSecurityToken.MismatchWithAccessKey',
+                           'The SecurityToken does not match the AccessKeyId.');
+    if (Date.now() >= t.expires)
+        throw new ApiError(400, 'InvalidSecurityToken.Expired',
+                           'Specified SecurityToken is expired.');
+    return t.secret;
+}
+
+function verifyV1(ctx, signature, version) {
     const req = ctx.req;
     const pairs = ctx.queryPairs.filter((p) => p[0] !== 'Signature')
         .concat(ctx.bodyPairs);
@@ -463,9 +516,10 @@ function verifyV1(ctx, signature) {
         name + ' is mandatory for this action.');
     if (p.AccessKeyId === undefined || p.AccessKeyId === '')
         throw missing('AccessKeyId');
-    const secret = keys.get(p.AccessKeyId);
-    if (secret === undefined)
+    /* STS itself takes long-lived keys only */
+    if (version === STS_VERSION && !keys.has(p.AccessKeyId))
         throw new ApiError(404, 'InvalidAccessKeyId.NotFound');
+    const secret = lookupKey(p.AccessKeyId, p.SecurityToken);
     ctx.accessKeyId = p.AccessKeyId;
     if (p.Timestamp === undefined || p.Timestamp === '')
         throw missing('Timestamp');
@@ -492,7 +546,8 @@ function verifyV1(ctx, signature) {
 
     checkNonce(p.SignatureNonce);
 
-    if (p.Version !== API_VERSION) throw new ApiError(400, 'InvalidVersion');
+    if (p.Version !== (version || API_VERSION))
+        throw new ApiError(400, 'InvalidVersion');
 }
 
 /* --------------------------------------------------------------- actions */
@@ -816,6 +871,13 @@ function handleApi(req, res, body, qs, pathBad) {
         content_type: ctype === undefined ? null : ctype,
         body_length: body.length,
     };
+    if (STS_ACTIONS.has(action)) {
+        handleSts({ req, res, body, entry, queryPairs, bodyPairs, isV3, sig,
+                    version, pathBad, requestId: requestId(),
+                    host: req.headers.host === undefined ? '' : req.headers.host,
+                    params: Object.assign({}, query, bodyObj) });
+        return;
+    }
     state.calls++;
     const an = action || '(none)';
     state.byAction[an] = (state.byAction[an] || 0) + 1;
@@ -858,6 +920,157 @@ function process_(ctx) {
     }
 }
 
+/* ------------------------------------------- temporary credentials */
+
+function stsCount(what) {
+    sts.counts[what] = (sts.counts[what] || 0) + 1;
+}
+
+/* a fault of the sources: {status} to answer, or null */
+function stsFault() {
+    if (sts.conf.fail === 0) return null;
+    if (sts.conf.fail > 0) sts.conf.fail--;
+    sts.failed++;
+    return sts.conf.status;
+}
+
+function isoSeconds(ms) {
+    return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+function issue() {
+    const id = 'STS.' + randomHex(12);
+    const expires = Date.now() + sts.conf.lifetime * 1000;
+    const t = { secret: randomHex(20), token: 'CAIS' + randomHex(160),
+                expires };
+    tempKeys.set(id, t);
+    sts.issued.push(id);
+    if (sts.issued.length > 100) sts.issued.shift();
+    return { AccessKeyId: id, AccessKeySecret: t.secret,
+             SecurityToken: t.token, Expiration: isoSeconds(expires) };
+}
+
+/* the ECS instance metadata service, hardened mode */
+function handleMetadata(req, res, path) {
+    const text = (status, body) => {
+        res.writeHead(status, { 'Content-Type': 'text/plain',
+                                'Content-Length': Buffer.byteLength(body) });
+        res.end(body);
+    };
+    const base = '/latest/meta-data/ram/security-credentials/';
+
+    if (path === '/latest/api/token') {
+        stsCount('metadata:token');
+        if (req.method !== 'PUT') return text(405, 'method not allowed');
+        const ttl = Number(headerValue(req,
+            'x-aliyun-ecs-metadata-token-ttl-seconds'));
+        if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600)
+            return text(400, 'missing or invalid ttl');
+        const f = stsFault();
+        if (f) return text(f, 'fault');
+        const tok = randomHex(24);
+        mdSessions.set(tok, Date.now() + ttl * 1000);
+        return text(200, tok);
+    }
+
+    if (!path.startsWith(base)) return text(404, 'not found');
+    if (req.method !== 'GET') return text(405, 'method not allowed');
+    const role = path.slice(base.length);
+    stsCount(role === '' ? 'metadata:role' : 'metadata:credentials');
+    const tok = headerValue(req, 'x-aliyun-ecs-metadata-token');
+    const exp = tok === undefined ? undefined : mdSessions.get(tok);
+    if (exp === undefined || exp <= Date.now())
+        return text(401, 'unauthorized');
+    const f = stsFault();
+    if (f) return text(f, 'fault');
+    if (role === '') return text(200, sts.conf.role);
+    if (role !== sts.conf.role) return text(404, 'not found');
+    sts.last = { source: 'ecs', role };
+    const c = issue();
+    writeJson(res, 200, Object.assign({ Code: 'Success' }, c,
+        { LastUpdated: isoSeconds(Date.now()) }));
+}
+
+/* STS: AssumeRole (V1-signed), AssumeRoleWithOIDC (unsigned) */
+function handleSts(ctx) {
+    const { params } = ctx;
+    const action = ctx.entry.action;
+    stsCount(action);
+    const stsReply = (status, code, obj) => {
+        logLine(ctx.req.method + ' sts action=' + action + ' code=' + code +
+                ' status=' + status);
+        writeJson(ctx.res, status, obj);
+    };
+    try {
+        if (ctx.req.method !== 'POST') throw new ApiError(405, 'UnsupportedHTTPMethod');
+        if (ctx.pathBad) throw new ApiError(404, 'PathNotFound');
+        if (action === 'AssumeRole') {
+            if (ctx.sig !== 'v1') throw new ApiError(400, 'MissingSignature');
+            verifyV1(ctx, ctx.entry.query.Signature, STS_VERSION);
+        } else {
+            if (params.Signature !== undefined || params.AccessKeyId !== undefined)
+                throw invalid('AccessKeyId',
+                              'AssumeRoleWithOIDC is not signed.');
+            if (params.Version !== STS_VERSION)
+                throw new ApiError(400, 'InvalidVersion');
+            checkTimestamp(params.Timestamp);
+            need(params, 'OIDCProviderArn');
+            const tok = need(params, 'OIDCToken');
+            sts.oidc_tokens.push(tok);
+            if (sts.oidc_tokens.length > 20) sts.oidc_tokens.shift();
+            if (sts.conf.oidc_token !== null && tok !== sts.conf.oidc_token)
+                throw new ApiError(400, 'AuthenticationFail.OIDCToken.Invalid',
+                                   'The OIDC token is invalid.');
+        }
+        const arn = need(params, 'RoleArn');
+        const session = need(params, 'RoleSessionName');
+        if (!/^acs:ram::\d+:role\/[\w.@-]+$/.test(arn))
+            throw invalid('RoleArn');
+        const duration = Number(params.DurationSeconds || 3600);
+        if (!Number.isInteger(duration) || duration < 900 || duration > 43200)
+            throw invalid('DurationSeconds');
+        const f = stsFault();
+        if (f) throw new ApiError(f, defaultCodeForStatus(f));
+        sts.last = { source: action, role_arn: arn, session, duration,
+                     provider_arn: params.OIDCProviderArn || null,
+                     access_key_id: ctx.accessKeyId || null };
+        const body = {
+            RequestId: ctx.requestId,
+            AssumedRoleUser: { Arn: arn.replace(':role/', ':assumed-role/') +
+                                    '/' + session,
+                               AssumedRoleId: '3' + randomHex(8) + ':' + session },
+            Credentials: issue(),
+        };
+        if (action === 'AssumeRoleWithOIDC')
+            body.OIDCTokenInfo = { Subject: 'system:serviceaccount:idv:gateway',
+                                   Issuer: 'https://oidc.example', ClientIds: 'sts.aliyuncs.com' };
+        stsReply(200, 'Success', body);
+    } catch (e) {
+        if (!(e instanceof ApiError)) {
+            logLine('internal error: ' + (e && e.stack || e));
+            e = new ApiError(500, 'InternalError');
+        }
+        stsReply(e.status, e.code, errorEnvelope(ctx, e.code, e.message));
+    }
+}
+
+function controlSts(spec) {
+    const c = sts.conf;
+    if (!spec || typeof spec !== 'object') spec = {};
+    if (spec.lifetime !== undefined) {
+        const l = Number(spec.lifetime);
+        if (!Number.isFinite(l) || l < 1) throw new Error('bad lifetime');
+        c.lifetime = l;
+    }
+    if (spec.fail !== undefined) c.fail = Number(spec.fail);
+    if (spec.status !== undefined) c.status = Number(spec.status);
+    if (spec.role !== undefined) c.role = String(spec.role);
+    if (spec.oidc_token !== undefined)
+        c.oidc_token = spec.oidc_token === null ? null : String(spec.oidc_token);
+    if (spec.revoke) tempKeys.clear();
+    return Object.assign({}, c);
+}
+
 /* ------------------------------------------------------ control endpoints */
 
 function statsJson() {
@@ -877,6 +1090,11 @@ function statsJson() {
         faults_pending: state.faults.map((f) => Object.assign({}, f)),
         last_images: state.lastImages,
         replay_mode: !!opt.replay,
+        sts: { conf: sts.conf, counts: sts.counts, failed: sts.failed,
+               issued: sts.issued, last: sts.last,
+               oidc_tokens: sts.oidc_tokens,
+               valid_keys: [...tempKeys].filter(([, t]) => t.expires > Date.now())
+                   .map(([id]) => id) },
         requests: state.log,
     };
 }
@@ -1008,6 +1226,9 @@ function handleControl(req, res, path, body) {
             controlComplete(spec).then(([s, o]) => send(s, o),
                 (e) => send(500, { error: String(e && e.message || e) }));
             return;
+        case 'POST /__mock/sts':
+            send(200, controlSts(spec));
+            return;
         case 'POST /__mock/callback':
             controlCallback(spec).then(([s, o]) => send(s, o),
                 (e) => send(500, { error: String(e && e.message || e) }));
@@ -1054,6 +1275,10 @@ function onRequest(req, res) {
                 state.connections++;
                 sock[COUNTED] = state.epoch;
             }
+        }
+        if (path.startsWith('/latest/')) {
+            handleMetadata(req, res, path);
+            return;
         }
         if (tooBig) {
             writeJson(res, 413, { RequestId: requestId(), Code: 'RequestTooLarge',

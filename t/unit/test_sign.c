@@ -31,6 +31,9 @@ typedef struct {
 } test_pair_t;
 
 
+static int test_contains(const u_char *data, size_t len, const char *needle);
+
+
 /* "a.b.c" in a JSON object; NULL unless it is a string */
 
 static const char *
@@ -592,6 +595,129 @@ test_form_implied(const cJSON *vectors)
 }
 
 
+/*
+ * Temporary credentials: V3 sends and signs x-acs-security-token, sorted
+ * between x-acs-date and x-acs-signature-nonce; V1 signs SecurityToken,
+ * sorted with the others (just before SignatureMethod here).  Without a
+ * token the vectors above hold byte for byte.
+ */
+
+static void
+test_security_token(const cJSON *vectors)
+{
+    int                   rc, found;
+    const char           *id;
+    const cJSON          *v;
+    test_pool_t           pool;
+    ngx_http_idv_sign_t   s;
+
+    static const char  token[] = "CAIS+token/=";
+
+    found = 0;
+
+    cJSON_ArrayForEach(v, vectors) {
+        id = test_get(v, "id");
+
+        if (id == NULL || (strcmp(id, "v3-checkresult") != 0
+                           && strcmp(id, "v1-checkresult") != 0
+                           && strcmp(id, "v3-ekycverify-base64-body") != 0))
+        {
+            continue;
+        }
+
+        memset(&pool, 0, sizeof(test_pool_t));
+
+        if (test_setup(&s, v, &pool) != 0) {
+            tap_ok(0, "%s: inputs are usable", id);
+            continue;
+        }
+
+        found++;
+
+        s.security_token.data = (u_char *) token;
+        s.security_token.len = sizeof(token) - 1;
+
+        rc = ngx_http_idv_sign(&s);
+
+        tap_ok(rc == 0, "%s with a token: signs", id);
+
+        if (rc != 0) {
+            free(s.params);
+            test_pool_free(&pool);
+            continue;
+        }
+
+        if (id[1] == '3') {
+            tap_ok(test_contains(s.canonical_request.data,
+                                 s.canonical_request.len,
+                                 "\nx-acs-date:")
+                   && test_contains(s.canonical_request.data,
+                                    s.canonical_request.len,
+                                    "\nx-acs-security-token:CAIS+token/=\n"
+                                    "x-acs-signature-nonce:"),
+                   "%s: the token is a canonical header, in order", id);
+            tap_ok(test_contains(s.authorization.data, s.authorization.len,
+                                 ";x-acs-date;x-acs-security-token;"
+                                 "x-acs-signature-nonce;x-acs-version,"),
+                   "%s: x-acs-security-token is a signed header", id);
+            tap_ok(test_contains(s.canonical_request.data,
+                                 s.canonical_request.len,
+                                 ";x-acs-date;x-acs-security-token;"
+                                 "x-acs-signature-nonce;x-acs-version\n"),
+                   "%s: and in the canonical request's SignedHeaders", id);
+
+        } else {
+            tap_ok(test_contains(s.canonical_query.data,
+                                 s.canonical_query.len,
+                                 "&SecurityToken=CAIS%2Btoken%2F%3D"
+                                 "&SignatureMethod=HMAC-SHA1&"),
+                   "%s: SecurityToken is a signed parameter, in order", id);
+            tap_ok(test_contains(s.query.data, s.query.len,
+                                 "SecurityToken=CAIS%2Btoken%2F%3D&"),
+                   "%s: and is sent in the query", id);
+        }
+
+        free(s.params);
+        test_pool_free(&pool);
+
+        /* the one allocation fails: -1, with a token too */
+
+        memset(&pool, 0, sizeof(test_pool_t));
+
+        if (test_setup(&s, v, &pool) == 0) {
+            s.security_token.data = (u_char *) token;
+            s.security_token.len = sizeof(token) - 1;
+            pool.fail_at = 1;
+
+            tap_ok(ngx_http_idv_sign(&s) == -1,
+                   "%s with a token: allocation failure returns -1", id);
+
+            free(s.params);
+            test_pool_free(&pool);
+        }
+    }
+
+    tap_ok(found == 3, "security token: three vectors checked");
+}
+
+
+static int
+test_contains(const u_char *data, size_t len, const char *needle)
+{
+    size_t  i, n;
+
+    n = strlen(needle);
+
+    for (i = 0; i + n <= len; i++) {
+        if (memcmp(data + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 test_alloc_failure(const cJSON *vectors)
 {
@@ -1036,6 +1162,7 @@ main(int argc, char **argv)
     }
 
     test_form_implied(vectors);
+    test_security_token(vectors);
     test_alloc_failure(vectors);
     test_percent_encoding(root);
     test_base64();
