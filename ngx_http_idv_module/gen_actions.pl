@@ -220,7 +220,13 @@ sub folder_commit {
 
     my @cmd = ('git', '-C', $dir, 'log', '-1', '--format=%H', '--', '.');
 
-    open(my $fh, '-|', @cmd) or return undef;
+    # git's complaint about a directory outside a work tree is not ours
+
+    open(my $saved, '>&', \*STDERR) or return undef;
+    open(STDERR, '>', File::Spec->devnull()) or return undef;
+    my $ok = open(my $fh, '-|', @cmd);
+    open(STDERR, '>&', $saved) or die "stderr: $!\n";
+    return undef unless $ok;
     my $out = <$fh>;
     close($fh);
 
