@@ -50,6 +50,12 @@ $t->write_config($t->standard_http(extra_server => <<'END'));
             idv_product_code FACE_VERIFY_MIN;
         }
 
+        # its Timestamp is the action's, not V1's
+        location = /idv/idn {
+            idv_action IdnAuthorityVerifyIntl;
+            idv_product_code IDN_META;
+        }
+
         # straight to the mock, for requests signed here
         location = /direct {
             proxy_pass https://idv_mock/;
@@ -133,6 +139,20 @@ sent_as_client('FaceVerifyIntl', 'FaceVerifyIntl', $r, 'v3',
                qw(SourceFacePicture TargetFacePictureUrl FaceQualityCheck
                   MerchantBizId ProductCode));
 
+# IdnAuthorityVerifyIntl has a parameter named Timestamp, V1's name too:
+# under V3 it is the action's, in the query
+
+$t->mock_reset;
+$r = $t->post('/idv/idn',
+              { MerchantBizId => 'idn0001', MerchantUserId => 'u-4',
+                BirthDate => '1990-01-01', Email => 'd@example.com',
+                FullName => 'Budi', IdNumber => '3171234567890001',
+                Mobile => '+6281293671234', Timestamp => '1716190000' });
+sent_as_client('IdnAuthorityVerifyIntl', 'IdnAuthorityVerifyIntl', $r,
+               'v3', qw(Timestamp IdNumber BirthDate ProductCode));
+is($t->mock_stats->{requests}[-1]{query}{Timestamp}, '1716190000',
+   'IdnAuthorityVerifyIntl: its Timestamp as sent');
+
 # the table's own checks hold for a new action: an image that is not one
 
 $t->mock_reset;
@@ -187,6 +207,19 @@ ok(!exists $t->mock_stats->{requests}[-1]{misplaced},
 $t->stop;
 
 unlike($t->error_log, qr/\[(alert|emerg)\]/, 'no alert or emerg');
+unlike($t->error_log, qr/3171234567890001/, 'no IdNumber in the error log');
+
+# V1 would send that Timestamp twice: nginx -t refuses the pair
+
+$t->write_config($t->standard_http(signature => 'v1', extra_server => <<'END'));
+        location = /idv/idn {
+            idv_action IdnAuthorityVerifyIntl;
+        }
+END
+my ($rc, $out) = $t->nginx_t;
+isnt($rc, 0, 'IdnAuthorityVerifyIntl with idv_signature v1: nginx -t fails');
+like($out, qr/\[emerg\] location = "\/idv\/idn" .*action IdnAuthorityVerifyIntl takes a parameter Timestamp, which "idv_signature v1" sets as its own: use "idv_signature v3"/,
+     'IdnAuthorityVerifyIntl with idv_signature v1: the [emerg] says why');
 unlike($t->error_log, qr/a\@example\.com|b\@example\.com|6281293671234/,
        'no Email or Mobile in the error log');
 

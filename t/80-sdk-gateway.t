@@ -213,6 +213,7 @@ END
 my $SERVER = <<'END';
         location = / {
             idv_sdk_gateway;
+            idv_allow_param FutureField body;
             access_log %%TESTDIR%%/sdk.log sdk;
             access_log %%TESTDIR%%/alg.log alg;
             client_max_body_size 8m;
@@ -478,6 +479,43 @@ for my $v ('v3', 'sm3', 'v1') {
     is($t->mock_stats->{calls}, $calls, 'sm3: no refused request was sent');
 }
 
+# idv_allow_param in the SDK location: a field newer than the table is
+# taken for every action, sent where the directive says (the SDK put it
+# in the query), signed again with the master key
+
+{
+    my $r = call($t, tenant => 'acme', action => 'CheckResult',
+                 query => { %CHECK, FutureField => 'f1' });
+    is($r->{status}, 200, 'idv_allow_param: an SDK request with the field')
+        or diag $r->{body};
+
+    my $up = $t->mock_stats->{requests}[-1];
+    is($up->{body}{FutureField}, 'f1',
+       'idv_allow_param: sent in the body, as the directive says');
+    ok(!exists $up->{query}{FutureField}, 'idv_allow_param: not in the query');
+
+    refused(call($t, tenant => 'acme', action => 'CheckResult',
+                 query => { %CHECK, OtherField => 'f1' }),
+            400, 'InvalidParameter', 'a field not allowed');
+}
+
+# a V3 request has no system parameters in its query: a Timestamp there
+# is the action's (IdnAuthorityVerifyIntl)
+
+{
+    my %idn = (ProductCode => 'IDN_META', MerchantBizId => 'idn01',
+               MerchantUserId => 'u-1', BirthDate => '1990-01-01',
+               Email => 'e@example.com', FullName => 'Budi',
+               IdNumber => '3171234567890001', Mobile => '+6281293671234',
+               Timestamp => '1716190000');
+
+    my $r = call($t, tenant => 'acme', action => 'IdnAuthorityVerifyIntl',
+                 query => \%idn);
+    is($r->{status}, 200, 'v3 IdnAuthorityVerifyIntl: 200') or diag $r->{body};
+    is($t->mock_stats->{requests}[-1]{query}{Timestamp}, '1716190000',
+       'v3 IdnAuthorityVerifyIntl: its Timestamp passed on');
+}
+
 refused(call($t, tenant => 'acme', action => 'CheckResult', query => \%CHECK,
              unsigned => ['host']),
         400, 'IncompleteSignature', 'v3 host not signed');
@@ -504,6 +542,7 @@ refused($r, 413, 'Gateway.BodyTooLarge',
 
 # per version (v3, sm3, v1): the first of a replay, another key's nonce,
 # the nonce of a forged request, 14 minutes old, an allowed action
+# (and one with idv_allow_param's field, one IdnAuthorityVerifyIntl)
 # an error_page redirect clears the modules' contexts: the masked error
 # lines still work
 $r = $t->get('/gone?UserName=' . enc('李四'));
@@ -511,7 +550,7 @@ is($r->{status}, 502, 'an error_page redirect in the SDK server');
 like($t->error_log, qr/connect\(\) failed .*request: "GET \/gone"/,
      'its error line shows the request line without the query string');
 
-is($t->mock_stats->{calls}, 3 * 5,
+is($t->mock_stats->{calls}, 3 * 5 + 2,
    'refused requests never reach the service');
 
 
