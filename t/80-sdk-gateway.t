@@ -202,12 +202,10 @@ my $HTTP = <<'END';
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
     log_format sdk '$idv_tenant|$idv_action|$idv_code|$status';
 
-    # the signature algorithm a request named, to see what the SDK sent
-    map $http_authorization $sdk_alg {
-        "~^(?<alg>ACS3-[A-Z0-9-]+) "  $alg;
-        default                       -;
-    }
-    log_format alg '$sdk_alg|$idv_code';
+    # the Authorization a request came with (no secret in it), to see
+    # which algorithm the SDK signed with (no regex map: under LSan
+    # nginx 1.22 reports its PCRE2 contexts as leaked)
+    log_format alg '$http_authorization|$idv_code';
 END
 
 my $SERVER = <<'END';
@@ -713,7 +711,7 @@ SKIP: {
 
     my $sm3_calls = sub {
         my $alg = IdvTest::_slurp($t->testdir . '/alg.log') // '';
-        return scalar(() = $alg =~ /^ACS3-HMAC-SM3\|Success$/mg);
+        return scalar(() = $alg =~ /^ACS3-HMAC-SM3 [^|\n]*\|Success$/mg);
     };
 
     for my $v ('v3', 'sm3', 'v1') {
