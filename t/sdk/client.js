@@ -9,6 +9,7 @@
  * (OpenApiUtil.parseToMap, only for the actions that have one).
  *
  * Usage: node client.js JOB.json   (prints a JSON array of results)
+ * or require('./client.js'): { client(job), call(client, spec) }
  *
  * JOB = {
  *   "endpoint": "127.0.0.1:8080",      host[:port], as Config.endpoint
@@ -82,6 +83,11 @@ async function call(c, spec) {
         };
     }
 }
+
+
+module.exports = { client, call };
+
+if (require.main !== module) return;
 
 
 (async () => {

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 'use strict';
 /*
- * gen-sm3-vector.js -- records what the official SDK core (npm
- * @alicloud/openapi-core, as pinned in package.json) sends for one
- * ACS3-HMAC-SM3 call (Config.signatureAlgorithm), for the unit test of the
- * verifier (t/unit/test_verify.c reads t/data/sm3-vectors.json):
+ * gen-sm3-vector.js -- records what the official SDK core sends for one
+ * ACS3-HMAC-SM3 call (client.js with "signature": "sm3", i.e.
+ * Config.signatureAlgorithm), for the unit test of the verifier
+ * (t/unit/test_verify.c reads t/data/sm3-vectors.json):
  *
  *   cd t/sdk && npm ci && node gen-sm3-vector.js > ../data/sm3-vectors.json
  *
@@ -15,12 +15,7 @@
 
 const http = require('http');
 
-const OpenApi = require('@alicloud/openapi-core');
-const $dara = require('@darabonba/typescript');
-
-const Client = OpenApi.default;
-const OpenApiUtil = OpenApi.OpenApiUtil;
-const $OpenApiUtil = OpenApi.$OpenApiUtil;
+const { client, call } = require('./client.js');
 
 const KEY_ID = 'testid';
 const SECRET = 'testsecret';
@@ -39,30 +34,17 @@ function record() {
             });
         });
         server.listen(0, '127.0.0.1', () => {
-            call(server.address().port);
+            const c = client({ endpoint: '127.0.0.1:' + server.address().port,
+                               protocol: 'HTTP', signature: 'sm3',
+                               accessKeyId: KEY_ID,
+                               accessKeySecret: SECRET });
+            call(c, { action: 'EkycVerify',
+                      query: { ProductCode: 'eKYC_MIN',
+                               MerchantBizId: 'sm3biz0001',
+                               UserName: '张三' },
+                      body: { FacePictureBase64: 'AAEC/+8=' } });
         });
     });
-}
-
-
-async function call(port) {
-    const c = new Client(new $OpenApiUtil.Config({
-        accessKeyId: KEY_ID, accessKeySecret: SECRET,
-        endpoint: '127.0.0.1:' + port, protocol: 'HTTP',
-        signatureAlgorithm: 'ACS3-HMAC-SM3',
-    }));
-    const params = new $OpenApiUtil.Params({
-        action: 'EkycVerify', version: '2022-08-09', protocol: 'HTTP',
-        pathname: '/', method: 'POST', authType: 'AK', style: 'RPC',
-        reqBodyType: 'formData', bodyType: 'json',
-    });
-    const request = new $OpenApiUtil.OpenApiRequest({
-        query: OpenApiUtil.query({ ProductCode: 'eKYC_MIN',
-                                   MerchantBizId: 'sm3biz0001',
-                                   UserName: '张三' }),
-        body: OpenApiUtil.parseToMap({ FacePictureBase64: 'AAEC/+8=' }),
-    });
-    await c.callApi(params, request, new $dara.RuntimeOptions({}));
 }
 
 
