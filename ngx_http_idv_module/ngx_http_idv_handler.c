@@ -280,9 +280,7 @@ ngx_http_idv_process(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return rc;
     }
 
-    rq->op = conf->op;
-    rq->alloc = ngx_http_idv_palloc;
-    rq->alloc_data = r->pool;
+    ngx_http_idv_req_init(r, rq, conf);
 
     /* the location's product code labels even a body refused unparsed */
     rq->product.data = conf->product.data;

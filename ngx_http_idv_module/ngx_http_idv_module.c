@@ -7,6 +7,11 @@
 #include "ngx_http_idv_module.h"
 #include "ngx_http_idv_conf_file.h"
 #include "ngx_http_idv_credentials.h"
+#include "ngx_http_idv_verify.h"
+
+
+/* the longest parameter name idv_allow_param takes */
+#define NGX_HTTP_IDV_ALLOW_NAME_MAX  64
 
 
 #define NGX_HTTP_IDV_CREDENTIALS_MAX  (64 * 1024)
@@ -32,6 +37,10 @@ static char *ngx_http_idv_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_idv_pass(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_idv_allow_param(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_idv_allow_check(ngx_conf_t *cf,
+    ngx_http_idv_loc_conf_t *conf);
 static char *ngx_http_idv_action(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_idv_credentials_parse(
@@ -108,6 +117,13 @@ static ngx_command_t  ngx_http_idv_commands[] = {
     { ngx_string("idv_action"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_idv_action,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idv_allow_param"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_idv_allow_param,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -390,6 +406,8 @@ ngx_http_idv_create_loc_conf(ngx_conf_t *cf)
     conf->tenant = NGX_CONF_UNSET_PTR;
     conf->retries = NGX_CONF_UNSET_UINT;
     conf->retry_budget = NGX_CONF_UNSET_MSEC;
+    conf->allow = NGX_CONF_UNSET_PTR;
+    conf->allow_where = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -401,6 +419,7 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_loc_conf_t *prev = parent;
     ngx_http_idv_loc_conf_t *conf = child;
 
+    size_t                          i;
     ngx_int_t                       rc;
     ngx_uint_t                      own_keys;
     const ngx_http_idv_op_param_t  *p;
@@ -458,8 +477,47 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->retries, prev->retries, 2);
     ngx_conf_merge_msec_value(conf->retry_budget, prev->retry_budget, 1000);
 
+    /* a level's idv_allow_param list replaces the one around it */
+
+    if (conf->allow == NGX_CONF_UNSET_PTR) {
+        conf->allow = prev->allow;
+        conf->allow_where = prev->allow_where;
+    }
+
+    if (conf->allow == NGX_CONF_UNSET_PTR) {
+        conf->allow = NULL;
+        conf->allow_where = NULL;
+    }
+
     if (conf->op == NULL) {
         return NGX_CONF_OK;
+    }
+
+    if (ngx_http_idv_allow_check(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * V1 signs with parameters of its own (Timestamp, ...): an action
+     * with a parameter of that name (IdnAuthorityVerifyIntl's Timestamp)
+     * would send it twice
+     */
+
+    if (conf->signature == NGX_HTTP_IDV_SIGN_V1) {
+        for (i = 0; i < conf->op->nparams; i++) {
+            p = &conf->op->params[i];
+
+            if (ngx_http_idv_verify_system_param(p->name.data, p->name.len)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%V: action %V takes a parameter %V, "
+                                   "which \"idv_signature v1\" sets as "
+                                   "its own: use \"idv_signature v3\"",
+                                   ngx_http_idv_conf_where(cf),
+                                   ngx_http_idv_ngx_str(&conf->op->name),
+                                   ngx_http_idv_ngx_str(&p->name));
+                return NGX_CONF_ERROR;
+            }
+        }
     }
 
     /* this location serves an action: it must be able to sign and send */
@@ -779,6 +837,192 @@ ngx_http_idv_pass(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lcf->pass = value[1];
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * idv_allow_param NAME query|body: a parameter newer than the operations
+ * table, accepted for the actions below as a string (the checks every
+ * string gets; never logged, as it may carry personal data) and sent,
+ * signed, in the given place.  An action whose row has the name keeps
+ * the row's; where the location's action is known at merge time, another
+ * placement there is refused.
+ */
+
+static char *
+ngx_http_idv_allow_param(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_idv_loc_conf_t *lcf = conf;
+
+    u_char                   *name, c;
+    ngx_str_t                *value, *where;
+    ngx_uint_t                i, body;
+    ngx_http_idv_op_param_t  *p;
+
+    value = cf->args->elts;
+
+    /*
+     * the API's names: a letter, then letters, digits and '_'; none of
+     * the signature's own (Action, Timestamp, Signature, ...), which the
+     * signer sets
+     */
+
+    for (i = 0; i < value[1].len; i++) {
+        c = value[1].data[i];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+              || (i > 0 && ((c >= '0' && c <= '9') || c == '_'))))
+        {
+            break;
+        }
+    }
+
+    if (value[1].len == 0 || i < value[1].len
+        || value[1].len > NGX_HTTP_IDV_ALLOW_NAME_MAX
+        || ngx_http_idv_verify_system_param(value[1].data, value[1].len))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_allow_param\": \"%V\" is not a plausible "
+                           "parameter name: a letter, then letters, digits "
+                           "or \"_\", at most %d characters, none of the "
+                           "signature's own (Action, Timestamp, Signature, "
+                           "...)", &value[1], NGX_HTTP_IDV_ALLOW_NAME_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[2].len == 5 && ngx_strncmp(value[2].data, "query", 5) == 0) {
+        body = 0;
+
+    } else if (value[2].len == 4
+               && ngx_strncmp(value[2].data, "body", 4) == 0)
+    {
+        body = 1;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"idv_allow_param %V\": invalid placement "
+                           "\"%V\", it must be \"query\" or \"body\"",
+                           &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lcf->allow == NGX_CONF_UNSET_PTR) {
+        lcf->allow = ngx_array_create(cf->pool, 4,
+                                      sizeof(ngx_http_idv_op_param_t));
+        lcf->allow_where = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+
+        if (lcf->allow == NULL || lcf->allow_where == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = lcf->allow->elts;
+
+    for (i = 0; i < lcf->allow->nelts; i++) {
+        if (p[i].name.len == value[1].len
+            && ngx_strncmp(p[i].name.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"idv_allow_param %V\" is duplicate",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* NUL-terminated: the request model reads names as C strings */
+
+    name = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(name, value[1].data, value[1].len + 1);
+
+    p = ngx_array_push(lcf->allow);
+    where = ngx_array_push(lcf->allow_where);
+
+    if (p == NULL || where == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(p, sizeof(ngx_http_idv_op_param_t));
+
+    p->name.data = name;
+    p->name.len = value[1].len;
+    p->type = NGX_HTTP_IDV_T_STRING;
+    p->flags = NGX_HTTP_IDV_P_PII | (body ? NGX_HTTP_IDV_P_BODY : 0);
+
+    where->len = cf->conf_file->file.name.len + NGX_INT_T_LEN + 1;
+    where->data = ngx_pnalloc(cf->pool, where->len);
+    if (where->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    where->len = ngx_sprintf(where->data, "%V:%ui",
+                             &cf->conf_file->file.name, cf->conf_file->line)
+                 - where->data;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a location's action may not take an allowed name in another place */
+
+static ngx_int_t
+ngx_http_idv_allow_check(ngx_conf_t *cf, ngx_http_idv_loc_conf_t *conf)
+{
+    ngx_str_t                      *where;
+    ngx_uint_t                      i;
+    ngx_http_idv_op_param_t        *p;
+    const ngx_http_idv_op_param_t  *q;
+
+    if (conf->allow == NULL) {
+        return NGX_OK;
+    }
+
+    p = conf->allow->elts;
+    where = conf->allow_where->elts;
+
+    for (i = 0; i < conf->allow->nelts; i++) {
+        q = ngx_http_idv_op_param(conf->op, p[i].name.data, p[i].name.len);
+
+        if (q == NULL
+            || (q->flags & NGX_HTTP_IDV_P_BODY)
+               == (p[i].flags & NGX_HTTP_IDV_P_BODY))
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: \"idv_allow_param %V %s\" in %V: action %V "
+                           "takes %V in the %s",
+                           ngx_http_idv_conf_where(cf),
+                           ngx_http_idv_ngx_str(&p[i].name),
+                           (p[i].flags & NGX_HTTP_IDV_P_BODY) ? "body"
+                                                              : "query",
+                           &where[i], ngx_http_idv_ngx_str(&conf->op->name),
+                           ngx_http_idv_ngx_str(&p[i].name),
+                           (q->flags & NGX_HTTP_IDV_P_BODY) ? "body"
+                                                            : "query");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_idv_req_init(ngx_http_request_t *r, ngx_http_idv_req_t *rq,
+    ngx_http_idv_loc_conf_t *conf)
+{
+    rq->op = conf->op;
+    rq->alloc = ngx_http_idv_palloc;
+    rq->alloc_data = r->pool;
+
+    if (conf->allow) {
+        rq->extra = conf->allow->elts;
+        rq->nextra = conf->allow->nelts;
+    }
 }
 
 

@@ -77,6 +77,10 @@ typedef struct {
 
     ngx_uint_t                  dialect;    /* NGX_HTTP_IDV_DIALECT_* */
 
+    /* idv_allow_param: parameters newer than the operations table */
+    ngx_array_t                *allow;      /* ngx_http_idv_op_param_t */
+    ngx_array_t                *allow_where;    /* ngx_str_t "FILE:LINE" */
+
     /*
      * nginx reports the errors of merge time at the end of the http
      * block: where the location and its keys were set, for them to say
@@ -266,6 +270,9 @@ ngx_int_t ngx_http_idv_state_error(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_http_idv_store_t *store, ngx_int_t rc);
 void *ngx_http_idv_palloc(void *pool, size_t size);
 void *ngx_http_idv_alloc(void *pool, size_t size);
+/* the request model of conf's action: its row and idv_allow_param's */
+void ngx_http_idv_req_init(ngx_http_request_t *r, ngx_http_idv_req_t *rq,
+    ngx_http_idv_loc_conf_t *conf);
 
 /* upstream: sign and send the call as a subrequest */
 ngx_int_t ngx_http_idv_upstream_call(ngx_http_request_t *r,

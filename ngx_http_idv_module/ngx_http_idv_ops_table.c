@@ -17,6 +17,62 @@
 #include "ngx_http_idv_ops.h"
 
 
+/* AddFaceRecord */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_AddFaceRecord[] = {
+
+    { ngx_http_idv_string("FaceGroupCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* AddressCompareIntl */
 
 static const ngx_http_idv_op_param_t
@@ -698,6 +754,27 @@ static const ngx_http_idv_op_param_t
 };
 
 
+/* DeleteFaceRecordV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_DeleteFaceRecordV2[] = {
+
+    { ngx_http_idv_string("FaceGroupCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* DeleteVerifyResult */
 
 static const ngx_http_idv_op_param_t
@@ -922,6 +999,202 @@ static const ngx_http_idv_op_param_t
 };
 
 
+/* DocOcrMaxV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_DocOcrMaxV2[] = {
+
+    { ngx_http_idv_string("Authorize"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocPage"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdSpoof"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdThreshold"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrModel"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SceneCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
+/* DocOcrV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_DocOcrV2[] = {
+
+    { ngx_http_idv_string("CardSide"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdFaceQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdThreshold"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Ocr"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Spoof"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* DownloadVerifyRecordIntl */
 
 static const ngx_http_idv_op_param_t
@@ -1043,6 +1316,13 @@ static const ngx_http_idv_op_param_t
       "FacePictureBase64",
       NULL },
 
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("IdOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
@@ -1087,12 +1367,138 @@ static const ngx_http_idv_op_param_t
 };
 
 
+/* EkycVerifyV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_EkycVerifyV2[] = {
+
+    { ngx_http_idv_string("Authorize"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Crop"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocName"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocNo"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdOcrPictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdThreshold"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* FaceCompare */
 
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_FaceCompare[] = {
 
     { ngx_http_idv_string("FacePictureQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
@@ -1132,6 +1538,76 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
       NULL,
       "TargetFacePicture",
+      NULL },
+};
+
+
+/* FaceCompareV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_FaceCompareV2[] = {
+
+    { ngx_http_idv_string("FacePictureQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
       NULL },
 };
 
@@ -1232,7 +1708,21 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("FaceAttributeCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("FaceGroupCodes"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY,
       NULL,
@@ -1330,6 +1820,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("UpdateFaceIfUserExists"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("VerifyModel"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_REQUIRED,
@@ -1371,6 +1868,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL,
       NULL },
+
+    { ngx_http_idv_string("Type"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
 };
 
 
@@ -1380,6 +1884,13 @@ static const ngx_http_idv_op_param_t
     ngx_http_idv_params_FaceLiveness[] = {
 
     { ngx_http_idv_string("Crop"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceAttributeCheck"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
@@ -1401,6 +1912,13 @@ static const ngx_http_idv_op_param_t
       NULL },
 
     { ngx_http_idv_string("FaceQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
@@ -1432,6 +1950,195 @@ static const ngx_http_idv_op_param_t
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
       NULL,
+      NULL,
+      NULL },
+};
+
+
+/* FaceLivenessV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_FaceLivenessV2[] = {
+
+    { ngx_http_idv_string("FaceAttributeCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
+/* FaceVerifyIntl */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_FaceVerifyIntl[] = {
+
+    { ngx_http_idv_string("AutoRegistration"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      " FACE_IDU_MIN ",
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceAttributeCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceGroupCodes"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      " FACE_IDU_MIN ",
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceRegisterGroupCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      " FACE_IDU_MIN ",
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ReturnFaces"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      " FACE_IDU_MIN ",
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("UpdateFaceIfUserExists"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("VerifyModel"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      " FACE_IDU_MIN ",
       NULL,
       NULL },
 };
@@ -1586,6 +2293,104 @@ static const ngx_http_idv_op_param_t
 };
 
 
+/* IdnAuthorityVerifyIntl */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_IdnAuthorityVerifyIntl[] = {
+
+    { ngx_http_idv_string("BirthDate"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Email"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FullName"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdNumber"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Mobile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SceneCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SourceFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Timestamp"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* Initialize */
 
 static const ngx_http_idv_op_rule_t
@@ -1637,6 +2442,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL,
       &ngx_http_idv_rules_Initialize[0] },
+
+    { ngx_http_idv_string("AutoDocPageConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
 
     { ngx_http_idv_string("AutoRegistration"),
       NGX_HTTP_IDV_T_STRING,
@@ -1743,7 +2555,21 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("Email"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("ExperienceCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceAttributeCheck"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
@@ -1841,6 +2667,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("Mobile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("Model"),
       NGX_HTTP_IDV_T_STRING,
       0,
@@ -1849,6 +2682,13 @@ static const ngx_http_idv_op_param_t
       NULL },
 
     { ngx_http_idv_string("Ocr"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
       NGX_HTTP_IDV_T_STRING,
       0,
       NULL,
@@ -1956,6 +2796,468 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("TargetFacePictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateRanCount"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("UpdateFaceIfUserExists"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("UseNFC"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("VerifyModel"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
+/* InitializeV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_InitializeV2[] = {
+
+    { ngx_http_idv_string("AppQualityCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Authorize"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("AutoDocPageConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("AutoRegistration"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CallbackToken"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CallbackUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ChameleonFrameEnable"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Crop"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DateOfBirth"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DateOfExpiry"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocName"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocNo"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocPageConfig"),
+      NGX_HTTP_IDV_T_ARRAY,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocScanMode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocVideo"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocumentNumber"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("EditOcrResult"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Email"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ExperienceCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceAttributeCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceGroupCodes"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceRegisterGroupCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FaceVerifyThreshold"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdFaceQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdSpoof"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdThreshold"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("LanguageConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MRTDInput"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantUserId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MetaInfo"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Mobile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Model"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Ocr"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("Pages"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProcedurePriority"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductFlow"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ReturnFaces"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ReturnUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SaveFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SceneCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SecurityLevel"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ShowAlbumIcon"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ShowGuidePage"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ShowOcrResult"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("StyleConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePicture"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_IMAGE,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TargetFacePictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateRanCount"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("TemplateType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("UpdateFaceIfUserExists"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -2244,6 +3546,12 @@ static const ngx_http_idv_op_param_t
 
 const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
+    { ngx_http_idv_string("AddFaceRecord"),
+      ngx_http_idv_params_AddFaceRecord,
+      7,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM,
+      NULL },
+
     { ngx_http_idv_string("AddressCompareIntl"),
       ngx_http_idv_params_AddressCompareIntl,
       4,
@@ -2336,6 +3644,12 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM,
       NULL },
 
+    { ngx_http_idv_string("DeleteFaceRecordV2"),
+      ngx_http_idv_params_DeleteFaceRecordV2,
+      2,
+      NGX_HTTP_IDV_OP_BILLABLE,
+      NULL },
+
     { ngx_http_idv_string("DeleteVerifyResult"),
       ngx_http_idv_params_DeleteVerifyResult,
       3,
@@ -2354,6 +3668,18 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " ID_OCR_MAX " },
 
+    { ngx_http_idv_string("DocOcrMaxV2"),
+      ngx_http_idv_params_DocOcrMaxV2,
+      14,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      " ID_OCR_MAX " },
+
+    { ngx_http_idv_string("DocOcrV2"),
+      ngx_http_idv_params_DocOcrV2,
+      12,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      NULL },
+
     { ngx_http_idv_string("DownloadVerifyRecordIntl"),
       ngx_http_idv_params_DownloadVerifyRecordIntl,
       5,
@@ -2362,13 +3688,25 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("EkycVerify"),
       ngx_http_idv_params_EkycVerify,
-      13,
+      14,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " eKYC_MIN " },
 
+    { ngx_http_idv_string("EkycVerifyV2"),
+      ngx_http_idv_params_EkycVerifyV2,
+      16,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      NULL },
+
     { ngx_http_idv_string("FaceCompare"),
       ngx_http_idv_params_FaceCompare,
-      6,
+      7,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      NULL },
+
+    { ngx_http_idv_string("FaceCompareV2"),
+      ngx_http_idv_params_FaceCompareV2,
+      9,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       NULL },
 
@@ -2380,21 +3718,33 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("FaceDuplicationCheckIntl"),
       ngx_http_idv_params_FaceDuplicationCheckIntl,
-      16,
+      19,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " FACE_IDU_MIN " },
 
     { ngx_http_idv_string("FaceGuardRisk"),
       ngx_http_idv_params_FaceGuardRisk,
-      4,
+      5,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_CREATES_TX,
       " FACE_GUARD " },
 
     { ngx_http_idv_string("FaceLiveness"),
       ngx_http_idv_params_FaceLiveness,
-      8,
+      10,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " FACE_LIVENESS_MIN " },
+
+    { ngx_http_idv_string("FaceLivenessV2"),
+      ngx_http_idv_params_FaceLivenessV2,
+      8,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      " FACE_LIVENESS_MIN FACE_LIVENESS_MIN_PRO " },
+
+    { ngx_http_idv_string("FaceVerifyIntl"),
+      ngx_http_idv_params_FaceVerifyIntl,
+      17,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      " FACE_IDU_MIN FACE_VERIFY_MIN " },
 
     { ngx_http_idv_string("FraudResultCallBack"),
       ngx_http_idv_params_FraudResultCallBack,
@@ -2414,12 +3764,24 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
       NGX_HTTP_IDV_OP_BILLABLE,
       " ID_2META " },
 
+    { ngx_http_idv_string("IdnAuthorityVerifyIntl"),
+      ngx_http_idv_params_IdnAuthorityVerifyIntl,
+      13,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      " IDN_META " },
+
     { ngx_http_idv_string("Initialize"),
       ngx_http_idv_params_Initialize,
-      50,
+      59,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " eKYC eKYC_MIN eKYC_PRO FACE_LIVENESS FACE_VERIFY FL_GLOBAL FV_GLOBAL "
       "ID_OCR ID_OCR_MAX IDR_GLOBAL KYC_GLOBAL OCR_GLOBAL " },
+
+    { ngx_http_idv_string("InitializeV2"),
+      ngx_http_idv_params_InitializeV2,
+      61,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      NULL },
 
     { ngx_http_idv_string("KeepaliveIntl"),
       NULL,

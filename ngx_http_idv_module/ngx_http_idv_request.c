@@ -20,6 +20,8 @@ static int ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status,
     const char *code, const char *fmt, const u_char *name, size_t len);
 static int ngx_http_idv_req_add(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, u_char *value, size_t len);
+static const ngx_http_idv_op_param_t *ngx_http_idv_req_param(
+    ngx_http_idv_req_t *rq, const u_char *key, size_t len);
 static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
@@ -38,6 +40,8 @@ static int ngx_http_idv_image_size(const u_char *b64, size_t len,
     size_t size, unsigned *w, unsigned *h);
 static int ngx_http_idv_url_check(const u_char *v, size_t len, int https);
 static int ngx_http_idv_id_check(const u_char *v, size_t len);
+static int ngx_http_idv_req_validate_param(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p);
 static int ngx_http_idv_rule_check(const ngx_http_idv_op_rule_t *rule,
     const u_char *v, size_t len, size_t chars);
 static int ngx_http_idv_rule_error(ngx_http_idv_req_t *rq,
@@ -112,12 +116,38 @@ ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status, const char *code,
 }
 
 
+/* a parameter of the action's row, or one idv_allow_param adds */
+
+static const ngx_http_idv_op_param_t *
+ngx_http_idv_req_param(ngx_http_idv_req_t *rq, const u_char *key, size_t len)
+{
+    size_t                          i;
+    const ngx_http_idv_op_param_t  *p;
+
+    p = ngx_http_idv_op_param(rq->op, key, len);
+
+    if (p != NULL) {
+        return p;
+    }
+
+    for (i = 0; i < rq->nextra; i++) {
+        p = &rq->extra[i];
+
+        if (p->name.len == len && memcmp(p->name.data, key, len) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
 static const ngx_http_idv_op_param_t *
 ngx_http_idv_req_lookup(ngx_http_idv_req_t *rq, const u_char *key, size_t len)
 {
     const ngx_http_idv_op_param_t  *p;
 
-    p = ngx_http_idv_op_param(rq->op, key, len);
+    p = ngx_http_idv_req_param(rq, key, len);
 
     if (p == NULL) {
         ngx_http_idv_req_error(rq, 400, "InvalidParameter",
@@ -145,7 +175,8 @@ ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
 
     if (rq->params == NULL) {
         rq->params = rq->alloc(rq->alloc_data,
-                               (rq->op->nparams + NGX_HTTP_IDV_EXTRA_PARAMS)
+                               (rq->op->nparams + rq->nextra
+                                + NGX_HTTP_IDV_EXTRA_PARAMS)
                                * sizeof(ngx_http_idv_param_t));
         if (rq->params == NULL) {
             rq->status = 500;
@@ -869,136 +900,159 @@ ngx_http_idv_req_parse_form(ngx_http_idv_req_t *rq, u_char *body, size_t len)
 int
 ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
 {
-    size_t                          i, chars;
-    ngx_http_idv_param_t           *v, *alt, *a;
-    const ngx_http_idv_op_t        *op;
-    const ngx_http_idv_op_param_t  *p;
+    size_t  i;
 
-    op = rq->op;
-
-    for (i = 0; i < op->nparams; i++) {
-        p = &op->params[i];
-
-        v = ngx_http_idv_req_get(rq, (const char *) p->name.data);
-
-        if (v == NULL || v->value.len == 0) {
-
-            if (p->alternative) {
-                alt = ngx_http_idv_req_get(rq, p->alternative);
-
-                if (alt != NULL && alt->value.len) {
-                    continue;
-                }
-
-                /*
-                 * the documented exception: an authoritative check of a
-                 * Chinese ID card needs no ID picture when Authorize=T
-                 * comes with DocName and DocNo
-                 */
-
-                if (strncmp(p->alternative, "IdOcrPicture", 12) == 0) {
-                    a = ngx_http_idv_req_get(rq, "Authorize");
-
-                    if (a && a->value.len == 1 && a->value.data[0] == 'T'
-                        && (v = ngx_http_idv_req_get(rq, "DocName"))
-                        && v->value.len
-                        && (v = ngx_http_idv_req_get(rq, "DocNo"))
-                        && v->value.len)
-                    {
-                        continue;
-                    }
-                }
-
-                if (strcmp((const char *) p->name.data, p->alternative) < 0) {
-                    return ngx_http_idv_req_error(rq, 400,
-                                    "MissingParameter",
-                                    "Missing parameter %s or its "
-                                    "alternative", p->name.data, p->name.len);
-                }
-
-                continue;
-            }
-
-            if (ngx_http_idv_op_required(p, rq->product.data,
-                                         rq->product.len))
-            {
-                return ngx_http_idv_req_error(rq, 400, "MissingParameter",
-                                              "Missing parameter %s",
-                                              p->name.data, p->name.len);
-            }
-
-            continue;
+    for (i = 0; i < rq->op->nparams; i++) {
+        if (ngx_http_idv_req_validate_param(rq, &rq->op->params[i]) != 0) {
+            return -1;
         }
+    }
+
+    /*
+     * idv_allow_param's: the checks every string gets; a name of the
+     * action's row is the row's
+     */
+
+    for (i = 0; i < rq->nextra; i++) {
+        if (ngx_http_idv_op_param(rq->op, rq->extra[i].name.data,
+                                  rq->extra[i].name.len)
+            == NULL
+            && ngx_http_idv_req_validate_param(rq, &rq->extra[i]) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_req_validate_param(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p)
+{
+    size_t                 chars;
+    ngx_http_idv_param_t  *v, *alt, *a;
+
+    v = ngx_http_idv_req_get(rq, (const char *) p->name.data);
+
+    if (v == NULL || v->value.len == 0) {
 
         if (p->alternative) {
             alt = ngx_http_idv_req_get(rq, p->alternative);
 
             if (alt != NULL && alt->value.len) {
-                return ngx_http_idv_req_error(rq, 400, "DataDuplication",
-                                    "Parameter %s and its alternative are "
-                                    "both given", p->name.data, p->name.len);
+                return 0;
             }
+
+            /*
+             * the documented exception: an authoritative check of a
+             * Chinese ID card needs no ID picture when Authorize=T
+             * comes with DocName and DocNo
+             */
+
+            if (strncmp(p->alternative, "IdOcrPicture", 12) == 0) {
+                a = ngx_http_idv_req_get(rq, "Authorize");
+
+                if (a && a->value.len == 1 && a->value.data[0] == 'T'
+                    && (v = ngx_http_idv_req_get(rq, "DocName"))
+                    && v->value.len
+                    && (v = ngx_http_idv_req_get(rq, "DocNo"))
+                    && v->value.len)
+                {
+                    return 0;
+                }
+            }
+
+            if (strcmp((const char *) p->name.data, p->alternative) < 0) {
+                return ngx_http_idv_req_error(rq, 400,
+                                "MissingParameter",
+                                "Missing parameter %s or its "
+                                "alternative", p->name.data, p->name.len);
+            }
+
+            return 0;
         }
 
-        /*
-         * the API reads every value as UTF-8: one that is not would be
-         * signed, sent and answered SignatureDoesNotMatch (an image's
-         * base64 is checked to be of its alphabet below)
-         */
-
-        chars = (p->flags & NGX_HTTP_IDV_P_IMAGE)
-                ? v->value.len
-                : ngx_http_idv_utf8_len(v->value.data, v->value.len);
-
-        if (chars == (size_t) -1) {
-            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                          "Parameter %s is not valid UTF-8",
+        if (ngx_http_idv_op_required(p, rq->product.data,
+                                     rq->product.len))
+        {
+            return ngx_http_idv_req_error(rq, 400, "MissingParameter",
+                                          "Missing parameter %s",
                                           p->name.data, p->name.len);
         }
 
-        if (((p->name.len == 13
-              && (memcmp(p->name.data, "MerchantBizId", 13) == 0
-                  || memcmp(p->name.data, "TransactionId", 13) == 0))
-             || (p->name.len == 11
-                 && memcmp(p->name.data, "ProductCode", 11) == 0))
-            && ngx_http_idv_id_check(v->value.data, v->value.len) != 0)
-        {
-            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                          "Parameter %s must be 1 to 64 "
-                                          "visible ASCII characters",
-                                          p->name.data, p->name.len);
-        }
+        return 0;
+    }
 
-        /* the documented form of the value (the table's rule) */
+    if (p->alternative) {
+        alt = ngx_http_idv_req_get(rq, p->alternative);
 
-        if (p->rule
-            && ngx_http_idv_rule_check(p->rule, v->value.data, v->value.len,
-                                       chars)
-               != 0)
-        {
-            return ngx_http_idv_rule_error(rq, p);
+        if (alt != NULL && alt->value.len) {
+            return ngx_http_idv_req_error(rq, 400, "DataDuplication",
+                                "Parameter %s and its alternative are "
+                                "both given", p->name.data, p->name.len);
         }
+    }
 
-        if ((p->flags & NGX_HTTP_IDV_P_URL)
-            && ngx_http_idv_url_check(v->value.data, v->value.len,
-                                      p->flags & NGX_HTTP_IDV_P_HTTPS)
-               != 0)
-        {
-            return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
-                                          (p->flags & NGX_HTTP_IDV_P_HTTPS)
-                                          ? "Parameter %s must be an https "
-                                            "URL"
-                                          : "Parameter %s must be an http(s) "
-                                            "URL",
-                                          p->name.data, p->name.len);
-        }
+    /*
+     * the API reads every value as UTF-8: one that is not would be
+     * signed, sent and answered SignatureDoesNotMatch (an image's
+     * base64 is checked to be of its alphabet below)
+     */
 
-        if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
-            && ngx_http_idv_image_check(rq, (const char *) p->name.data,
-                                        v->value.data, v->value.len) != 0)
-        {
-            return -1;
-        }
+    chars = (p->flags & NGX_HTTP_IDV_P_IMAGE)
+            ? v->value.len
+            : ngx_http_idv_utf8_len(v->value.data, v->value.len);
+
+    if (chars == (size_t) -1) {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "Parameter %s is not valid UTF-8",
+                                      p->name.data, p->name.len);
+    }
+
+    if (((p->name.len == 13
+          && (memcmp(p->name.data, "MerchantBizId", 13) == 0
+              || memcmp(p->name.data, "TransactionId", 13) == 0))
+         || (p->name.len == 11
+             && memcmp(p->name.data, "ProductCode", 11) == 0))
+        && ngx_http_idv_id_check(v->value.data, v->value.len) != 0)
+    {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      "Parameter %s must be 1 to 64 "
+                                      "visible ASCII characters",
+                                      p->name.data, p->name.len);
+    }
+
+    /* the documented form of the value (the table's rule) */
+
+    if (p->rule
+        && ngx_http_idv_rule_check(p->rule, v->value.data, v->value.len,
+                                   chars)
+           != 0)
+    {
+        return ngx_http_idv_rule_error(rq, p);
+    }
+
+    if ((p->flags & NGX_HTTP_IDV_P_URL)
+        && ngx_http_idv_url_check(v->value.data, v->value.len,
+                                  p->flags & NGX_HTTP_IDV_P_HTTPS)
+           != 0)
+    {
+        return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
+                                      (p->flags & NGX_HTTP_IDV_P_HTTPS)
+                                      ? "Parameter %s must be an https "
+                                        "URL"
+                                      : "Parameter %s must be an http(s) "
+                                        "URL",
+                                      p->name.data, p->name.len);
+    }
+
+    if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
+        && ngx_http_idv_image_check(rq, (const char *) p->name.data,
+                                    v->value.data, v->value.len) != 0)
+    {
+        return -1;
     }
 
     return 0;

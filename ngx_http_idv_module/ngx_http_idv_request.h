@@ -31,6 +31,9 @@
 typedef struct {
     /* input */
     const ngx_http_idv_op_t    *op;
+    /* parameters idv_allow_param adds to the action (none of its row) */
+    const ngx_http_idv_op_param_t  *extra;
+    size_t                      nextra;
     ngx_http_idv_str_t          product;    /* idv_product_code or empty */
     ngx_http_idv_alloc_pt       alloc;
     void                       *alloc_data;

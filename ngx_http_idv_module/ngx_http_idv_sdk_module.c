@@ -651,14 +651,16 @@ ngx_http_idv_sdk_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     rq = &ctx->req;
 
-    rq->op = ctx->conf->op;
-    rq->alloc = ngx_http_idv_palloc;
-    rq->alloc_data = r->pool;
+    ngx_http_idv_req_init(r, rq, ctx->conf);
 
     for (i = 0; i < v->nparams; i++) {
         prm = &v->params[i];
 
-        if (ngx_http_idv_verify_system_param(prm->key.data, prm->key.len)) {
+        /* V3 sends none of V1's own: a Timestamp there is the action's */
+
+        if (v->algorithm == NGX_HTTP_IDV_SIGN_V1
+            && ngx_http_idv_verify_system_param(prm->key.data, prm->key.len))
+        {
             continue;
         }
 

@@ -12,17 +12,34 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "ngx_http_idv_verify.h"
-
-
-#define NGX_HTTP_IDV_V3_ALGORITHM   "ACS3-HMAC-SHA256"
 
 
 typedef struct {
     const char                 *name;
     size_t                      len;
 } ngx_http_idv_verify_name_t;
+
+
+/*
+ * A V3 algorithm: its name in Authorization and the string to sign, the
+ * hash of the body and of the canonical request (lower hex, 64
+ * characters for both) and the HMAC (32 bytes for both).  SM3 sends the
+ * body's hash in x-acs-content-sha256 too, as the official SDKs do.
+ */
+
+typedef struct {
+    const char                 *name;
+    size_t                      len;
+    int                       (*hash_hex)(const u_char *data, size_t len,
+                                          u_char *hex64);
+    int                       (*hmac)(const u_char *key, size_t key_len,
+                                      const u_char *data, size_t len,
+                                      u_char *out32);
+} ngx_http_idv_verify_alg_t;
 
 
 static inline u_char *ngx_http_idv_verify_cpy(u_char *dst, const void *src,
@@ -48,6 +65,21 @@ static u_char *ngx_http_idv_verify_canonical(ngx_http_idv_verify_t *v,
 static int ngx_http_idv_verify_mismatch(ngx_http_idv_verify_t *v);
 static int ngx_http_idv_verify_is(const ngx_http_idv_str_t *s,
     const char *lit, size_t len);
+static int ngx_http_idv_sm3_hex(const u_char *data, size_t len,
+    u_char *hex64);
+static int ngx_http_idv_hmac_sm3(const u_char *key, size_t key_len,
+    const u_char *data, size_t len, u_char *out32);
+
+
+static const ngx_http_idv_verify_alg_t  ngx_http_idv_v3_sha256 = {
+    "ACS3-HMAC-SHA256", sizeof("ACS3-HMAC-SHA256") - 1,
+    ngx_http_idv_sha256_hex, ngx_http_idv_hmac_sha256
+};
+
+static const ngx_http_idv_verify_alg_t  ngx_http_idv_v3_sm3 = {
+    "ACS3-HMAC-SM3", sizeof("ACS3-HMAC-SM3") - 1,
+    ngx_http_idv_sm3_hex, ngx_http_idv_hmac_sm3
+};
 
 
 /* every parameter of the signature (V1) and of the SDK's envelope */
@@ -402,7 +434,7 @@ ngx_http_idv_verify_header(ngx_http_idv_verify_t *v, const u_char *name,
 
 /*
  * Authorization: ACS3-HMAC-SHA256 Credential=ID,SignedHeaders=a;b,
- * Signature=HEX
+ * Signature=HEX (or ACS3-HMAC-SM3 ...)
  */
 
 static int
@@ -414,13 +446,25 @@ ngx_http_idv_verify_parse_v3(ngx_http_idv_verify_t *v,
     ngx_http_idv_str_t                 sh, *dst;
     ngx_http_idv_param_t               names[NGX_HTTP_IDV_VERIFY_MAX_SIGNED];
     const ngx_http_idv_verify_name_t  *req;
+    const ngx_http_idv_verify_alg_t   *alg;
 
     v->algorithm = NGX_HTTP_IDV_SIGN_V3;
 
-    len = sizeof(NGX_HTTP_IDV_V3_ALGORITHM) - 1;
+    alg = &ngx_http_idv_v3_sha256;
+
+    if (auth->len > ngx_http_idv_v3_sm3.len
+        && memcmp(auth->data, ngx_http_idv_v3_sm3.name,
+                  ngx_http_idv_v3_sm3.len) == 0
+        && auth->data[ngx_http_idv_v3_sm3.len] == ' ')
+    {
+        alg = &ngx_http_idv_v3_sm3;
+        v->sm3 = 1;
+    }
+
+    len = alg->len;
 
     if (auth->len <= len
-        || memcmp(auth->data, NGX_HTTP_IDV_V3_ALGORITHM, len) != 0
+        || memcmp(auth->data, alg->name, len) != 0
         || auth->data[len] != ' ')
     {
         return ngx_http_idv_verify_fail(v, 400, "InvalidSignatureMethod",
@@ -854,6 +898,10 @@ ngx_http_idv_verify_v3(ngx_http_idv_verify_t *v, const u_char *secret,
     ngx_http_idv_param_t  *query;
     u_char                 hash[64], mac[32], hex[64];
 
+    const ngx_http_idv_verify_alg_t  *alg;
+
+    alg = v->sm3 ? &ngx_http_idv_v3_sm3 : &ngx_http_idv_v3_sha256;
+
     query = v->alloc(v->alloc_data,
                      (v->nparams ? v->nparams : 1)
                      * sizeof(ngx_http_idv_param_t));
@@ -909,14 +957,13 @@ ngx_http_idv_verify_v3(ngx_http_idv_verify_t *v, const u_char *secret,
     size += 1 + 64;
 
     cr = v->alloc(v->alloc_data, size);
-    sts = v->alloc(v->alloc_data, sizeof(NGX_HTTP_IDV_V3_ALGORITHM "\n") - 1
-                                  + 64);
+    sts = v->alloc(v->alloc_data, alg->len + 1 + 64);
 
     if (cr == NULL || sts == NULL) {
         return ngx_http_idv_verify_nomem(v);
     }
 
-    if (ngx_http_idv_sha256_hex(v->body.data, v->body.len, hash) != 0) {
+    if (alg->hash_hex(v->body.data, v->body.len, hash) != 0) {
         return ngx_http_idv_verify_nomem(v);
     }
 
@@ -950,19 +997,15 @@ ngx_http_idv_verify_v3(ngx_http_idv_verify_t *v, const u_char *secret,
     *p++ = '\n';
     p = ngx_http_idv_verify_cpy(p, hash, 64);
 
-    memcpy(sts, NGX_HTTP_IDV_V3_ALGORITHM "\n",
-           sizeof(NGX_HTTP_IDV_V3_ALGORITHM "\n") - 1);
+    memcpy(sts, alg->name, alg->len);
+    sts[alg->len] = '\n';
 
-    if (ngx_http_idv_sha256_hex(cr, p - cr,
-                                sts + sizeof(NGX_HTTP_IDV_V3_ALGORITHM "\n")
-                                - 1)
-        != 0)
-    {
+    if (alg->hash_hex(cr, p - cr, sts + alg->len + 1) != 0) {
         return ngx_http_idv_verify_nomem(v);
     }
 
     v->string_to_sign.data = sts;
-    v->string_to_sign.len = sizeof(NGX_HTTP_IDV_V3_ALGORITHM "\n") - 1 + 64;
+    v->string_to_sign.len = alg->len + 1 + 64;
 
     /* x-acs-content-sha256 is signed: it must be the body's hash */
 
@@ -978,8 +1021,8 @@ ngx_http_idv_verify_v3(ngx_http_idv_verify_t *v, const u_char *secret,
         return ngx_http_idv_verify_mismatch(v);
     }
 
-    if (ngx_http_idv_hmac_sha256(secret, len, v->string_to_sign.data,
-                                 v->string_to_sign.len, mac)
+    if (alg->hmac(secret, len, v->string_to_sign.data,
+                  v->string_to_sign.len, mac)
         != 0)
     {
         return ngx_http_idv_verify_nomem(v);
@@ -1116,4 +1159,52 @@ ngx_http_idv_verify_mismatch(ngx_http_idv_verify_t *v)
     *p = ']';
 
     return -1;
+}
+
+
+/* SM3 (GB/T 32905) from libcrypto: -1 where it is not built in */
+
+static int
+ngx_http_idv_sm3_hex(const u_char *data, size_t len, u_char *hex64)
+{
+    u_char         md[EVP_MAX_MD_SIZE];
+    unsigned int   n;
+    const EVP_MD  *sm3;
+
+    sm3 = EVP_sm3();
+
+    if (sm3 == NULL
+        || EVP_Digest(len ? data : (const u_char *) "", len, md, &n, sm3,
+                      NULL)
+           != 1
+        || n != 32)
+    {
+        return -1;
+    }
+
+    ngx_http_idv_hex(hex64, md, 32);
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_hmac_sm3(const u_char *key, size_t key_len, const u_char *data,
+    size_t len, u_char *out32)
+{
+    unsigned int   n;
+    const EVP_MD  *sm3;
+
+    sm3 = EVP_sm3();
+
+    if (sm3 == NULL
+        || HMAC(sm3, key_len ? key : (const u_char *) "", (int) key_len,
+                len ? data : (const u_char *) "", len, out32, &n)
+           == NULL
+        || n != 32)
+    {
+        return -1;
+    }
+
+    return 0;
 }

@@ -2,8 +2,9 @@
 /*
  * ngx_http_idv_module: verification of incoming SDK requests (pure core).
  *
- * An RPC request as the official SDKs send it (V3 ACS3-HMAC-SHA256 or V1
- * HMAC-SHA1, parameters in the query string and a form body) is parsed
+ * An RPC request as the official SDKs send it (V3 ACS3-HMAC-SHA256 or
+ * ACS3-HMAC-SM3, or V1 HMAC-SHA1, parameters in the query string and a
+ * form body) is parsed
  * into decoded parameters and the fields of its signature, and the
  * signature is recomputed with a given secret from the signer's building
  * blocks.  Failures carry the service's own status, code and message.
@@ -48,6 +49,7 @@ typedef struct {
 
     /* parsed: decoded parameters, query ones first, body ones flagged */
     int                         algorithm;  /* NGX_HTTP_IDV_SIGN_V3, _V1 */
+    unsigned                    sm3:1;      /* V3 with ACS3-HMAC-SM3 */
     ngx_http_idv_param_t       *params;
     size_t                      nparams;
 

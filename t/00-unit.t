@@ -9,6 +9,7 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(basename dirname);
+use JSON::PP;
 use Test::More;
 
 my $root = abs_path($ENV{IDV_ROOT} // dirname(abs_path($0)) . '/..');
@@ -30,14 +31,9 @@ for my $bin (@bins) {
     my $name = basename($bin);
     my @cmd = ($bin, @{$args{$name} // []});
 
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    unless ($pid) {
-        open STDERR, '>&', \*STDOUT;
-        exec @cmd or do { print "exec $bin: $!\n"; exit 127 };
-    }
-    my @out = <$fh>;
-    close $fh;
-    my $status = $?;
+    my $run = run_cmd(@cmd);
+    my @out = split /^/m, $run->{output};
+    my $status = $run->{status} << 8;
 
     my $plan = grep { /^1\.\.(\d+)/ } @out;
     my ($n) = map { /^1\.\.(\d+)/ ? $1 : () } @out;
@@ -54,4 +50,46 @@ for my $bin (@bins) {
                         join '', @out);
 }
 
+# the committed operations table is what gen_ops.pl makes of the data,
+# and the data say which client they come from
+
+{
+    my $out = run_cmd('perl', 'ngx_http_idv_module/gen_ops.pl',
+                              '--check');
+
+    is($out->{status}, 0, 'gen_ops.pl --check: the table is up to date')
+        or diag($out->{output});
+
+    open(my $fh, '<:raw', 'ngx_http_idv_module/data/actions.json')
+        or die "actions.json: $!";
+    my $json = JSON::PP->new->utf8->decode(do { local $/; <$fh> });
+    close $fh;
+
+    my $src = $json->{source} // {};
+
+    is($src->{folder}, 'cloudauth-intl-20220809',
+       'actions.json: generated from the client folder');
+    like($src->{version} // '', qr/^\d+\.\d+\.\d+$/,
+         'actions.json: records the client version');
+    like($src->{commit} // '', qr/^[0-9a-f]{40}$/,
+         'actions.json: records the folder\'s commit');
+}
+
 done_testing;
+
+
+# runs a command: { status => exit code, output => stdout and stderr }
+
+sub run_cmd {
+    my @cmd = @_;
+
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    unless ($pid) {
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or do { print "exec $cmd[0]: $!\n"; exit 127 };
+    }
+    my $output = join '', <$fh>;
+    close $fh;
+
+    return { status => $? >> 8, output => $output };
+}

@@ -359,7 +359,8 @@ $r = sdk($t, 'n-pc3', _path => '/ocr-only', Action => 'CheckResult',
 is($r->{status}, 200, 'SDK, idv_product_code: actions without one pass');
 is(calls($t), $calls + 2, 'SDK, idv_product_code: the refused one was not sent');
 
-$r = sdk($t, 'n-new', Action => 'FaceVerifyIntl', MerchantBizId => 'x1');
+$r = sdk($t, 'n-new', Action => 'CredentialRecognitionIntlV2',
+         MerchantBizId => 'x1');
 is($r->{json}{Code}, 'InvalidAction.NotFound',
    'SDK: an action the gateway does not know');
 like($r->{json}{Message} // '', qr/gateway does not know this action/,

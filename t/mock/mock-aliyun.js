@@ -13,10 +13,20 @@
  *   node t/mock/mock-aliyun.js --port P --cert FILE --key FILE
  *        [--keys id:secret[,id:secret...]] [--host 127.0.0.1] [--plain]
  *        [--replay-vectors FILE] [--keepalive-timeout MS] [--quiet]
+ *        [--actions FILE]
  *
  * Prints "mock-aliyun listening on <port>\n" on stdout once listening (with
  * --port 0 the kernel picks the port); one line per request on stderr
  * (action, version, signature kind, code, status -- no parameter values).
+ *
+ * Placements: the API metadata the gateway's operations table is generated
+ * from (--actions, default ngx_http_idv_module/data/actions.json, itself
+ * generated from the official TypeScript client) says for each action
+ * which parameters go in the query and which in the form body.  A known
+ * parameter sent in the other place is answered 400 InvalidParameter
+ * ("misplaced" in the request's log entry), so that a test proves the
+ * gateway's placement against the client's, not against the C table.
+ * Parameters the metadata do not list pass (idv_allow_param).
  *
  * API requests: any path other than /__mock/... ("/" expected; another path
  * gives 404 PathNotFound), POST or GET.  Authorization: ACS3-HMAC-SHA256 -> V3,
@@ -74,6 +84,7 @@ const http = require('http');
 const https = require('https');
 const crypto = require('crypto');
 const fs = require('fs');
+const path = require('path');
 const { URL } = require('url');
 
 const API_VERSION = '2022-08-09';
@@ -93,14 +104,17 @@ function usage(msg) {
     process.stderr.write(
         'usage: node mock-aliyun.js --port P (--cert FILE --key FILE | --plain)\n' +
         '       [--keys id:secret[,id:secret...]] [--host ADDR]\n' +
-        '       [--replay-vectors FILE] [--keepalive-timeout MS] [--quiet]\n');
+        '       [--replay-vectors FILE] [--keepalive-timeout MS] [--quiet]\n' +
+        '       [--actions FILE]\n');
     process.exit(2);
 }
 
 function parseArgs(argv) {
     const o = { port: 0, host: '127.0.0.1', keys: 'testid:testsecret',
                 plain: false, cert: null, key: null, replay: null,
-                keepalive: 75000, quiet: false };
+                keepalive: 75000, quiet: false,
+                actions: path.join(__dirname, '..', '..',
+                    'ngx_http_idv_module', 'data', 'actions.json') };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -117,6 +131,7 @@ function parseArgs(argv) {
         case '--replay-vectors': o.replay = val(); break;
         case '--keepalive-timeout': o.keepalive = Number(val()); break;
         case '--quiet': o.quiet = true; break;
+        case '--actions': o.actions = val(); break;
         case '-h': case '--help': usage(); break;
         default: usage('unknown argument ' + a);
         }
@@ -153,6 +168,20 @@ if (opt.replay) {
     } catch (e) {
         usage('cannot read --replay-vectors file: ' + e.message);
     }
+}
+
+/* action -> Map(parameter -> 'query' | 'body'), from the API metadata */
+const PLACEMENTS = new Map();
+try {
+    const meta = JSON.parse(fs.readFileSync(opt.actions, 'utf8'));
+    for (const [action, a] of Object.entries(meta.actions)) {
+        const m = new Map();
+        for (const p of a.params)
+            m.set(p.name, p.in === 'formData' ? 'body' : 'query');
+        PLACEMENTS.set(action, m);
+    }
+} catch (e) {
+    usage('cannot read --actions file: ' + e.message);
 }
 
 /* ------------------------------------------------------------- logging */
@@ -686,6 +715,30 @@ function actId2Meta(ctx, params) {
     return { BizCode: code };
 }
 
+/* V1 sends its own parameters in the query, whatever an action's are */
+const V1_PARAMS = new Set(['AccessKeyId', 'Action', 'Format', 'RegionId',
+    'SecurityToken', 'Signature', 'SignatureMethod', 'SignatureNonce',
+    'SignatureVersion', 'Timestamp', 'Version']);
+
+function checkPlacement(ctx) {
+    const known = PLACEMENTS.get(ctx.entry.action);
+    if (!known) return;
+    const misplaced = [];
+    for (const [pairs, here] of [[ctx.queryPairs, 'query'],
+                                 [ctx.bodyPairs, 'body']]) {
+        for (const [name] of pairs) {
+            if (ctx.sig === 'v1' && here === 'query' && V1_PARAMS.has(name))
+                continue;
+            const want = known.get(name);
+            if (want !== undefined && want !== here) misplaced.push(name);
+        }
+    }
+    if (misplaced.length === 0) return;
+    ctx.entry.misplaced = misplaced;
+    throw invalid(misplaced[0], 'The parameter "' + misplaced[0] +
+        '" is sent in the wrong place (query or body) for this action.');
+}
+
 const ACTIONS = {
     Initialize: actInitialize,
     EkycVerify: actEkycVerify,
@@ -906,6 +959,8 @@ function process_(ctx) {
         if (ctx.isV3) verifyV3(ctx);
         else if (ctx.sig === 'v1') verifyV1(ctx, ctx.entry.query.Signature);
         else throw new ApiError(400, 'MissingSignature');
+
+        checkPlacement(ctx);
 
         const action = ctx.entry.action;
         const fn = ACTIONS[action];

@@ -9,12 +9,14 @@
  * (OpenApiUtil.parseToMap, only for the actions that have one).
  *
  * Usage: node client.js JOB.json   (prints a JSON array of results)
+ * or require('./client.js'): { client(job), call(client, spec) }
  *
  * JOB = {
  *   "endpoint": "127.0.0.1:8080",      host[:port], as Config.endpoint
  *   "protocol": "HTTP" | "HTTPS",
  *   "accessKeyId": "...", "accessKeySecret": "...",
- *   "signature": "v3" | "v1",          v1: Config.signatureAlgorithm "v2"
+ *   "signature": "v3" | "sm3" | "v1",  v1: Config.signatureAlgorithm "v2",
+ *                                      sm3: "ACS3-HMAC-SM3"
  *   "calls": [ { "action": "Initialize", "query": {...},
  *                "body": {...} | null } ]
  * }
@@ -48,6 +50,8 @@ function client(job) {
 
     /* the SDK switch for HMAC-SHA1 / SignatureVersion 1.0 */
     if (job.signature === 'v1') config.signatureAlgorithm = 'v2';
+    /* V3 with SM3 instead of SHA-256 */
+    if (job.signature === 'sm3') config.signatureAlgorithm = 'ACS3-HMAC-SM3';
 
     return new Client(config);
 }
@@ -79,6 +83,11 @@ async function call(c, spec) {
         };
     }
 }
+
+
+module.exports = { client, call };
+
+if (require.main !== module) return;
 
 
 (async () => {

@@ -52,6 +52,12 @@ static void test_enums(void);
 static void test_base64_text(void);
 static void test_utf8(void);
 static void test_typed_text(void);
+static void test_allow_param(void);
+
+
+/* idv_allow_param's parameters for test_run(), as the handler passes them */
+static const ngx_http_idv_op_param_t  *test_extra;
+static size_t                          test_nextra;
 
 
 int
@@ -67,6 +73,7 @@ main(void)
     test_base64_text();
     test_utf8();
     test_typed_text();
+    test_allow_param();
 
     return tap_done();
 }
@@ -491,6 +498,8 @@ test_run(const char *action, const char *product, const u_char *body,
     rq->op = ngx_http_idv_op_find((const u_char *) action, strlen(action));
     rq->alloc = test_alloc;
     rq->alloc_data = pool;
+    rq->extra = test_extra;
+    rq->nextra = test_nextra;
 
     if (rq->op == NULL) {
         return -2;
@@ -779,4 +788,104 @@ test_typed_text(void)
                   "{\"MerchantBizId\":\"u1\"," TEST_OCR_INIT
                   ",\"DocPageConfig\":[\r\n\t\"a\\tb\" ]}", TEST_JSON,
                   "an array with white space and an escaped tab");
+}
+
+
+/*
+ * idv_allow_param: a name of no row is accepted with the placement it
+ * is given and the checks every string gets; without it, refused
+ */
+
+static void
+test_allow_param(void)
+{
+    int                   rc;
+    test_pool_t           pool;
+    ngx_http_idv_req_t    rq;
+    ngx_http_idv_param_t  *v;
+
+    static const ngx_http_idv_op_param_t  extra[] = {
+        { ngx_http_idv_string("FutureBody"), NGX_HTTP_IDV_T_STRING,
+          NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII, NULL, NULL, NULL },
+        { ngx_http_idv_string("FutureQuery"), NGX_HTTP_IDV_T_STRING,
+          NGX_HTTP_IDV_P_PII, NULL, NULL, NULL },
+        /* a name of the row: the row's placement and checks hold */
+        { ngx_http_idv_string("FacePictureBase64"), NGX_HTTP_IDV_T_STRING,
+          NGX_HTTP_IDV_P_PII, NULL, NULL, NULL },
+    };
+
+    test_refused("CheckResult", NULL,
+                 "{\"MerchantBizId\":\"b1\",\"TransactionId\":\"t1\","
+                 "\"FutureBody\":\"x\"}", TEST_JSON, "InvalidParameter",
+                 "FutureBody is not accepted by this action", NULL,
+                 "allow_param: not allowed");
+
+    test_extra = extra;
+    test_nextra = sizeof(extra) / sizeof(extra[0]);
+
+    memset(&pool, 0, sizeof(test_pool_t));
+
+    rc = test_run("CheckResult", NULL, (const u_char *)
+                  "{\"MerchantBizId\":\"b1\",\"TransactionId\":\"t1\","
+                  "\"FutureBody\":\"\\u00fc\",\"FutureQuery\":\"q\"}",
+                  sizeof("{\"MerchantBizId\":\"b1\",\"TransactionId\":"
+                         "\"t1\",\"FutureBody\":\"\\u00fc\","
+                         "\"FutureQuery\":\"q\"}") - 1,
+                  TEST_JSON, &rq, &pool);
+    tap_ok(rc == 0, "allow_param: accepted");
+
+    v = ngx_http_idv_req_get(&rq, "FutureBody");
+    tap_ok(v != NULL && v->body && v->pii && v->value.len == 2
+           && memcmp(v->value.data, "\xc3\xbc", 2) == 0,
+           "allow_param: FutureBody in the body, PII, unescaped");
+
+    v = ngx_http_idv_req_get(&rq, "FutureQuery");
+    tap_ok(v != NULL && !v->body && v->pii,
+           "allow_param: FutureQuery in the query, PII");
+
+    ngx_http_idv_req_free(&rq);
+    test_pool_free(&pool);
+
+    test_refused("CheckResult", NULL,
+                 "MerchantBizId=b1&TransactionId=t1&FutureBody=%C3%28",
+                 TEST_FORM, "InvalidParameter",
+                 "FutureBody is not valid UTF-8", NULL,
+                 "allow_param: invalid UTF-8");
+
+    test_refused("CheckResult", NULL,
+                 "MerchantBizId=b1&TransactionId=t1&FutureQuery=a"
+                 "&FutureQuery=b", TEST_FORM, "InvalidParameter",
+                 "FutureQuery is given more than once", NULL,
+                 "allow_param: given twice");
+
+    test_refused("CheckResult", NULL,
+                 "{\"MerchantBizId\":\"b1\",\"TransactionId\":\"t1\","
+                 "\"FutureQuery\":1}", TEST_JSON, "InvalidParameter",
+                 "FutureQuery must be a string", NULL,
+                 "allow_param: a string, not a number");
+
+    /*
+     * FacePictureBase64 allowed in the query: FaceLiveness's row has it,
+     * and its image check and body placement hold
+     */
+
+    test_refused("FaceLiveness", "FACE_LIVENESS_MIN",
+                 "MerchantBizId=b1&FacePictureBase64=bm90IGFuIGltYWdl",
+                 TEST_FORM, "InvalidParameter",
+                 "FacePictureBase64 is not a JPEG or PNG image", NULL,
+                 "allow_param: a row's name keeps the row's checks");
+
+    memset(&pool, 0, sizeof(test_pool_t));
+
+    rc = test_run("FaceLiveness", "FACE_LIVENESS_MIN", (const u_char *)
+                  "MerchantBizId=b1&FacePictureUrl=https%3A%2F%2Fx%2Fy.jpg",
+                  sizeof("MerchantBizId=b1&FacePictureUrl=https%3A%2F%2Fx"
+                         "%2Fy.jpg") - 1, TEST_FORM, &rq, &pool);
+    tap_ok(rc == 0, "allow_param: the row's alternative still counts");
+
+    ngx_http_idv_req_free(&rq);
+    test_pool_free(&pool);
+
+    test_extra = NULL;
+    test_nextra = 0;
 }

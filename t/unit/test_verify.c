@@ -24,6 +24,7 @@
 
 
 #define TEST_VECTORS_FILE   "signature-vectors.json"
+#define TEST_SM3_FILE       "sm3-vectors.json"
 #define TEST_SECRET         "testsecret"
 #define TEST_MAX_HEADERS    32
 
@@ -296,6 +297,81 @@ test_flip(char *s)
     }
 
     return -1;
+}
+
+
+static char *test_read(const char *path);
+
+
+/*
+ * ACS3-HMAC-SM3 as the official SDK core sends it (t/sdk/gen-sm3-vector.js):
+ * it verifies with its secret, its string to sign names SM3, and a byte
+ * changed in the body, a wrong secret or the SHA-256 name refuse it
+ */
+
+static void
+test_sm3(const char *path)
+{
+    int                     rc;
+    char                   *json, *saved;
+    cJSON                  *root, *vec;
+    test_wire_t             w;
+    test_pool_t             pool;
+    ngx_http_idv_header_t  *auth;
+    ngx_http_idv_verify_t   v;
+
+    json = test_read(path);
+    root = json ? cJSON_Parse(json) : NULL;
+    vec = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root,
+                                                              "vectors"), 0);
+
+    tap_ok(vec != NULL, "SM3 vector readable from %s", path);
+
+    if (vec == NULL || test_wire(&w, vec, NULL) != 0) {
+        cJSON_Delete(root);
+        free(json);
+        return;
+    }
+
+    memset(&pool, 0, sizeof(test_pool_t));
+
+    rc = test_check(&w, TEST_SECRET, &v, &pool);
+    tap_ok(rc == 0 && v.sm3, "%s: verifies with the secret (%s)", w.id,
+           rc == 0 ? "ok" : v.code);
+    tap_ok(v.string_to_sign.len == sizeof("ACS3-HMAC-SM3\n") - 1 + 64
+           && memcmp(v.string_to_sign.data, "ACS3-HMAC-SM3\n", 14) == 0,
+           "%s: the string to sign names ACS3-HMAC-SM3", w.id);
+
+    rc = test_check(&w, "testsecreT", &v, &pool);
+    tap_ok(rc != 0 && test_code_is(&v, "SignatureDoesNotMatch"),
+           "%s: a wrong secret is SignatureDoesNotMatch", w.id);
+
+    w.body[w.body_len - 2] ^= 0x01;
+    rc = test_check(&w, TEST_SECRET, &v, &pool);
+    tap_ok(rc != 0 && test_code_is(&v, "SignatureDoesNotMatch"),
+           "%s: a changed body byte is SignatureDoesNotMatch", w.id);
+    w.body[w.body_len - 2] ^= 0x01;
+
+    /* "ACS3-HMAC-SM3 Credential=..." -> "ACS3-HMAC-SHA256 Credential=..." */
+
+    auth = test_header(&w, "authorization");
+    saved = malloc(auth->value.len + 4);
+
+    if (saved != NULL) {
+        sprintf(saved, "ACS3-HMAC-SHA256%s", (const char *) auth->value.data
+                                             + sizeof("ACS3-HMAC-SM3") - 1);
+        test_set_header(&w, "authorization", saved);
+    }
+
+    rc = test_check(&w, TEST_SECRET, &v, &pool);
+    tap_ok(rc != 0 && test_code_is(&v, "SignatureDoesNotMatch"),
+           "%s: its signature under the SHA-256 name does not match", w.id);
+
+    free(saved);
+    test_wire_free(&w);
+    test_pool_free(&pool);
+    cJSON_Delete(root);
+    free(json);
 }
 
 
@@ -1027,6 +1103,12 @@ main(int argc, char **argv)
     test_time();
     test_system();
     test_nomem(vectors);
+
+    /* the SM3 vector lies next to the others */
+
+    n = (int) (strrchr(path, '/') ? strrchr(path, '/') - path + 1 : 0);
+    snprintf(path + n, sizeof(path) - n, "%s", TEST_SM3_FILE);
+    test_sm3(path);
 
     cJSON_Delete(root);
     free(json);
