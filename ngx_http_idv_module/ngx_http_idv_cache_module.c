@@ -979,7 +979,9 @@ ngx_http_idv_cache_fail(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     } else {
         /* the service's own error: its Code and Message */
-        item = cJSON_GetObjectItemCaseSensitive(ctx->answer.json, "Message");
+        item = cJSON_GetObjectItemCaseSensitive(
+                                       ngx_http_idv_answer_json(r, ctx),
+                                       "Message");
 
         if (cJSON_IsString(item)) {
             message.data = (u_char *) item->valuestring;

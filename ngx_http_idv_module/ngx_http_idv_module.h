@@ -139,7 +139,8 @@ typedef struct {
     const char                 *message;    /* an error's Message */
     u_char                     *start;      /* an envelope's bytes */
     u_char                     *end;
-    void                       *json;       /* it parsed (cJSON *), or NULL */
+    void                       *json;       /* it parsed (cJSON *), or NULL:
+                                               ngx_http_idv_answer_json() */
     unsigned                    error:1;    /* rendered from code, message */
     unsigned                    upstream:1; /* the service's own answer */
     unsigned                    service:1;  /* an error in the service's
@@ -234,6 +235,13 @@ ngx_int_t ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, u_char *start, u_char *end, void *json);
+/*
+ * the answer as a cJSON tree (freed with the request), built the first
+ * time a handler asks: the service's envelope is read without one; NULL
+ * for the gateway's own errors
+ */
+void *ngx_http_idv_answer_json(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,

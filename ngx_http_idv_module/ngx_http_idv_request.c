@@ -26,8 +26,6 @@ static int ngx_http_idv_json_nul(const u_char *p, size_t len);
 static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text,
     size_t len);
-static u_char *ngx_http_idv_json_ws(u_char *p, u_char *end);
-static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
 static int ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str,
     size_t *len);
 static u_char *ngx_http_idv_json_skip(u_char *p, u_char *end);
@@ -249,7 +247,7 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
     p = body;
     end = body + len;
 
-    p = ngx_http_idv_json_ws(p, end);
+    p = (u_char *) ngx_http_idv_json_ws(p, end);
 
     if (p == end || *p != '{') {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
@@ -257,7 +255,7 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
                                       "object%s", NULL, 0);
     }
 
-    p = ngx_http_idv_json_ws(p + 1, end);
+    p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
 
     if (p < end && *p == '}') {
         p++;
@@ -272,13 +270,13 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
             goto invalid;
         }
 
-        p = ngx_http_idv_json_ws(p, end);
+        p = (u_char *) ngx_http_idv_json_ws(p, end);
 
         if (p == end || *p != ':') {
             goto invalid;
         }
 
-        p = ngx_http_idv_json_ws(p + 1, end);
+        p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
 
         if (p == end) {
             goto invalid;
@@ -366,10 +364,10 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
             }
         }
 
-        p = ngx_http_idv_json_ws(p, end);
+        p = (u_char *) ngx_http_idv_json_ws(p, end);
 
         if (p < end && *p == ',') {
-            p = ngx_http_idv_json_ws(p + 1, end);
+            p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
             continue;
         }
 
@@ -494,158 +492,35 @@ nomem:
 }
 
 
-static u_char *
-ngx_http_idv_json_ws(u_char *p, u_char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
-        p++;
-    }
-
-    return p;
-}
-
-
-static int
-ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp)
-{
-    size_t    i;
-    uint32_t  v;
-    u_char    c;
-
-    v = 0;
-
-    for (i = 0; i < 4; i++) {
-        c = p[i];
-        v <<= 4;
-
-        if (c >= '0' && c <= '9') {
-            v |= c - '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            v |= (c | 0x20) - 'a' + 10;
-
-        } else {
-            return -1;
-        }
-    }
-
-    *cp = v;
-
-    return 0;
-}
-
-
 /*
  * *pp points at the opening quote; the string is unescaped in place (the
- * output never outruns the input), *pp ends after the closing quote
+ * output never outruns the input, and a string without an escape is not
+ * written), *pp ends after the closing quote
  */
 
 static int
 ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str, size_t *len)
 {
-    u_char    *r, *w, c;
-    uint32_t   cp, lo;
+    unsigned       flags;
+    const u_char  *q;
 
-    r = *pp + 1;
-    w = r;
-    *str = r;
+    flags = 0;
+    q = ngx_http_idv_json_string_end(*pp + 1, end, &flags);
 
-    while (r < end) {
-        c = *r++;
-
-        if (c == '"') {
-            *len = w - *str;
-            *pp = r;
-            return 0;
-        }
-
-        if (c < 0x20) {
-            return -1;                      /* control characters, NUL */
-        }
-
-        if (c != '\\') {
-            *w++ = c;
-            continue;
-        }
-
-        if (r == end) {
-            return -1;
-        }
-
-        c = *r++;
-
-        switch (c) {
-        case '"': case '\\': case '/':
-            *w++ = c;
-            continue;
-        case 'b':
-            *w++ = '\b';
-            continue;
-        case 'f':
-            *w++ = '\f';
-            continue;
-        case 'n':
-            *w++ = '\n';
-            continue;
-        case 'r':
-            *w++ = '\r';
-            continue;
-        case 't':
-            *w++ = '\t';
-            continue;
-        case 'u':
-            break;
-        default:
-            return -1;
-        }
-
-        if (end - r < 4 || ngx_http_idv_json_hex4(r, &cp) != 0) {
-            return -1;
-        }
-
-        r += 4;
-
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-            return -1;                      /* a lone low surrogate */
-        }
-
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (end - r < 6 || r[0] != '\\' || r[1] != 'u'
-                || ngx_http_idv_json_hex4(r + 2, &lo) != 0
-                || lo < 0xdc00 || lo > 0xdfff)
-            {
-                return -1;
-            }
-
-            r += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-
-        if (cp == 0) {
-            return -1;                      /* \u0000 */
-        }
-
-        if (cp < 0x80) {
-            *w++ = (u_char) cp;
-
-        } else if (cp < 0x800) {
-            *w++ = (u_char) (0xc0 | cp >> 6);
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-
-        } else if (cp < 0x10000) {
-            *w++ = (u_char) (0xe0 | cp >> 12);
-            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-
-        } else {
-            *w++ = (u_char) (0xf0 | cp >> 18);
-            *w++ = (u_char) (0x80 | ((cp >> 12) & 0x3f));
-            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-        }
+    if (q == NULL || (flags & NGX_HTTP_IDV_JSON_NUL)) {
+        return -1;                          /* \u0000 too */
     }
 
-    return -1;
+    *str = *pp + 1;
+    *len = q - *str;
+
+    if (flags & NGX_HTTP_IDV_JSON_ESCAPED) {
+        *len = ngx_http_idv_json_unescape(*str, *str, *len);
+    }
+
+    *pp = (u_char *) q + 1;
+
+    return 0;
 }
 
 
