@@ -4,7 +4,6 @@
  */
 
 
-#include <stdio.h>
 #include <string.h>
 
 #include "ngx_http_idv_json.h"
@@ -29,6 +28,7 @@ static size_t ngx_http_idv_json_string(u_char *dst, const char *name,
     const u_char *value, size_t len);
 static size_t ngx_http_idv_json_number(u_char *dst, const char *name,
     size_t n);
+static size_t ngx_http_idv_json_uint(u_char *dst, size_t v);
 static const u_char *ngx_http_idv_json_plain(const u_char *p,
     const u_char *end);
 static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
@@ -276,7 +276,6 @@ ngx_http_idv_json_text_strict(const unsigned char *p, size_t len)
 size_t
 ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
 {
-    char    num[64];
     size_t  n, k;
 
 #define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
@@ -312,15 +311,21 @@ ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
 
         /* seconds, with milliseconds */
 
-        k = (size_t) snprintf(num, sizeof(num),
-                              ",\"upstreamTime\":%zu.%03zu",
-                              gw->upstream_ms / 1000, gw->upstream_ms % 1000);
+        ngx_http_idv_json_put(ngx_http_idv_json_literal),
+                              ",\"upstreamTime\":");
+        ngx_http_idv_json_put(ngx_http_idv_json_uint),
+                              gw->upstream_ms / 1000);
+
+        k = gw->upstream_ms % 1000;
 
         if (dst) {
-            memcpy(dst + n, num, k);
+            dst[n] = '.';
+            dst[n + 1] = (u_char) ('0' + k / 100);
+            dst[n + 2] = (u_char) ('0' + k / 10 % 10);
+            dst[n + 3] = (u_char) ('0' + k % 10);
         }
 
-        n += k;
+        n += 4;
     }
 
     if (gw->passed) {
@@ -442,15 +447,40 @@ ngx_http_idv_json_string(u_char *dst, const char *name, const u_char *value,
 static size_t
 ngx_http_idv_json_number(u_char *dst, const char *name, size_t v)
 {
-    char    num[64];
-    size_t  n;
+    size_t  n, k;
 
-    /* (the names are the module's own, short) */
-
-    n = (size_t) snprintf(num, sizeof(num), "\"%s\":%zu", name, v);
+    k = strlen(name);
 
     if (dst) {
-        memcpy(dst, num, n);
+        dst[0] = '"';
+        memcpy(dst + 1, name, k);
+        dst[k + 1] = '"';
+        dst[k + 2] = ':';
+    }
+
+    n = k + 3;
+
+    return n + ngx_http_idv_json_uint(dst ? dst + n : NULL, v);
+}
+
+
+static size_t
+ngx_http_idv_json_uint(u_char *dst, size_t v)
+{
+    u_char  buf[24], *p;
+    size_t  n;
+
+    p = buf + sizeof(buf);
+
+    do {
+        *--p = (u_char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    n = buf + sizeof(buf) - p;
+
+    if (dst) {
+        memcpy(dst, p, n);
     }
 
     return n;

@@ -930,6 +930,8 @@ ngx_http_idv_conf_where(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_idv_init(ngx_conf_t *cf)
 {
+    ngx_http_idv_upstream_init();
+
     return ngx_http_idv_filter_init(cf);
 }
 

@@ -227,6 +227,7 @@ ngx_http_request_t *ngx_http_idv_subrequest(ngx_http_request_t *r,
 ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
+void ngx_http_idv_upstream_init(void);
 void ngx_http_idv_make_id(u_char *dst32);
 void ngx_http_idv_log_mask(ngx_http_request_t *r);
 
