@@ -22,6 +22,8 @@ static int ngx_http_idv_req_add(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, u_char *value, size_t len);
 static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
+static ngx_http_idv_param_t *ngx_http_idv_req_row(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
 static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text,
@@ -124,7 +126,7 @@ ngx_http_idv_req_lookup(ngx_http_idv_req_t *rq, const u_char *key, size_t len)
         return NULL;
     }
 
-    if (ngx_http_idv_req_get(rq, (const char *) p->name.data) != NULL) {
+    if (ngx_http_idv_req_row(rq, p) != NULL) {
         ngx_http_idv_req_error(rq, 400, "InvalidParameter",
                                "Parameter %s is given more than once",
                                key, len);
@@ -139,18 +141,29 @@ static int
 ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     u_char *value, size_t len)
 {
+    size_t                 n;
     ngx_http_idv_param_t  *dst;
 
     if (rq->params == NULL) {
+        n = rq->op->nparams + NGX_HTTP_IDV_EXTRA_PARAMS;
+
         rq->params = rq->alloc(rq->alloc_data,
-                               (rq->op->nparams + NGX_HTTP_IDV_EXTRA_PARAMS)
-                               * sizeof(ngx_http_idv_param_t));
+                               n * sizeof(ngx_http_idv_param_t)
+                               + rq->op->nparams * sizeof(uint16_t));
         if (rq->params == NULL) {
             rq->status = 500;
             rq->code = "Gateway.InternalError";
             snprintf(rq->message, sizeof(rq->message), "out of memory");
             return -1;
         }
+
+        rq->rows = (uint16_t *) (rq->params + n);
+        rq->rows_of = rq->params;
+        memset(rq->rows, 0, rq->op->nparams * sizeof(uint16_t));
+    }
+
+    if (rq->rows_of == rq->params) {
+        rq->rows[p - rq->op->params] = (uint16_t) (rq->nparams + 1);
     }
 
     dst = &rq->params[rq->nparams++];
@@ -162,6 +175,35 @@ ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     dst->pii = (p->flags & NGX_HTTP_IDV_P_PII) ? 1 : 0;
 
     return 0;
+}
+
+
+/* the parameter of an operation's row: one look at the map */
+
+static ngx_http_idv_param_t *
+ngx_http_idv_req_row(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p)
+{
+    size_t                 k;
+    ngx_http_idv_param_t  *v;
+
+    if (rq->rows == NULL || rq->rows_of != rq->params) {
+        return ngx_http_idv_req_get(rq, (const char *) p->name.data);
+    }
+
+    k = rq->rows[p - rq->op->params];
+
+    if (k == 0) {
+        return NULL;
+    }
+
+    v = &rq->params[k - 1];
+
+    if (k > rq->nparams || v->key.data != p->name.data) {
+        /* reordered since */
+        return ngx_http_idv_req_get(rq, (const char *) p->name.data);
+    }
+
+    return v;
 }
 
 
@@ -754,7 +796,7 @@ ngx_http_idv_req_validate(ngx_http_idv_req_t *rq)
     for (i = 0; i < op->nparams; i++) {
         p = &op->params[i];
 
-        v = ngx_http_idv_req_get(rq, (const char *) p->name.data);
+        v = ngx_http_idv_req_row(rq, p);
 
         if (v == NULL || v->value.len == 0) {
 
