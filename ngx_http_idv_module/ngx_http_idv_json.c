@@ -8,10 +8,6 @@
 
 #include "ngx_http_idv_json.h"
 
-#if (defined __SSE2__)
-#include <emmintrin.h>
-#endif
-
 
 typedef struct {
     const char                 *name;
@@ -508,10 +504,8 @@ ngx_http_idv_json_plain(const u_char *p, const u_char *end)
 {
 #if (defined __SSE2__)
     int      mask;
-    __m128i  v, quote, backslash, ctl, m;
+    __m128i  v, ctl, m;
 
-    quote = _mm_set1_epi8('"');
-    backslash = _mm_set1_epi8('\\');
     ctl = _mm_set1_epi8(0x1f);
 
     while (end - p >= 16) {
@@ -519,8 +513,8 @@ ngx_http_idv_json_plain(const u_char *p, const u_char *end)
 
         /* a control byte is its own minimum with 0x1f */
 
-        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                      _mm_cmpeq_epi8(v, backslash)),
+        m = _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_is(v, '"'),
+                                      ngx_http_idv_sse2_is(v, '\\')),
                          _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
 
         mask = _mm_movemask_epi8(m);
