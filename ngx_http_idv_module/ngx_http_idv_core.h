@@ -49,11 +49,9 @@ typedef void *(*ngx_http_idv_alloc_pt)(void *data, size_t size);
 #define ngx_http_idv_sse2_is(v, c)                                            \
     _mm_cmpeq_epi8(v, _mm_set1_epi8(c))
 
-/* A-Z a-z 0-9 */
-#define ngx_http_idv_sse2_alnum(v)                                            \
-    _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_in(v, 'A', 'Z'),              \
-                              ngx_http_idv_sse2_in(v, 'a', 'z')),             \
-                 ngx_http_idv_sse2_in(v, '0', '9'))
+/* A-Z a-z: a letter with 0x20 set is a lower-case one, nothing else is */
+#define ngx_http_idv_sse2_alpha(v)                                            \
+    ngx_http_idv_sse2_in(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 'z')
 
 #endif
 

@@ -188,13 +188,13 @@ ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len)
     while (len >= 16) {
         v = _mm_loadu_si128((const __m128i *) src);
 
-/* unreserved: A-Z a-z 0-9 - _ . ~ */
+        /* unreserved: A-Z a-z 0-9 - _ . ~ ('-' and '.' are 0x2d, 0x2e) */
 
-        m = _mm_or_si128(ngx_http_idv_sse2_alnum(v),
-                         _mm_or_si128(
-                             _mm_or_si128(ngx_http_idv_sse2_is(v, '-'),
-                                          ngx_http_idv_sse2_is(v, '_')),
-                             _mm_or_si128(ngx_http_idv_sse2_is(v, '.'),
+        m = _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_alpha(v),
+                                      ngx_http_idv_sse2_in(v, '0', '9')),
+                         _mm_or_si128(ngx_http_idv_sse2_in(v, '-', '.'),
+                                      _mm_or_si128(
+                                          ngx_http_idv_sse2_is(v, '_'),
                                           ngx_http_idv_sse2_is(v, '~'))));
 
         _mm_storeu_si128((__m128i *) dst, v);
