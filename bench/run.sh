@@ -62,6 +62,7 @@ if [ $MODE = full ]; then
     ROUNDS=5        # rounds of the CPU-per-call figures
     CPU_N=1000      # calls per round: gateway and floor / SDK
     SDK_N=300
+    EKYC_N=40       # EkycVerify calls per round: gateway and its floor
     PAIRS=5         # interleaved wrk pairs
     SECS=5          # seconds per wrk run
     SHM_N=4000      # inserts for the shared-memory figures
@@ -73,6 +74,7 @@ else
     ROUNDS=3
     CPU_N=300
     SDK_N=100
+    EKYC_N=10
     PAIRS=2
     SECS=2
     SHM_N=800

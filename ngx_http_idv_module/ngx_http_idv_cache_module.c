@@ -24,8 +24,10 @@
 #include "ngx_http_idv_store.h"
 #include "ngx_http_idv_tenancy.h"
 
+#include "ngx_http_idv_siphash.h"
+
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 
 
 /* entry states, the first byte of an 'i' entry */
@@ -257,9 +259,13 @@ static ngx_queue_t   ngx_http_idv_cache_waiters;
 /* flights are numbered per worker; the pid makes them unique */
 static uint64_t      ngx_http_idv_cache_flights;
 
-/* SHA-256 of the parameters, fetched once per process */
-static EVP_MD       *ngx_http_idv_cache_md;
-static EVP_MD_CTX   *ngx_http_idv_cache_md_ctx;
+/*
+ * the key of the parameters' digest, derived from the location's
+ * AccessKey secret (the last one used in this worker)
+ */
+static u_char       *ngx_http_idv_cache_dkey_of;
+static size_t        ngx_http_idv_cache_dkey_len;
+static u_char        ngx_http_idv_cache_dkey[NGX_HTTP_IDV_SIPHASH_KEY_LEN];
 
 
 /* STATE: an answer the cache has, a flight to wait for, or a new one */
@@ -979,7 +985,9 @@ ngx_http_idv_cache_fail(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     } else {
         /* the service's own error: its Code and Message */
-        item = cJSON_GetObjectItemCaseSensitive(ctx->answer.json, "Message");
+        item = cJSON_GetObjectItemCaseSensitive(
+                                       ngx_http_idv_answer_json(r, ctx),
+                                       "Message");
 
         if (cJSON_IsString(item)) {
             message.data = (u_char *) item->valuestring;
@@ -1144,32 +1152,42 @@ ngx_http_idv_cache_wake(ngx_str_t *key)
 /*
  * The request's identity: every parameter but those of the key that the
  * gateway sets, sorted, each name and value length-prefixed (values may
- * hold any byte); 16 bytes of their SHA-256.
+ * hold any byte); their SipHash-2-4-128.  The hash is keyed, so that a
+ * backend cannot choose parameters that collide with another request's
+ * (which would hand it that request's answer as a retry's), with a key
+ * derived from the location's AccessKey secret: backends do not know it,
+ * and every worker and every gateway host with the same credentials
+ * derives the same key, so that the digests they store compare.
  */
 
 static ngx_int_t
 ngx_http_idv_cache_digest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     u_char *out)
 {
-    u_char                  prefix[4], md[EVP_MAX_MD_SIZE];
-    size_t                  i, j, n;
-    unsigned int            mdlen;
+    u_char                  md[32], *buf, *w;
+    size_t                  i, j, n, len;
     const char            **skip;
-    ngx_str_t              *s;
+    ngx_str_t              *s, *secret;
     ngx_http_idv_param_t   *p, *params;
 
-    if (ngx_http_idv_cache_md == NULL) {
-        ngx_http_idv_cache_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        ngx_http_idv_cache_md_ctx = EVP_MD_CTX_new();
+    secret = &ctx->conf->access_key_secret;
 
-        if (ngx_http_idv_cache_md == NULL
-            || ngx_http_idv_cache_md_ctx == NULL)
+    if (ngx_http_idv_cache_dkey_of != secret->data
+        || ngx_http_idv_cache_dkey_len != secret->len)
+    {
+        if (ngx_http_idv_hmac_sha256(secret->data, secret->len,
+                                     (u_char *) "idv cache: parameters", 21,
+                                     md)
+            != 0)
         {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "idv cache: cannot load SHA-256 from OpenSSL");
-            ngx_http_idv_cache_exit(NULL);
             return NGX_ERROR;
         }
+
+        ngx_memcpy(ngx_http_idv_cache_dkey, md, NGX_HTTP_IDV_SIPHASH_KEY_LEN);
+        OPENSSL_cleanse(md, sizeof(md));
+
+        ngx_http_idv_cache_dkey_of = secret->data;
+        ngx_http_idv_cache_dkey_len = secret->len;
     }
 
     params = ngx_palloc(r->pool,
@@ -1179,6 +1197,7 @@ ngx_http_idv_cache_digest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     }
 
     n = 0;
+    len = 0;
 
     for (i = 0; i < ctx->req.nparams; i++) {
         p = &ctx->req.params[i];
@@ -1193,45 +1212,33 @@ ngx_http_idv_cache_digest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
         if (*skip == NULL) {
             params[n++] = *p;
+            len += 4 + p->key.len + 4 + p->value.len;
         }
     }
 
     ngx_http_idv_params_sort(params, n);
 
-    if (EVP_DigestInit_ex2(ngx_http_idv_cache_md_ctx, ngx_http_idv_cache_md,
-                           NULL)
-        != 1)
-    {
+    buf = ngx_pnalloc(r->pool, len + 1);
+    if (buf == NULL) {
         return NGX_ERROR;
     }
+
+    w = buf;
 
     for (i = 0; i < n; i++) {
         for (j = 0; j < 2; j++) {
             s = ngx_http_idv_ngx_str(j ? &params[i].value : &params[i].key);
 
-            prefix[0] = (u_char) (s->len >> 24);
-            prefix[1] = (u_char) (s->len >> 16);
-            prefix[2] = (u_char) (s->len >> 8);
-            prefix[3] = (u_char) s->len;
+            *w++ = (u_char) (s->len >> 24);
+            *w++ = (u_char) (s->len >> 16);
+            *w++ = (u_char) (s->len >> 8);
+            *w++ = (u_char) s->len;
 
-            if (EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, prefix, 4) != 1
-                || (s->len
-                    && EVP_DigestUpdate(ngx_http_idv_cache_md_ctx, s->data,
-                                        s->len)
-                       != 1))
-            {
-                return NGX_ERROR;
-            }
+            w = ngx_http_idv_cpymem(w, s->data, s->len);
         }
     }
 
-    if (EVP_DigestFinal_ex(ngx_http_idv_cache_md_ctx, md, &mdlen) != 1
-        || mdlen < 16)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(out, md, 16);
+    ngx_http_idv_siphash(out, 16, buf, len, ngx_http_idv_cache_dkey);
 
     return NGX_OK;
 }
@@ -1544,9 +1551,8 @@ ngx_http_idv_cache_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_idv_cache_exit(ngx_cycle_t *cycle)
 {
-    EVP_MD_CTX_free(ngx_http_idv_cache_md_ctx);
-    EVP_MD_free(ngx_http_idv_cache_md);
+    OPENSSL_cleanse(ngx_http_idv_cache_dkey, sizeof(ngx_http_idv_cache_dkey));
 
-    ngx_http_idv_cache_md_ctx = NULL;
-    ngx_http_idv_cache_md = NULL;
+    ngx_http_idv_cache_dkey_of = NULL;
+    ngx_http_idv_cache_dkey_len = 0;
 }

@@ -653,7 +653,9 @@ ngx_http_idv_cb_confirmed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             return NGX_DECLINED;
         }
 
-        if (ctx->answer.json == NULL || ctx->answer.status != NGX_HTTP_OK) {
+        if (ngx_http_idv_answer_json(r, ctx) == NULL
+            || ctx->answer.status != NGX_HTTP_OK)
+        {
 
             cb->finished = 1;
 
@@ -738,7 +740,8 @@ ngx_http_idv_cb_result(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     cJSON   *result, *out, *item;
     size_t   len;
 
-    result = cJSON_GetObjectItemCaseSensitive(ctx->answer.json, "Result");
+    result = cJSON_GetObjectItemCaseSensitive(
+                 ngx_http_idv_answer_json(r, ctx), "Result");
 
     /* the bound fields are not NUL-terminated: copied for cJSON */
 

@@ -31,6 +31,31 @@ typedef struct {
 typedef void *(*ngx_http_idv_alloc_pt)(void *data, size_t size);
 
 
+/*
+ * The passes over a body (JSON strings, base64, percent-encoding) take 16
+ * bytes at a time where SSE2 is there (always on amd64), one at a time
+ * elsewhere.  These classify the bytes of a block: 0xff where a byte is
+ * in the class.  Signed compares: bytes from 0x80 up are in no range.
+ */
+
+#if (defined __SSE2__)
+
+#include <emmintrin.h>
+
+#define ngx_http_idv_sse2_in(v, lo, hi)                                       \
+    _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((lo) - 1)),                 \
+                  _mm_cmplt_epi8(v, _mm_set1_epi8((hi) + 1)))
+
+#define ngx_http_idv_sse2_is(v, c)                                            \
+    _mm_cmpeq_epi8(v, _mm_set1_epi8(c))
+
+/* A-Z a-z: a letter with 0x20 set is a lower-case one, nothing else is */
+#define ngx_http_idv_sse2_alpha(v)                                            \
+    ngx_http_idv_sse2_in(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 'z')
+
+#endif
+
+
 /* one API parameter as it will be sent */
 
 typedef struct {

@@ -1052,9 +1052,8 @@ ngx_http_idv_creds_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         sr->method = NGX_HTTP_PUT;
         sr->method_name = ngx_http_idv_creds_put;
 
-        if (ngx_http_idv_push_header(r, headers,
-                                     "X-aliyun-ecs-metadata-token-ttl-seconds",
-                                     39, (u_char *) NGX_HTTP_IDV_METADATA_TTL,
+        if (ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_METADATA_TTL,
+                                     (u_char *) NGX_HTTP_IDV_METADATA_TTL,
                                      sizeof(NGX_HTTP_IDV_METADATA_TTL) - 1)
             == NULL)
         {
@@ -1065,8 +1064,7 @@ ngx_http_idv_creds_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
         sr->method = NGX_HTTP_GET;
         sr->method_name = ngx_http_idv_creds_get;
 
-        if (ngx_http_idv_push_header(r, headers,
-                                     "X-aliyun-ecs-metadata-token", 27,
+        if (ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_METADATA_TOKEN,
                                      cr->session.data, cr->session.len)
             == NULL)
         {

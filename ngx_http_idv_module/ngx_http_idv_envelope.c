@@ -35,6 +35,7 @@ static ngx_int_t ngx_http_idv_output(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_uint_t status, ngx_chain_t *out,
     off_t len);
 static void ngx_http_idv_expand_json(cJSON *root);
+static void ngx_http_idv_json_cleanup(void *data);
 static ngx_int_t ngx_http_idv_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idv_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -281,6 +282,47 @@ ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 }
 
 
+void *
+ngx_http_idv_answer_json(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
+{
+    cJSON                  *root;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_idv_answer_t  *a;
+
+    a = &ctx->answer;
+
+    if (a->json || !a->upstream || a->error || a->start == NULL) {
+        return a->json;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    /* the envelope scan accepted it: JSON that cJSON parses */
+
+    root = cJSON_ParseWithLength((char *) a->start, a->end - a->start);
+    if (root == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_idv_json_cleanup;
+    cln->data = root;
+
+    a->json = root;
+
+    return root;
+}
+
+
+static void
+ngx_http_idv_json_cleanup(void *data)
+{
+    cJSON_Delete(data);
+}
+
+
 ngx_int_t
 ngx_http_idv_send_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
@@ -335,8 +377,11 @@ ngx_http_idv_send_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                    b->last - b->pos);
     }
 
-    return ngx_http_idv_send_envelope(r, ctx, a->status, a->json, a->start,
-                                      a->end);
+    return ngx_http_idv_send_envelope(r, ctx, a->status,
+                                      ctx->conf->expand_json
+                                      ? ngx_http_idv_answer_json(r, ctx)
+                                      : NULL,
+                                      a->start, a->end);
 }
 
 

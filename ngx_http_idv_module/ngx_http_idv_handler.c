@@ -11,7 +11,7 @@
 
 #include "ngx_http_idv_module.h"
 
-#include <cjson/cJSON.h>
+#include "ngx_http_idv_json.h"
 
 
 #define NGX_HTTP_IDV_MAX_HANDLERS  8
@@ -43,7 +43,6 @@ static ngx_int_t ngx_http_idv_upstream_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static ngx_int_t ngx_http_idv_upstream_failed(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, const char *message);
-static void ngx_http_idv_json_cleanup(void *data);
 static ngx_int_t ngx_http_idv_retry(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 static void ngx_http_idv_retry_handler(ngx_event_t *ev);
@@ -52,8 +51,8 @@ static ngx_uint_t ngx_http_idv_code_status(ngx_str_t *code,
     ngx_uint_t upstream_status);
 static ngx_uint_t ngx_http_idv_config_error(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
-static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj,
-    const char *name, ngx_str_t *dst);
+static ngx_int_t ngx_http_idv_copy_string(ngx_pool_t *pool,
+    ngx_http_idv_str_t *raw, ngx_str_t *dst);
 
 
 /*
@@ -1173,12 +1172,11 @@ ngx_http_idv_upstream_step(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 static ngx_int_t
 ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 {
-    u_char              *start, *end;
-    cJSON               *root, *result, *passed;
-    const char          *tail;
-    ngx_int_t            rc;
-    ngx_uint_t           status, level;
-    ngx_pool_cleanup_t  *cln;
+    u_char                   *start, *end;
+    ngx_int_t                 rc;
+    ngx_str_t                 passed;
+    ngx_uint_t                status, level;
+    ngx_http_idv_envelope_t   env;
 
     if (ctx->failed || ctx->response == NULL) {
 
@@ -1203,21 +1201,11 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     start = ctx->response->pos;
     end = ctx->response->last;
 
-    root = cJSON_ParseWithLengthOpts((char *) start, end - start, &tail, 0);
+    /* read without a tree: ngx_http_idv_answer_json() builds one on demand */
 
-    /* one JSON object and nothing but white space after it */
+    ngx_str_null(&passed);
 
-    while (root && tail < (const char *) end
-           && (*tail == ' ' || *tail == '\t' || *tail == '\r'
-               || *tail == '\n'))
-    {
-        tail++;
-    }
-
-    if (root == NULL || tail != (const char *) end || !cJSON_IsObject(root)
-        || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "Code")))
-    {
-        cJSON_Delete(root);
+    if (ngx_http_idv_json_envelope(start, end - start, &env) != 0) {
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "idv: %V failed: HTTP %ui with an answer that is not "
@@ -1232,31 +1220,20 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                                             "envelope");
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        cJSON_Delete(root);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_idv_json_cleanup;
-    cln->data = root;
-
-    if (ngx_http_idv_copy_string(r->pool, root, "Code", &ctx->code) != NGX_OK
-        || ngx_http_idv_copy_string(r->pool, root, "RequestId",
+    if (ngx_http_idv_copy_string(r->pool, &env.code, &ctx->code) != NGX_OK
+        || ngx_http_idv_copy_string(r->pool, &env.request_id,
                                     &ctx->request_id)
-           != NGX_OK)
+           != NGX_OK
+        || ngx_http_idv_copy_string(r->pool, &env.transaction_id,
+                                    &ctx->transaction_id)
+           != NGX_OK
+        || ngx_http_idv_copy_string(r->pool, &env.passed, &passed) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    result = cJSON_GetObjectItemCaseSensitive(root, "Result");
-
-    passed = cJSON_GetObjectItemCaseSensitive(result, "Passed");
-
-    if (cJSON_IsString(passed) && passed->valuestring[0] != '\0'
-        && passed->valuestring[1] == '\0')
-    {
-        switch (passed->valuestring[0]) {
+    if (passed.len == 1) {
+        switch (passed.data[0]) {
         case 'Y':
         case 'T':
             ctx->passed = NGX_HTTP_IDV_PASSED_YES;
@@ -1266,16 +1243,6 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
             ctx->passed = NGX_HTTP_IDV_PASSED_NO;
             break;
         }
-    }
-
-    if (cJSON_IsObject(result)
-        && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(result,
-                                                           "TransactionId"))
-        && ngx_http_idv_copy_string(r->pool, result, "TransactionId",
-                                    &ctx->transaction_id)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
     }
 
     if (ctx->code.len == 7 && ngx_strncmp(ctx->code.data, "Success", 7) == 0
@@ -1320,7 +1287,7 @@ ngx_http_idv_upstream_answer(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         }
     }
 
-    (void) ngx_http_idv_reply(r, ctx, status, start, end, root);
+    (void) ngx_http_idv_reply(r, ctx, status, start, end, NULL);
 
     ctx->answer.upstream = 1;
 
@@ -1342,13 +1309,6 @@ ngx_http_idv_upstream_failed(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
 
     return ngx_http_idv_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
                               "Gateway.UpstreamError", message);
-}
-
-
-static void
-ngx_http_idv_json_cleanup(void *data)
-{
-    cJSON_Delete(data);
 }
 
 
@@ -1558,30 +1518,31 @@ ngx_http_idv_config_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 }
 
 
+/*
+ * a string the envelope scan found, decoded; these go into log lines and
+ * variables: nothing but visible ASCII
+ */
+
 static ngx_int_t
-ngx_http_idv_copy_string(ngx_pool_t *pool, cJSON *obj, const char *name,
+ngx_http_idv_copy_string(ngx_pool_t *pool, ngx_http_idv_str_t *raw,
     ngx_str_t *dst)
 {
     u_char      c;
-    cJSON      *item;
     ngx_uint_t  i;
 
-    item = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    if (!cJSON_IsString(item)) {
+    if (raw->data == NULL) {
         return NGX_OK;
     }
 
-    dst->len = ngx_strlen(item->valuestring);
-    dst->data = ngx_pnalloc(pool, dst->len);
+    dst->data = ngx_pnalloc(pool, raw->len);
     if (dst->data == NULL) {
         return NGX_ERROR;
     }
 
-    /* these go into log lines and variables: nothing but visible ASCII */
+    dst->len = ngx_http_idv_json_unescape(dst->data, raw->data, raw->len);
 
     for (i = 0; i < dst->len; i++) {
-        c = (u_char) item->valuestring[i];
+        c = dst->data[i];
         dst->data[i] = (c < ' ' || c >= 0x7f || c == '"' || c == '\\')
                        ? '?' : c;
     }

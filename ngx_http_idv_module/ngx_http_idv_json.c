@@ -4,7 +4,6 @@
  */
 
 
-#include <stdio.h>
 #include <string.h>
 
 #include "ngx_http_idv_json.h"
@@ -25,6 +24,17 @@ static size_t ngx_http_idv_json_string(u_char *dst, const char *name,
     const u_char *value, size_t len);
 static size_t ngx_http_idv_json_number(u_char *dst, const char *name,
     size_t n);
+static size_t ngx_http_idv_json_uint(u_char *dst, size_t v);
+static const u_char *ngx_http_idv_json_plain(const u_char *p,
+    const u_char *end);
+static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
+static const u_char *ngx_http_idv_json_escaped(const u_char *p,
+    uint32_t *cp);
+static size_t ngx_http_idv_json_utf8(u_char *dst, uint32_t cp);
+static int ngx_http_idv_json_key(const u_char *p, const u_char *end,
+    unsigned flags, const char *name);
+static const u_char *ngx_http_idv_json_number_end(const u_char *p,
+    const u_char *end);
 
 
 static const char  ngx_http_idv_json_hex[] = "0123456789abcdef";
@@ -262,7 +272,6 @@ ngx_http_idv_json_text_strict(const unsigned char *p, size_t len)
 size_t
 ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
 {
-    char    num[64];
     size_t  n, k;
 
 #define ngx_http_idv_json_put(f)  n += f(dst ? dst + n : NULL
@@ -298,15 +307,21 @@ ngx_http_idv_json_gateway(u_char *dst, const ngx_http_idv_gateway_t *gw)
 
         /* seconds, with milliseconds */
 
-        k = (size_t) snprintf(num, sizeof(num),
-                              ",\"upstreamTime\":%zu.%03zu",
-                              gw->upstream_ms / 1000, gw->upstream_ms % 1000);
+        ngx_http_idv_json_put(ngx_http_idv_json_literal),
+                              ",\"upstreamTime\":");
+        ngx_http_idv_json_put(ngx_http_idv_json_uint),
+                              gw->upstream_ms / 1000);
+
+        k = gw->upstream_ms % 1000;
 
         if (dst) {
-            memcpy(dst + n, num, k);
+            dst[n] = '.';
+            dst[n + 1] = (u_char) ('0' + k / 100);
+            dst[n + 2] = (u_char) ('0' + k / 10 % 10);
+            dst[n + 3] = (u_char) ('0' + k % 10);
         }
 
-        n += k;
+        n += 4;
     }
 
     if (gw->passed) {
@@ -428,16 +443,629 @@ ngx_http_idv_json_string(u_char *dst, const char *name, const u_char *value,
 static size_t
 ngx_http_idv_json_number(u_char *dst, const char *name, size_t v)
 {
-    char    num[64];
-    size_t  n;
+    size_t  n, k;
 
-    /* (the names are the module's own, short) */
-
-    n = (size_t) snprintf(num, sizeof(num), "\"%s\":%zu", name, v);
+    k = strlen(name);
 
     if (dst) {
-        memcpy(dst, num, n);
+        dst[0] = '"';
+        memcpy(dst + 1, name, k);
+        dst[k + 1] = '"';
+        dst[k + 2] = ':';
+    }
+
+    n = k + 3;
+
+    return n + ngx_http_idv_json_uint(dst ? dst + n : NULL, v);
+}
+
+
+static size_t
+ngx_http_idv_json_uint(u_char *dst, size_t v)
+{
+    u_char  buf[24], *p;
+    size_t  n;
+
+    p = buf + sizeof(buf);
+
+    do {
+        *--p = (u_char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    n = buf + sizeof(buf) - p;
+
+    if (dst) {
+        memcpy(dst, p, n);
     }
 
     return n;
+}
+
+
+/* JSON text in: the one scanner */
+
+
+const u_char *
+ngx_http_idv_json_ws(const u_char *p, const u_char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* the first '"', '\\' or control byte from p on, or end */
+
+static const u_char *
+ngx_http_idv_json_plain(const u_char *p, const u_char *end)
+{
+#if (defined __SSE2__)
+    int      mask;
+    __m128i  v, ctl, m;
+
+    ctl = _mm_set1_epi8(0x1f);
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        /* a control byte is its own minimum with 0x1f */
+
+        m = _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_is(v, '"'),
+                                      ngx_http_idv_sse2_is(v, '\\')),
+                         _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
+
+        mask = _mm_movemask_epi8(m);
+
+        if (mask) {
+            return p + __builtin_ctz((unsigned) mask);
+        }
+
+        p += 16;
+    }
+#endif
+
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
+}
+
+
+static int
+ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp)
+{
+    size_t    i;
+    uint32_t  v;
+    u_char    c;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+        v <<= 4;
+
+        if (c >= '0' && c <= '9') {
+            v |= c - '0';
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            v |= (c | 0x20) - 'a' + 10;
+
+        } else {
+            return -1;
+        }
+    }
+
+    *cp = v;
+
+    return 0;
+}
+
+
+const u_char *
+ngx_http_idv_json_string_end(const u_char *p, const u_char *end,
+    unsigned *flags)
+{
+    uint32_t  cp, lo;
+
+    for ( ;; ) {
+        p = ngx_http_idv_json_plain(p, end);
+
+        if (p == end || *p < 0x20) {
+            return NULL;
+        }
+
+        if (*p == '"') {
+            return p;
+        }
+
+        /* a backslash */
+
+        *flags |= NGX_HTTP_IDV_JSON_ESCAPED;
+
+        if (end - p < 2) {
+            return NULL;
+        }
+
+        switch (p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+        case 'r': case 't':
+            p += 2;
+            continue;
+        case 'u':
+            break;
+        default:
+            return NULL;
+        }
+
+        if (end - p < 6 || ngx_http_idv_json_hex4(p + 2, &cp) != 0) {
+            return NULL;
+        }
+
+        p += 6;
+
+        if (cp >= 0xdc00 && cp <= 0xdfff) {
+            return NULL;                    /* a lone low surrogate */
+        }
+
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (end - p < 6 || p[0] != '\\' || p[1] != 'u'
+                || ngx_http_idv_json_hex4(p + 2, &lo) != 0
+                || lo < 0xdc00 || lo > 0xdfff)
+            {
+                return NULL;
+            }
+
+            p += 6;
+        }
+
+        if (cp == 0) {
+            *flags |= NGX_HTTP_IDV_JSON_NUL;
+        }
+    }
+}
+
+
+/* the code point of the escape at p, which the scan let through */
+
+static const u_char *
+ngx_http_idv_json_escaped(const u_char *p, uint32_t *cp)
+{
+    uint32_t  lo;
+
+    switch (p[1]) {
+    case 'b':
+        *cp = '\b';
+        return p + 2;
+    case 'f':
+        *cp = '\f';
+        return p + 2;
+    case 'n':
+        *cp = '\n';
+        return p + 2;
+    case 'r':
+        *cp = '\r';
+        return p + 2;
+    case 't':
+        *cp = '\t';
+        return p + 2;
+    case 'u':
+        break;
+    default:
+        *cp = p[1];
+        return p + 2;
+    }
+
+    (void) ngx_http_idv_json_hex4(p + 2, cp);
+    p += 6;
+
+    if (*cp >= 0xd800 && *cp <= 0xdbff) {
+        (void) ngx_http_idv_json_hex4(p + 2, &lo);
+        *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
+        p += 6;
+    }
+
+    return p;
+}
+
+
+static size_t
+ngx_http_idv_json_utf8(u_char *dst, uint32_t cp)
+{
+    if (cp < 0x80) {
+        dst[0] = (u_char) cp;
+        return 1;
+    }
+
+    if (cp < 0x800) {
+        dst[0] = (u_char) (0xc0 | cp >> 6);
+        dst[1] = (u_char) (0x80 | (cp & 0x3f));
+        return 2;
+    }
+
+    if (cp < 0x10000) {
+        dst[0] = (u_char) (0xe0 | cp >> 12);
+        dst[1] = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+        dst[2] = (u_char) (0x80 | (cp & 0x3f));
+        return 3;
+    }
+
+    dst[0] = (u_char) (0xf0 | cp >> 18);
+    dst[1] = (u_char) (0x80 | ((cp >> 12) & 0x3f));
+    dst[2] = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+    dst[3] = (u_char) (0x80 | (cp & 0x3f));
+    return 4;
+}
+
+
+size_t
+ngx_http_idv_json_unescape(u_char *dst, const u_char *src, size_t len)
+{
+    u_char        *w;
+    size_t         n;
+    uint32_t       cp;
+    const u_char  *s, *b, *end;
+
+    s = src;
+    end = src + len;
+    w = dst;
+
+    for ( ;; ) {
+        b = (s < end) ? memchr(s, '\\', end - s) : NULL;
+        n = (b ? b : end) - s;
+
+        if (w != s && n) {
+            memmove(w, s, n);
+        }
+
+        w += n;
+
+        if (b == NULL) {
+            return w - dst;
+        }
+
+        s = ngx_http_idv_json_escaped(b, &cp);
+
+        if (cp == 0) {
+            return w - dst;
+        }
+
+        w += ngx_http_idv_json_utf8(w, cp);
+    }
+}
+
+
+/* a scanned member name is name, decoded, up to its first NUL */
+
+static int
+ngx_http_idv_json_key(const u_char *p, const u_char *end, unsigned flags,
+    const char *name)
+{
+    size_t    n, i;
+    u_char    buf[4];
+    uint32_t  cp;
+
+    if (!(flags & NGX_HTTP_IDV_JSON_ESCAPED)) {
+        n = strlen(name);
+        return (size_t) (end - p) == n && memcmp(p, name, n) == 0;
+    }
+
+    while (p < end) {
+
+        if (*p != '\\') {
+            if ((u_char) *name++ != *p++) {
+                return 0;
+            }
+
+            continue;
+        }
+
+        p = ngx_http_idv_json_escaped(p, &cp);
+
+        if (cp == 0) {
+            break;
+        }
+
+        n = ngx_http_idv_json_utf8(buf, cp);
+
+        for (i = 0; i < n; i++) {
+            if ((u_char) *name++ != buf[i]) {
+                return 0;
+            }
+        }
+    }
+
+    return *name == '\0';
+}
+
+
+/* RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
+
+static const u_char *
+ngx_http_idv_json_number_end(const u_char *p, const u_char *end)
+{
+    const u_char  *d;
+
+    if (p < end && *p == '-') {
+        p++;
+    }
+
+    if (p == end || *p < '0' || *p > '9') {
+        return NULL;
+    }
+
+    if (*p++ != '0') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < end && *p == '.') {
+        d = ++p;
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+        if (p == d) {
+            return NULL;
+        }
+    }
+
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        d = p;
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+        if (p == d) {
+            return NULL;
+        }
+    }
+
+    return p;
+}
+
+
+int
+ngx_http_idv_json_envelope(const u_char *p, size_t len,
+    ngx_http_idv_envelope_t *env)
+{
+    size_t                depth, result;
+    unsigned              flags, seen;
+    const u_char         *end, *q;
+    ngx_http_idv_str_t   *want, mark;
+    uint8_t               object[NGX_HTTP_IDV_JSON_DEPTH / 8];
+
+    /* the members looked for, each once: the first of its name counts */
+
+#define IDV_SEEN_CODE        0x01
+#define IDV_SEEN_REQUEST_ID  0x02
+#define IDV_SEEN_MESSAGE     0x04
+#define IDV_SEEN_RESULT      0x08
+#define IDV_SEEN_TXN         0x10
+#define IDV_SEEN_PASSED      0x20
+
+#define idv_is_object(d)  (object[((d) - 1) / 8] & (1 << (((d) - 1) % 8)))
+
+    memset(env, 0, sizeof(ngx_http_idv_envelope_t));
+
+    if (len == 0) {
+        return -1;
+    }
+
+    end = p + len;
+    depth = 0;
+    result = 0;             /* the depth of the Result object, once in it */
+    seen = 0;
+    want = NULL;
+
+    p = ngx_http_idv_json_ws(p, end);
+
+    if (p == end || *p != '{') {
+        return -1;
+    }
+
+value:
+
+    p = ngx_http_idv_json_ws(p, end);
+
+    if (p == end) {
+        return -1;
+    }
+
+    switch (*p) {
+
+    case '{':
+    case '[':
+        if (depth == NGX_HTTP_IDV_JSON_DEPTH) {
+            return -1;
+        }
+
+        if (*p == '{') {
+            object[depth / 8] |= (uint8_t) (1 << (depth % 8));
+
+        } else {
+            object[depth / 8] &= (uint8_t) ~(1 << (depth % 8));
+        }
+
+        if (want == &mark && *p == '{') {
+            result = depth + 1;             /* the first Result member */
+        }
+
+        depth++;
+        want = NULL;
+
+        p = ngx_http_idv_json_ws(p + 1, end);
+
+        if (p < end && (*p == '}' || *p == ']')) {
+            goto close;
+        }
+
+        if (idv_is_object(depth)) {
+            goto member;
+        }
+
+        goto value;
+
+    case '"':
+        flags = 0;
+        q = ngx_http_idv_json_string_end(p + 1, end, &flags);
+
+        if (q == NULL) {
+            return -1;
+        }
+
+        if (want) {
+            want->data = (u_char *) p + 1;
+            want->len = q - (p + 1);
+        }
+
+        p = q + 1;
+        break;
+
+    case 't':
+        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
+            return -1;
+        }
+
+        p += 4;
+        break;
+
+    case 'f':
+        if (end - p < 5 || memcmp(p, "false", 5) != 0) {
+            return -1;
+        }
+
+        p += 5;
+        break;
+
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
+            return -1;
+        }
+
+        p += 4;
+        break;
+
+    default:
+        p = ngx_http_idv_json_number_end(p, end);
+
+        if (p == NULL) {
+            return -1;
+        }
+    }
+
+    want = NULL;
+
+next:
+
+    /* after a value: a comma, or the end of its array or object */
+
+    p = ngx_http_idv_json_ws(p, end);
+
+    if (p == end) {
+        return -1;
+    }
+
+    if (*p == ',') {
+        p++;
+
+        if (idv_is_object(depth)) {
+            goto member;
+        }
+
+        goto value;
+    }
+
+close:
+
+    if (*p != (idv_is_object(depth) ? '}' : ']')) {
+        return -1;
+    }
+
+    p++;
+
+    if (depth == result) {
+        result = 0;
+    }
+
+    if (--depth) {
+        goto next;
+    }
+
+    /* the envelope's own closing brace: white space only after it */
+
+    if (ngx_http_idv_json_ws(p, end) != end || env->code.data == NULL) {
+        return -1;
+    }
+
+    return 0;
+
+member:
+
+    p = ngx_http_idv_json_ws(p, end);
+
+    if (p == end || *p != '"') {
+        return -1;
+    }
+
+    flags = 0;
+    q = ngx_http_idv_json_string_end(p + 1, end, &flags);
+
+    if (q == NULL) {
+        return -1;
+    }
+
+    want = NULL;
+
+    if (depth == 1) {
+
+#define idv_want(bit, name, slot)                                             \
+        if (!(seen & bit)                                                     \
+            && ngx_http_idv_json_key(p + 1, q, flags, name))                  \
+        {                                                                     \
+            seen |= bit;                                                      \
+            want = slot;                                                      \
+        }
+
+        idv_want(IDV_SEEN_CODE, "Code", &env->code)
+        else idv_want(IDV_SEEN_REQUEST_ID, "RequestId", &env->request_id)
+        else idv_want(IDV_SEEN_MESSAGE, "Message", &env->message)
+        else idv_want(IDV_SEEN_RESULT, "Result", &mark)
+
+    } else if (depth == result && result) {
+        idv_want(IDV_SEEN_TXN, "TransactionId", &env->transaction_id)
+        else idv_want(IDV_SEEN_PASSED, "Passed", &env->passed)
+
+#undef idv_want
+    }
+
+    p = ngx_http_idv_json_ws(q + 1, end);
+
+    if (p == end || *p != ':') {
+        return -1;
+    }
+
+    p++;
+
+    goto value;
+
+#undef idv_is_object
+#undef IDV_SEEN_CODE
+#undef IDV_SEEN_REQUEST_ID
+#undef IDV_SEEN_MESSAGE
+#undef IDV_SEEN_RESULT
+#undef IDV_SEEN_TXN
+#undef IDV_SEEN_PASSED
 }

@@ -36,12 +36,63 @@ typedef struct {
 } ngx_http_idv_gateway_t;
 
 
+/* the members of the service's envelope the gateway reads */
+
+typedef struct {
+    ngx_http_idv_str_t          code;           /* each a string's text */
+    ngx_http_idv_str_t          request_id;     /* between its quotes, */
+    ngx_http_idv_str_t          message;        /* escapes as written; */
+    ngx_http_idv_str_t          transaction_id; /* data NULL: no such */
+    ngx_http_idv_str_t          passed;         /* string member */
+} ngx_http_idv_envelope_t;
+
+
+/* what ngx_http_idv_json_string_end() saw in a string */
+#define NGX_HTTP_IDV_JSON_ESCAPED   0x01        /* a backslash */
+#define NGX_HTTP_IDV_JSON_NUL       0x02        /* the escape \u0000 */
+
+
 /* UTF-8: one sequence's length or 0; a text's characters or (size_t) -1 */
 size_t ngx_http_idv_utf8_seq(const u_char *p, size_t len);
 size_t ngx_http_idv_utf8_len(const u_char *p, size_t len);
 
 /* JSON text that cJSON parsed: 0 when it has no forbidden control bytes */
 int ngx_http_idv_json_text_strict(const unsigned char *p, size_t len);
+
+/*
+ * The one JSON scanner.  ngx_http_idv_json_string_end(): p is past a
+ * string's opening quote; the closing quote, or NULL when the string is
+ * not valid JSON (unterminated, a control byte, a bad escape, a lone
+ * surrogate); *flags gets NGX_HTTP_IDV_JSON_*.  Plain bytes are skipped
+ * 16 at a time.
+ */
+const u_char *ngx_http_idv_json_string_end(const u_char *p,
+    const u_char *end, unsigned *flags);
+
+/* past JSON white space */
+const u_char *ngx_http_idv_json_ws(const u_char *p, const u_char *end);
+
+/*
+ * a scanned string's value: escapes decoded into dst (dst may be src:
+ * the value is never longer than its text, and bytes before the first
+ * escape are not written), up to its first NUL as cJSON's strings end;
+ * returns the value's length
+ */
+size_t ngx_http_idv_json_unescape(u_char *dst, const u_char *src,
+    size_t len);
+
+/*
+ * The service's envelope, validated without building anything: one JSON
+ * object (RFC 8259, nested at most NGX_HTTP_IDV_JSON_DEPTH deep), white
+ * space around it, with a string member Code.  Picks out Code,
+ * RequestId, Message, Result.TransactionId and Result.Passed (the first
+ * member of each name, as cJSON_GetObjectItemCaseSensitive() finds it).
+ * 0, or -1 when the text is not such an envelope.
+ */
+#define NGX_HTTP_IDV_JSON_DEPTH     512
+
+int ngx_http_idv_json_envelope(const u_char *p, size_t len,
+    ngx_http_idv_envelope_t *env);
 
 /*
  * the bytes as the inside of a JSON string: '"' and '\' escaped, control

@@ -1187,6 +1187,8 @@ ngx_http_idv_conf_where(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_idv_init(ngx_conf_t *cf)
 {
+    ngx_http_idv_upstream_init();
+
     if (ngx_http_idv_credentials_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }

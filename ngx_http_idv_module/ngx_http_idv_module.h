@@ -180,7 +180,8 @@ typedef struct {
     const char                 *message;    /* an error's Message */
     u_char                     *start;      /* an envelope's bytes */
     u_char                     *end;
-    void                       *json;       /* it parsed (cJSON *), or NULL */
+    void                       *json;       /* it parsed (cJSON *), or NULL:
+                                               ngx_http_idv_answer_json() */
     unsigned                    error:1;    /* rendered from code, message */
     unsigned                    upstream:1; /* the service's own answer */
     unsigned                    service:1;  /* an error in the service's
@@ -280,11 +281,23 @@ ngx_int_t ngx_http_idv_upstream_call(ngx_http_request_t *r,
 ngx_http_request_t *ngx_http_idv_subrequest(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_str_t *uri, ngx_str_t *args,
     ngx_str_t *body, ngx_str_t *type);
-ngx_table_elt_t *ngx_http_idv_push_header(ngx_http_request_t *r,
-    ngx_list_t *list, char *key, size_t key_len, u_char *value, size_t len);
+/* a header of a subrequest, by the key's index: NGX_HTTP_IDV_H_* */
+#define NGX_HTTP_IDV_H_CONTENT_TYPE     0
+#define NGX_HTTP_IDV_H_ACTION           1
+#define NGX_HTTP_IDV_H_VERSION          2
+#define NGX_HTTP_IDV_H_DATE             3
+#define NGX_HTTP_IDV_H_NONCE            4
+#define NGX_HTTP_IDV_H_CONTENT_SHA256   5
+#define NGX_HTTP_IDV_H_AUTHORIZATION    6
+#define NGX_HTTP_IDV_H_SECURITY_TOKEN   7
+#define NGX_HTTP_IDV_H_METADATA_TTL     8
+#define NGX_HTTP_IDV_H_METADATA_TOKEN   9
+ngx_table_elt_t *ngx_http_idv_push_header(ngx_list_t *list, ngx_uint_t key,
+    u_char *value, size_t len);
 ngx_int_t ngx_http_idv_upstream_capture(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_idv_init_process_handler(ngx_cycle_t *cycle);
+void ngx_http_idv_upstream_init(void);
 void ngx_http_idv_make_id(u_char *dst32);
 /* NGX_HTTP_IDV_TIMESTAMP_LEN bytes of UTC time, then a 32-byte nonce */
 u_char *ngx_http_idv_sign_time(ngx_pool_t *pool);
@@ -295,6 +308,13 @@ ngx_int_t ngx_http_idv_error(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_http_idv_reply(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     ngx_uint_t status, u_char *start, u_char *end, void *json);
+/*
+ * the answer as a cJSON tree (freed with the request), built the first
+ * time a handler asks: the service's envelope is read without one; NULL
+ * for the gateway's own errors
+ */
+void *ngx_http_idv_answer_json(ngx_http_request_t *r,
+    ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_send_answer(ngx_http_request_t *r,
     ngx_http_idv_ctx_t *ctx);
 ngx_int_t ngx_http_idv_set_header(ngx_http_request_t *r, const char *key,

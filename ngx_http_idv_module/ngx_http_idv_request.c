@@ -24,12 +24,17 @@ static const ngx_http_idv_op_param_t *ngx_http_idv_req_param(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
 static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
     ngx_http_idv_req_t *rq, const u_char *key, size_t len);
+/* a parameter of the action's row (not one idv_allow_param allows) */
+#define ngx_http_idv_req_is_row(rq, p)                                        \
+    ((p) >= (rq)->op->params && (p) < (rq)->op->params + (rq)->op->nparams)
+
+
+static ngx_http_idv_param_t *ngx_http_idv_req_row(ngx_http_idv_req_t *rq,
+    const ngx_http_idv_op_param_t *p);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
 static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text,
     size_t len);
-static u_char *ngx_http_idv_json_ws(u_char *p, u_char *end);
-static int ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp);
 static int ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str,
     size_t *len);
 static u_char *ngx_http_idv_json_skip(u_char *p, u_char *end);
@@ -156,7 +161,7 @@ ngx_http_idv_req_lookup(ngx_http_idv_req_t *rq, const u_char *key, size_t len)
         return NULL;
     }
 
-    if (ngx_http_idv_req_get(rq, (const char *) p->name.data) != NULL) {
+    if (ngx_http_idv_req_row(rq, p) != NULL) {
         ngx_http_idv_req_error(rq, 400, "InvalidParameter",
                                "Parameter %s is given more than once",
                                key, len);
@@ -171,19 +176,29 @@ static int
 ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     u_char *value, size_t len)
 {
+    size_t                 n;
     ngx_http_idv_param_t  *dst;
 
     if (rq->params == NULL) {
+        n = rq->op->nparams + rq->nextra + NGX_HTTP_IDV_EXTRA_PARAMS;
+
         rq->params = rq->alloc(rq->alloc_data,
-                               (rq->op->nparams + rq->nextra
-                                + NGX_HTTP_IDV_EXTRA_PARAMS)
-                               * sizeof(ngx_http_idv_param_t));
+                               n * sizeof(ngx_http_idv_param_t)
+                               + rq->op->nparams * sizeof(uint16_t));
         if (rq->params == NULL) {
             rq->status = 500;
             rq->code = "Gateway.InternalError";
             snprintf(rq->message, sizeof(rq->message), "out of memory");
             return -1;
         }
+
+        rq->rows = (uint16_t *) (rq->params + n);
+        rq->rows_of = rq->params;
+        memset(rq->rows, 0, rq->op->nparams * sizeof(uint16_t));
+    }
+
+    if (rq->rows_of == rq->params && ngx_http_idv_req_is_row(rq, p)) {
+        rq->rows[p - rq->op->params] = (uint16_t) (rq->nparams + 1);
     }
 
     dst = &rq->params[rq->nparams++];
@@ -195,6 +210,38 @@ ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     dst->pii = (p->flags & NGX_HTTP_IDV_P_PII) ? 1 : 0;
 
     return 0;
+}
+
+
+/* the parameter of an operation's row: one look at the map */
+
+static ngx_http_idv_param_t *
+ngx_http_idv_req_row(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p)
+{
+    size_t                 k;
+    ngx_http_idv_param_t  *v;
+
+    if (rq->rows == NULL || rq->rows_of != rq->params
+        || !ngx_http_idv_req_is_row(rq, p))
+    {
+        /* no map (yet, or any more), or a parameter idv_allow_param allows */
+        return ngx_http_idv_req_get(rq, (const char *) p->name.data);
+    }
+
+    k = rq->rows[p - rq->op->params];
+
+    if (k == 0) {
+        return NULL;
+    }
+
+    v = &rq->params[k - 1];
+
+    if (k > rq->nparams || v->key.data != p->name.data) {
+        /* reordered since */
+        return ngx_http_idv_req_get(rq, (const char *) p->name.data);
+    }
+
+    return v;
 }
 
 
@@ -280,7 +327,7 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
     p = body;
     end = body + len;
 
-    p = ngx_http_idv_json_ws(p, end);
+    p = (u_char *) ngx_http_idv_json_ws(p, end);
 
     if (p == end || *p != '{') {
         return ngx_http_idv_req_error(rq, 400, "InvalidParameter",
@@ -288,7 +335,7 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
                                       "object%s", NULL, 0);
     }
 
-    p = ngx_http_idv_json_ws(p + 1, end);
+    p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
 
     if (p < end && *p == '}') {
         p++;
@@ -303,13 +350,13 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
             goto invalid;
         }
 
-        p = ngx_http_idv_json_ws(p, end);
+        p = (u_char *) ngx_http_idv_json_ws(p, end);
 
         if (p == end || *p != ':') {
             goto invalid;
         }
 
-        p = ngx_http_idv_json_ws(p + 1, end);
+        p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
 
         if (p == end) {
             goto invalid;
@@ -397,10 +444,10 @@ ngx_http_idv_req_parse_json(ngx_http_idv_req_t *rq, u_char *body, size_t len)
             }
         }
 
-        p = ngx_http_idv_json_ws(p, end);
+        p = (u_char *) ngx_http_idv_json_ws(p, end);
 
         if (p < end && *p == ',') {
-            p = ngx_http_idv_json_ws(p + 1, end);
+            p = (u_char *) ngx_http_idv_json_ws(p + 1, end);
             continue;
         }
 
@@ -525,158 +572,35 @@ nomem:
 }
 
 
-static u_char *
-ngx_http_idv_json_ws(u_char *p, u_char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
-        p++;
-    }
-
-    return p;
-}
-
-
-static int
-ngx_http_idv_json_hex4(const u_char *p, uint32_t *cp)
-{
-    size_t    i;
-    uint32_t  v;
-    u_char    c;
-
-    v = 0;
-
-    for (i = 0; i < 4; i++) {
-        c = p[i];
-        v <<= 4;
-
-        if (c >= '0' && c <= '9') {
-            v |= c - '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            v |= (c | 0x20) - 'a' + 10;
-
-        } else {
-            return -1;
-        }
-    }
-
-    *cp = v;
-
-    return 0;
-}
-
-
 /*
  * *pp points at the opening quote; the string is unescaped in place (the
- * output never outruns the input), *pp ends after the closing quote
+ * output never outruns the input, and a string without an escape is not
+ * written), *pp ends after the closing quote
  */
 
 static int
 ngx_http_idv_json_string(u_char **pp, u_char *end, u_char **str, size_t *len)
 {
-    u_char    *r, *w, c;
-    uint32_t   cp, lo;
+    unsigned       flags;
+    const u_char  *q;
 
-    r = *pp + 1;
-    w = r;
-    *str = r;
+    flags = 0;
+    q = ngx_http_idv_json_string_end(*pp + 1, end, &flags);
 
-    while (r < end) {
-        c = *r++;
-
-        if (c == '"') {
-            *len = w - *str;
-            *pp = r;
-            return 0;
-        }
-
-        if (c < 0x20) {
-            return -1;                      /* control characters, NUL */
-        }
-
-        if (c != '\\') {
-            *w++ = c;
-            continue;
-        }
-
-        if (r == end) {
-            return -1;
-        }
-
-        c = *r++;
-
-        switch (c) {
-        case '"': case '\\': case '/':
-            *w++ = c;
-            continue;
-        case 'b':
-            *w++ = '\b';
-            continue;
-        case 'f':
-            *w++ = '\f';
-            continue;
-        case 'n':
-            *w++ = '\n';
-            continue;
-        case 'r':
-            *w++ = '\r';
-            continue;
-        case 't':
-            *w++ = '\t';
-            continue;
-        case 'u':
-            break;
-        default:
-            return -1;
-        }
-
-        if (end - r < 4 || ngx_http_idv_json_hex4(r, &cp) != 0) {
-            return -1;
-        }
-
-        r += 4;
-
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-            return -1;                      /* a lone low surrogate */
-        }
-
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (end - r < 6 || r[0] != '\\' || r[1] != 'u'
-                || ngx_http_idv_json_hex4(r + 2, &lo) != 0
-                || lo < 0xdc00 || lo > 0xdfff)
-            {
-                return -1;
-            }
-
-            r += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-
-        if (cp == 0) {
-            return -1;                      /* \u0000 */
-        }
-
-        if (cp < 0x80) {
-            *w++ = (u_char) cp;
-
-        } else if (cp < 0x800) {
-            *w++ = (u_char) (0xc0 | cp >> 6);
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-
-        } else if (cp < 0x10000) {
-            *w++ = (u_char) (0xe0 | cp >> 12);
-            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-
-        } else {
-            *w++ = (u_char) (0xf0 | cp >> 18);
-            *w++ = (u_char) (0x80 | ((cp >> 12) & 0x3f));
-            *w++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
-            *w++ = (u_char) (0x80 | (cp & 0x3f));
-        }
+    if (q == NULL || (flags & NGX_HTTP_IDV_JSON_NUL)) {
+        return -1;                          /* \u0000 too */
     }
 
-    return -1;
+    *str = *pp + 1;
+    *len = q - *str;
+
+    if (flags & NGX_HTTP_IDV_JSON_ESCAPED) {
+        *len = ngx_http_idv_json_unescape(*str, *str, *len);
+    }
+
+    *pp = (u_char *) q + 1;
+
+    return 0;
 }
 
 
@@ -934,7 +858,7 @@ ngx_http_idv_req_validate_param(ngx_http_idv_req_t *rq,
     size_t                 chars;
     ngx_http_idv_param_t  *v, *alt, *a;
 
-    v = ngx_http_idv_req_get(rq, (const char *) p->name.data);
+    v = ngx_http_idv_req_row(rq, p);
 
     if (v == NULL || v->value.len == 0) {
 
@@ -1427,7 +1351,35 @@ ngx_http_idv_image_check(ngx_http_idv_req_t *rq, const char *name,
 
     pad = (b64[len - 1] == '=') + (b64[len - 2] == '=');
 
-    for (i = 0; i < len - pad; i++) {
+    i = 0;
+
+#if (defined __SSE2__)
+    {
+        __m128i  b0, b1;
+
+        /* A-Z a-z, / 0-9 (0x2f to 0x39), +: 32 bytes at a time */
+
+#define idv_b64(v)                                                            \
+        _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_alpha(v),                 \
+                                  ngx_http_idv_sse2_in(v, '/', '9')),         \
+                     ngx_http_idv_sse2_is(v, '+'))
+
+        for ( /* void */ ; i + 32 <= len - pad; i += 32) {
+            b0 = _mm_loadu_si128((const __m128i *) (b64 + i));
+            b1 = _mm_loadu_si128((const __m128i *) (b64 + i + 16));
+
+            if (_mm_movemask_epi8(_mm_and_si128(idv_b64(b0), idv_b64(b1)))
+                != 0xffff)
+            {
+                goto bad;
+            }
+        }
+
+#undef idv_b64
+    }
+#endif
+
+    for ( /* void */ ; i < len - pad; i++) {
         if (ngx_http_idv_b64_dec[b64[i]] == IDV_B64_BAD) {
             goto bad;
         }

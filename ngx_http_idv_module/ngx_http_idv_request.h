@@ -42,6 +42,14 @@ typedef struct {
     ngx_http_idv_param_t       *params;
     size_t                      nparams;
 
+    /*
+     * the operation's row of each parameter: rows[row] - 1 is its index
+     * in params (0: not given), as long as params is rows_of and not
+     * reordered (signing sorts it)
+     */
+    uint16_t                   *rows;
+    ngx_http_idv_param_t       *rows_of;
+
     void                       *json;       /* parsed tree, freed by
                                                ngx_http_idv_req_free() */
 

@@ -175,10 +175,58 @@ ngx_http_idv_pct_encoded_len(const u_char *src, size_t len)
 }
 
 
+/*
+ * 16 bytes at a time: a block of unreserved bytes is stored whole; in one
+ * with a reserved byte, the bytes before it are kept (the store wrote
+ * them; what it wrote past them is overwritten next, and the output of
+ * the 16 input bytes left is at least 16 bytes), then the byte is
+ * escaped
+ */
+
 u_char *
 ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len)
 {
-    u_char  c;
+    u_char   c;
+#if (defined __SSE2__)
+    int      mask;
+    size_t   n;
+    __m128i  v, m;
+
+    while (len >= 16) {
+        v = _mm_loadu_si128((const __m128i *) src);
+
+        /* unreserved: A-Z a-z 0-9 - _ . ~ ('-' and '.' are 0x2d, 0x2e) */
+
+        m = _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_alpha(v),
+                                      ngx_http_idv_sse2_in(v, '0', '9')),
+                         _mm_or_si128(ngx_http_idv_sse2_in(v, '-', '.'),
+                                      _mm_or_si128(
+                                          ngx_http_idv_sse2_is(v, '_'),
+                                          ngx_http_idv_sse2_is(v, '~'))));
+
+        _mm_storeu_si128((__m128i *) dst, v);
+
+        mask = ~_mm_movemask_epi8(m) & 0xffff;
+
+        if (mask == 0) {
+            src += 16;
+            dst += 16;
+            len -= 16;
+            continue;
+        }
+
+        n = __builtin_ctz((unsigned) mask);
+
+        c = src[n];
+        src += n + 1;
+        dst += n;
+        len -= n + 1;
+
+        *dst++ = '%';
+        *dst++ = ngx_http_idv_hex_upper[c >> 4];
+        *dst++ = ngx_http_idv_hex_upper[c & 0xf];
+    }
+#endif
 
     while (len--) {
         c = *src++;

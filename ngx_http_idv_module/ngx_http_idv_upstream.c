@@ -18,6 +18,9 @@ static ngx_int_t ngx_http_idv_upstream_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_idv_guard_handler(ngx_event_t *ev);
 static void ngx_http_idv_guard_cleanup(void *data);
+static u_char *ngx_http_idv_hex32(u_char *p, uint32_t v);
+static u_char *ngx_http_idv_dec2(u_char *p, ngx_uint_t v);
+static u_char *ngx_http_idv_timestamp(void);
 
 
 static u_char *ngx_http_idv_log_error(ngx_http_request_t *r,
@@ -33,6 +36,40 @@ static ngx_http_log_handler_pt  ngx_http_idv_nginx_log_handler;
 static uint64_t   ngx_http_idv_id_seed;
 static uint32_t   ngx_http_idv_id_count;
 
+/* the ids' first 24 hex digits: the process's seed and pid */
+static u_char     ngx_http_idv_id_prefix[24];
+static ngx_uint_t ngx_http_idv_id_ready;
+
+
+/* the timestamp of the current second, formatted once */
+static time_t     ngx_http_idv_ts_sec = -1;
+static u_char     ngx_http_idv_ts[NGX_HTTP_IDV_TIMESTAMP_LEN];
+
+
+/* the headers of a signed call (NGX_HTTP_IDV_H_*): lower-cased and
+   hashed once */
+
+typedef struct {
+    ngx_str_t                   key;
+    ngx_uint_t                  hash;
+    u_char                      lowcase[40];
+} ngx_http_idv_header_key_t;
+
+
+static ngx_http_idv_header_key_t  ngx_http_idv_header_keys[] = {
+    { ngx_string("content-type"), 0, "" },
+    { ngx_string("x-acs-action"), 0, "" },
+    { ngx_string("x-acs-version"), 0, "" },
+    { ngx_string("x-acs-date"), 0, "" },
+    { ngx_string("x-acs-signature-nonce"), 0, "" },
+    { ngx_string("x-acs-content-sha256"), 0, "" },
+    { ngx_string("Authorization"), 0, "" },
+    { ngx_string("x-acs-security-token"), 0, "" },
+    { ngx_string("X-aliyun-ecs-metadata-token-ttl-seconds"), 0, "" },
+    { ngx_string("X-aliyun-ecs-metadata-token"), 0, "" },
+    { ngx_null_string, 0, "" }
+};
+
 
 ngx_int_t
 ngx_http_idv_init_process_handler(ngx_cycle_t *cycle)
@@ -47,16 +84,108 @@ ngx_http_idv_init_process_handler(ngx_cycle_t *cycle)
                                ^ (uint64_t) ngx_time();
     }
 
+    ngx_http_idv_id_ready = 0;
+
     return NGX_OK;
 }
 
 
+/* at configuration: the constant header keys, lower-cased and hashed */
+
+void
+ngx_http_idv_upstream_init(void)
+{
+    ngx_http_idv_header_key_t  *k;
+
+    for (k = ngx_http_idv_header_keys; k->key.len; k++) {
+        k->hash = ngx_hash_strlow(k->lowcase, k->key.data, k->key.len);
+    }
+}
+
+
+static u_char *
+ngx_http_idv_hex32(u_char *p, uint32_t v)
+{
+    static u_char  hex[] = "0123456789abcdef";
+
+    p[0] = hex[v >> 28];
+    p[1] = hex[(v >> 24) & 0xf];
+    p[2] = hex[(v >> 20) & 0xf];
+    p[3] = hex[(v >> 16) & 0xf];
+    p[4] = hex[(v >> 12) & 0xf];
+    p[5] = hex[(v >> 8) & 0xf];
+    p[6] = hex[(v >> 4) & 0xf];
+    p[7] = hex[v & 0xf];
+
+    return p + 8;
+}
+
+
+/* 32 hex digits: the process's seed and pid, then a counter */
+
 void
 ngx_http_idv_make_id(u_char *dst)
 {
-    (void) ngx_sprintf(dst, "%016uxL%08xD%08xD",
-                       ngx_http_idv_id_seed, (uint32_t) ngx_pid,
-                       ++ngx_http_idv_id_count);
+    u_char  *p;
+
+    if (!ngx_http_idv_id_ready) {
+        p = ngx_http_idv_hex32(ngx_http_idv_id_prefix,
+                               (uint32_t) (ngx_http_idv_id_seed >> 32));
+        p = ngx_http_idv_hex32(p, (uint32_t) ngx_http_idv_id_seed);
+        (void) ngx_http_idv_hex32(p, (uint32_t) ngx_pid);
+
+        ngx_http_idv_id_ready = 1;
+    }
+
+    dst = ngx_cpymem(dst, ngx_http_idv_id_prefix, 24);
+    (void) ngx_http_idv_hex32(dst, ++ngx_http_idv_id_count);
+}
+
+
+static u_char *
+ngx_http_idv_dec2(u_char *p, ngx_uint_t v)
+{
+    p[0] = (u_char) ('0' + v / 10 % 10);
+    p[1] = (u_char) ('0' + v % 10);
+
+    return p + 2;
+}
+
+
+/* YYYY-MM-DDTHH:MM:SSZ of this second, formatted when the second changes */
+
+static u_char *
+ngx_http_idv_timestamp(void)
+{
+    u_char    *p;
+    time_t     now;
+    ngx_tm_t   tm;
+
+    now = ngx_time();
+
+    if (now == ngx_http_idv_ts_sec) {
+        return ngx_http_idv_ts;
+    }
+
+    ngx_gmtime(now, &tm);
+
+    p = ngx_http_idv_dec2(ngx_http_idv_ts, tm.ngx_tm_year / 100);
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_year);
+    *p++ = '-';
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_mon);
+    *p++ = '-';
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_mday);
+    *p++ = 'T';
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_hour);
+    *p++ = ':';
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_min);
+    *p++ = ':';
+    p = ngx_http_idv_dec2(p, tm.ngx_tm_sec);
+    *p = 'Z';
+
+    ngx_http_idv_ts_sec = now;
+
+    return ngx_http_idv_ts;
 }
 
 
@@ -65,20 +194,16 @@ ngx_http_idv_make_id(u_char *dst)
 u_char *
 ngx_http_idv_sign_time(ngx_pool_t *pool)
 {
-    u_char    *ts;
-    ngx_tm_t   tm;
+    u_char  *ts;
+
+    /* the headers point at them until the subrequest is sent: copied */
 
     ts = ngx_pnalloc(pool, NGX_HTTP_IDV_TIMESTAMP_LEN + 32);
     if (ts == NULL) {
         return NULL;
     }
 
-    ngx_gmtime(ngx_time(), &tm);
-
-    (void) ngx_sprintf(ts, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
-
+    ngx_memcpy(ts, ngx_http_idv_timestamp(), NGX_HTTP_IDV_TIMESTAMP_LEN);
     ngx_http_idv_make_id(ts + NGX_HTTP_IDV_TIMESTAMP_LEN);
 
     return ts;
@@ -165,9 +290,9 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     headers = &sr->headers_in.headers;
 
-    if (ngx_http_idv_push_header(r, headers, "x-acs-action", 12,
+    if (ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_ACTION,
                                  s.action.data, s.action.len) == NULL
-        || ngx_http_idv_push_header(r, headers, "x-acs-version", 13,
+        || ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_VERSION,
                                     s.version.data, s.version.len) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -184,16 +309,17 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
         ngx_memcpy(hash, s.content_sha256, sizeof(s.content_sha256));
 
-        if (ngx_http_idv_push_header(r, headers, "x-acs-date", 10,
+        if (ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_DATE,
                                      s.timestamp.data, s.timestamp.len)
             == NULL
-            || ngx_http_idv_push_header(r, headers, "x-acs-signature-nonce",
-                                        21, s.nonce.data, s.nonce.len)
+            || ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_NONCE,
+                                        s.nonce.data, s.nonce.len)
                == NULL
-            || ngx_http_idv_push_header(r, headers, "x-acs-content-sha256",
-                                        20, hash, sizeof(s.content_sha256))
+            || ngx_http_idv_push_header(headers,
+                                        NGX_HTTP_IDV_H_CONTENT_SHA256,
+                                        hash, sizeof(s.content_sha256))
                == NULL
-            || ngx_http_idv_push_header(r, headers, "Authorization", 13,
+            || ngx_http_idv_push_header(headers, NGX_HTTP_IDV_H_AUTHORIZATION,
                                         s.authorization.data,
                                         s.authorization.len)
                == NULL)
@@ -202,8 +328,9 @@ ngx_http_idv_upstream_call(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         }
 
         if (s.security_token.len
-            && ngx_http_idv_push_header(r, headers, "x-acs-security-token",
-                                        20, s.security_token.data,
+            && ngx_http_idv_push_header(headers,
+                                        NGX_HTTP_IDV_H_SECURITY_TOKEN,
+                                        s.security_token.data,
                                         s.security_token.len)
                == NULL)
         {
@@ -273,9 +400,9 @@ ngx_http_idv_subrequest(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx,
     sr->headers_in.content_length_n = body->len;
 
     if (type) {
-        ct = ngx_http_idv_push_header(r, &sr->headers_in.headers,
-                                      "content-type", 12, type->data,
-                                      type->len);
+        ct = ngx_http_idv_push_header(&sr->headers_in.headers,
+                                      NGX_HTTP_IDV_H_CONTENT_TYPE,
+                                      type->data, type->len);
         if (ct == NULL) {
             return NULL;
         }
@@ -391,27 +518,24 @@ ngx_http_idv_guard_cleanup(void *data)
 
 
 ngx_table_elt_t *
-ngx_http_idv_push_header(ngx_http_request_t *r, ngx_list_t *list, char *key,
-    size_t key_len, u_char *value, size_t len)
+ngx_http_idv_push_header(ngx_list_t *list, ngx_uint_t key, u_char *value,
+    size_t len)
 {
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t            *h;
+    ngx_http_idv_header_key_t  *k;
 
     h = ngx_list_push(list);
     if (h == NULL) {
         return NULL;
     }
 
-    h->key.data = (u_char *) key;
-    h->key.len = key_len;
+    k = &ngx_http_idv_header_keys[key];
+
+    h->key = k->key;
+    h->lowcase_key = k->lowcase;
+    h->hash = k->hash;
     h->value.data = value;
     h->value.len = len;
-
-    h->lowcase_key = ngx_pnalloc(r->pool, key_len);
-    if (h->lowcase_key == NULL) {
-        return NULL;
-    }
-
-    h->hash = ngx_hash_strlow(h->lowcase_key, h->key.data, key_len);
 
     return h;
 }

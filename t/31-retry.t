@@ -43,6 +43,14 @@ my $s = $t->mock_stats;
 is($s->{calls}, 2, 'throttled CheckResult: 2 upstream calls');
 my @n = map { $_->{headers}{'x-acs-signature-nonce'} } @{$s->{requests}};
 isnt($n[0], $n[1], 'each attempt has a fresh nonce');
+like($_, qr/^[0-9a-f]{32}\z/, 'a nonce is 32 lower-case hex digits') for @n;
+is(substr($n[0], 0, 24), substr($n[1], 0, 24),
+   'nonces of one process share their seed and pid');
+is(hex(substr($n[1], 24)), hex(substr($n[0], 24)) + 1,
+   'then a counter, one more per call');
+my @d = map { $_->{headers}{'x-acs-date'} } @{$s->{requests}};
+like($_, qr/^20\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ\z/,
+     'x-acs-date is YYYY-MM-DDTHH:MM:SSZ') for @d;
 is($s->{requests}[-1]{code}, 'Success', 'the retry is signed correctly');
 
 $t->mock_reset;

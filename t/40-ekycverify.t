@@ -189,6 +189,23 @@ END
              'InvalidParameter', qr/not valid base64/,
              "$sig truncated base64");
 
+    # one byte outside the alphabet, where the check takes 32 bytes at a
+    # time and in the bytes left at the end: the neighbours of A-Z a-z
+    # 0-9 + / in ASCII, and a letter that is not ASCII
+
+    for my $bad ('-', '_', '.', '@', '[', '`', '{', ':', '*', ',', '=',
+                 ' ', "\x{e9}") {
+        for my $at (40, length($FACE) - 6) {
+            my $img = $FACE;
+            substr($img, $at, 1) = $bad;
+            rejected($t, { %base, FacePictureBase64 => $img,
+                           IdOcrPictureBase64 => $ID },
+                     'InvalidParameter', qr/FacePictureBase64 is not valid base64/,
+                     sprintf("$sig U+%04X at %s: not base64", ord $bad,
+                             $at == 40 ? 'the start' : 'the end'));
+        }
+    }
+
     rejected($t, { %base, FacePictureBase64 => b64("GIF89a" . "\0" x 600),
                    IdOcrPictureBase64 => $ID },
              'InvalidParameter', qr/not a JPEG or PNG/, "$sig a GIF");

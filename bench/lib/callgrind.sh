@@ -77,5 +77,10 @@ callgrind_cases() {
     fi
 
     cg_case f-ekyc gw-v3 "$R/ekyc.req" "$N_EKYC"
+
+    GW_PORT_OF=$FLOOR_PORT
+    cg_case f0-floor floor "$R/floor-ekyc.req" "$N_EKYC"
+    GW_PORT_OF=$GW_PORT
+
     cg_case g-check gw-v3 "$R/check.req" "$N"
 }

@@ -2,7 +2,8 @@
 # shellcheck disable=SC2034  # the figures are read by table.sh
 #
 # bench/lib/native.sh -- the native runs (no valgrind): CPU per call of
-# the gateway, the floor and the official SDK, in rounds; throughput of
+# the gateway, the floor and the official SDK, in rounds (EkycVerify too,
+# against its own floor); throughput of
 # gateway and floor with wrk, interleaved.
 #
 # Sourced by bench/run.sh; uses common.sh and proc.sh.  Sets CPU_*,
@@ -20,11 +21,13 @@ cpu_ns() {
 }
 
 
-# cpu_per_call PID PORT REQUEST N: microseconds of PID's CPU per request
+# cpu_per_call PID PORT REQUEST N [WARM]: microseconds of PID's CPU per
+# request (after WARM requests, 50 by default)
 cpu_per_call() {
     local before after
 
-    perl "$BENCH/client.pl" "$2" "$3" 50 > /dev/null || die "warm-up failed"
+    perl "$BENCH/client.pl" "$2" "$3" "${5:-50}" > /dev/null \
+        || die "warm-up failed"
     sleep 0.2
     before=$(cpu_ns "$1")
     perl "$BENCH/client.pl" "$2" "$3" "$4" > /dev/null || die "calls failed"
@@ -82,6 +85,7 @@ native_runs() {
     # a round much less; medians over the rounds
 
     local r_gw=() r_fl=() r_sdk=() r_node=() r_ratio=() r_gwfl=() g f k n
+    local r_egw=() r_efl=() r_eratio=() eg ef
 
     # a fresh nginx grows its pools and malloc arenas for a while
     perl "$BENCH/client.pl" "$GW_PORT" "$OUT/req/init.req" 1000 > /dev/null \
@@ -102,9 +106,16 @@ native_runs() {
         r_ratio+=("$(awk -v a="$k" -v b="$g" 'BEGIN { printf "%.1f", a / b }')")
         r_gwfl+=("$(awk -v a="$g" -v b="$f" 'BEGIN { printf "%.2f", a / b }')")
 
+        eg=$(cpu_per_call "$gw" "$GW_PORT" "$OUT/req/ekyc.req" "$EKYC_N" 5)
+        ef=$(cpu_per_call "$fl" "$FLOOR_PORT" "$OUT/req/floor-ekyc.req" \
+                          "$EKYC_N" 5)
+        r_egw+=("$eg")
+        r_efl+=("$ef")
+        r_eratio+=("$(awk -v a="$eg" -v b="$ef" 'BEGIN { printf "%.2f", a / b }')")
+
         say "CPU per call, round $((i + 1))/$ROUNDS: gateway $g us," \
             "floor $f us, official SDK $k us, Node backend calling the" \
-            "gateway $n us"
+            "gateway $n us; EkycVerify: gateway $eg us, floor $ef us"
     done
 
     CPU_GW=$(median "${r_gw[@]}")
@@ -114,6 +125,11 @@ native_runs() {
     CPU_RATIO=$(median "${r_ratio[@]}")
     CPU_RATIOS=${r_ratio[*]}
     CPU_GWFL=$(median "${r_gwfl[@]}")
+    CPU_GWFLS=${r_gwfl[*]}
+    CPU_EKYC_GW=$(median "${r_egw[@]}")
+    CPU_EKYC_FLOOR=$(median "${r_efl[@]}")
+    CPU_EKYC_RATIO=$(median "${r_eratio[@]}")
+    CPU_EKYC_RATIOS=${r_eratio[*]}
 
     # throughput, interleaved: gateway, floor, gateway, floor, ...
 

@@ -2,9 +2,9 @@
 # shellcheck disable=SC2034  # EKYC_BODY and CAPTURE_PORT are read by the other parts
 #
 # bench/lib/requests.sh -- the raw requests the clients send
-# (bench/mkreq.pl, into $OUT/req/), and the floor's request: the
-# gateway's own signed Initialize, captured on its way upstream
-# (bench/capture.pl).
+# (bench/mkreq.pl, into $OUT/req/), and the floors' requests: the
+# gateway's own signed Initialize and EkycVerify, captured on their way
+# upstream (bench/capture.pl).
 #
 # Sourced by bench/run.sh; uses common.sh, proc.sh and conf.sh.  Sets
 # EKYC_BODY, CAPTURE_PORT.
@@ -26,14 +26,21 @@ make_requests() {
 }
 
 
-# the floor's request: the gateway's own signed Initialize, captured on
-# its way upstream
+# the floors' requests: the gateway's own signed Initialize and
+# EkycVerify, captured on their way upstream
 capture_floor_request() {
+    capture_one "$OUT/req/init.req" "$OUT/req/floor.req"
+    capture_one "$OUT/req/ekyc.req" "$OUT/req/floor-ekyc.req"
+}
+
+
+# capture_one REQUEST OUT: the gateway's signed call for REQUEST, as sent
+capture_one() {
     local cap pid i
 
-    rm -f "$OUT/run/capture.port"
+    rm -f "$OUT/run/capture.port" "$2"
     start "$OUT/logs/capture.log" perl "$BENCH/capture.pl" \
-          "$OUT/run/capture.port" "$OUT/req/floor.req"
+          "$OUT/run/capture.port" "$2"
     cap=$PID
 
     for ((i = 0; i < 100; i++)); do
@@ -49,11 +56,11 @@ capture_floor_request() {
     pid=$PID
     wait_port "$GW_PORT" "$pid" "$OUT/logs/gw-capture.err"
 
-    perl "$BENCH/client.pl" "$GW_PORT" "$OUT/req/init.req" 1 > /dev/null \
+    perl "$BENCH/client.pl" "$GW_PORT" "$1" 1 > /dev/null \
         || die "the capture request failed"
 
     stop "$pid"
     stop "$cap"
 
-    [ -s "$OUT/req/floor.req" ] || die "no request captured"
+    [ -s "$2" ] || die "no request captured for $1"
 }

@@ -2,31 +2,30 @@
 /*
  * libFuzzer target: the upstream answer as the gateway reads it.
  *
- * The parsing lives in nginx glue (ngx_http_idv_handler.c,
- * ngx_http_idv_respond(), and ngx_http_idv_envelope.c,
- * ngx_http_idv_expand_json()), which needs nginx to compile; this target
- * repeats the same cJSON calls in the same order on the same kind of
- * buffer (not NUL-terminated, exactly as long as the answer):
+ * ngx_http_idv_upstream_answer() (ngx_http_idv_handler.c) reads the
+ * service's envelope with ngx_http_idv_json_envelope(), a validating scan
+ * that builds nothing, and decodes Code, RequestId and the others with
+ * ngx_http_idv_json_unescape(); a cJSON tree is built only when a handler
+ * asks for it (ngx_http_idv_answer_json(): idv_expand_json, the cache's
+ * failed flight, the callback's result), from the same bytes.  This
+ * target runs the scan on a buffer exactly as long as the answer (not
+ * NUL-terminated) and checks it against cJSON:
  *
- *   cJSON_ParseWithLength; an object with a string "Code", else "not an
- *   API envelope"; Code and RequestId copied (strlen + memcpy);
- *   Result.Passed read as one character; Result.TransactionId copied;
- *   with idv_expand_json, every Result.Ext* string that parses as one
- *   object or array, with no control byte JSON rules out, becomes a raw
- *   member holding that text (cJSON_ReplaceItemViaPointer) and the tree
- *   is printed again with cJSON_PrintUnformatted.
+ *   what the scan accepts, cJSON parses as one object with a string
+ *   "Code" and nothing but white space after it, so the tree a handler
+ *   asks for is always there; every member the scan picks out (Code,
+ *   RequestId, Message, Result.TransactionId, Result.Passed) decodes to
+ *   the bytes of cJSON's string for it (cJSON_GetObjectItemCaseSensitive,
+ *   up to the first NUL), and the scan finds none that cJSON does not;
+ *   the answer ends with the object's own '}' and white space, which the
+ *   splice of "Gateway" before the closing brace relies on.
  *
- * Invariants: no crash, no leak, the printed tree parses again as an
- * object with the same Code and has no control byte outside JSON's rule.
- *
- * Not repeated here: the splice of "Gateway" before the closing brace
- * (ngx_http_idv_send_envelope()), which is nginx buffer code.  The one
- * property it relies on -- the answer ends with the object's own '}',
- * only whitespace after it -- does NOT hold today: cJSON_ParseWithLength
- * accepts bytes after the first value, so '{"Code":"x"} junk}' passes
- * as an envelope and the splice goes after the last '}' of the junk.
- * Build with -DIDV_FUZZ_ENVELOPE_STRICT to check it (it fails at once);
- * see docs/hardening.md.
+ * Then, with idv_expand_json, every Result.Ext* string that parses as one
+ * object or array, with no control byte JSON rules out, becomes a raw
+ * member holding that text (cJSON_ReplaceItemViaPointer) and the tree is
+ * printed again with cJSON_PrintUnformatted: no crash, no leak, the
+ * printed tree parses again as an object with the same Code and has no
+ * control byte outside JSON's rule.
  */
 
 
@@ -37,8 +36,10 @@
 #include "ngx_http_idv_json.h"
 
 
+/* the scan's member and cJSON's string of the same name agree */
+
 static void
-fuzz_copy_string(cJSON *obj, const char *name)
+fuzz_same(const ngx_http_idv_str_t *raw, cJSON *obj, const char *name)
 {
     cJSON   *item;
     size_t   len;
@@ -47,12 +48,17 @@ fuzz_copy_string(cJSON *obj, const char *name)
     item = cJSON_GetObjectItemCaseSensitive(obj, name);
 
     if (!cJSON_IsString(item)) {
+        FUZZ_CHECK(raw->data == NULL);
         return;
     }
 
-    len = strlen(item->valuestring);
-    p = fuzz_alloc(NULL, len + 1);
-    memcpy(p, item->valuestring, len);
+    FUZZ_CHECK(raw->data != NULL);
+
+    p = fuzz_alloc(NULL, raw->len + 1);
+    len = ngx_http_idv_json_unescape(p, raw->data, raw->len);
+
+    FUZZ_CHECK(len == strlen(item->valuestring));
+    FUZZ_CHECK(memcmp(p, item->valuestring, len) == 0);
 }
 
 
@@ -110,9 +116,6 @@ fuzz_expand_json(cJSON *root)
 }
 
 
-static volatile char  fuzz_passed;
-
-
 /* the deepest nesting of arrays and objects in a JSON text */
 
 static size_t
@@ -158,56 +161,47 @@ fuzz_depth(const char *p)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char        *body, *printed, *code;
-    cJSON       *root, *result, *passed, *again;
-    const char  *end;
+    char                     *body, *printed, *code;
+    cJSON                    *root, *result, *again;
+    const char               *end, *last;
+    ngx_http_idv_envelope_t   env;
 
     body = (char *) fuzz_dup(data, size);
 
-    root = cJSON_ParseWithLengthOpts(body, size, &end, 0);
-
-    if (root == NULL || !cJSON_IsObject(root)
-        || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "Code")))
-    {
-        cJSON_Delete(root);
+    if (ngx_http_idv_json_envelope((u_char *) body, size, &env) != 0) {
         fuzz_free_all();
         return 0;
     }
 
-#ifdef IDV_FUZZ_ENVELOPE_STRICT
-    {
-        const char  *last;
+    root = cJSON_ParseWithLengthOpts(body, size, &end, 0);
 
-        /* the splice looks for the last '}' from the end */
+    FUZZ_CHECK(root != NULL);
+    FUZZ_CHECK(cJSON_IsObject(root));
 
-        last = body + size;
-        while (last > body && last[-1] != '}') {
-            last--;
-        }
+    /* the object's own '}' is the last one: white space after it */
 
-        FUZZ_CHECK(last == end);
+    last = body + size;
+    while (last > body && last[-1] != '}') {
+        FUZZ_CHECK(last[-1] == ' ' || last[-1] == '\t' || last[-1] == '\r'
+                   || last[-1] == '\n');
+        last--;
     }
-#else
-    (void) end;
-#endif
 
-    fuzz_copy_string(root, "Code");
-    fuzz_copy_string(root, "RequestId");
+    FUZZ_CHECK(last == end);
+
+    fuzz_same(&env.code, root, "Code");
+    fuzz_same(&env.request_id, root, "RequestId");
+    fuzz_same(&env.message, root, "Message");
 
     result = cJSON_GetObjectItemCaseSensitive(root, "Result");
-    passed = cJSON_GetObjectItemCaseSensitive(result, "Passed");
 
-    if (cJSON_IsString(passed) && passed->valuestring[0] != '\0'
-        && passed->valuestring[1] == '\0')
-    {
-        fuzz_passed = passed->valuestring[0];
-    }
+    if (cJSON_IsObject(result)) {
+        fuzz_same(&env.transaction_id, result, "TransactionId");
+        fuzz_same(&env.passed, result, "Passed");
 
-    if (cJSON_IsObject(result)
-        && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(result,
-                                                           "TransactionId")))
-    {
-        fuzz_copy_string(result, "TransactionId");
+    } else {
+        FUZZ_CHECK(env.transaction_id.data == NULL);
+        FUZZ_CHECK(env.passed.data == NULL);
     }
 
     /* idv_expand_json on */

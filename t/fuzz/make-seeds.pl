@@ -170,6 +170,9 @@ seed('envelope', 'checkresult', $json->encode({
 seed('envelope', 'error', qq({"RequestId":"$rid","Code":"InvalidParameter","Message":"Specified parameter MerchantBizId is not valid.","HostId":"cloudauth-intl.cn-hongkong.aliyuncs.com"}\n));
 seed('envelope', 'throttling', qq({"RequestId":"$rid","Code":"Throttling.User","Message":"Request was denied due to user flow control."}));
 seed('envelope', 'passed-n', qq( {"Code":"Success","Result":{"Passed":"N","SubCode":"205","ExtFaceInfo":"[1,2]"}} ));
+# what the scan decodes and where it looks: escapes in names and values,
+# repeated and nested look-alikes, every kind of value
+seed('envelope', 'escapes', qq({"\\u0043ode":"\\u0053uccess","Code":"X","Result":{"Passed":"\\u0059","TransactionId":"a\\ud83d\\ude00\\/\\u0000b"},"Result":{"Passed":"N"},"N":[-0.5e+3,0,1E9,true,false,null,{},[]]}));
 
 # callback tokens (ngx_http_idv_token.h), signed with the target's key
 

@@ -44,8 +44,9 @@
  *                          "code", "bytes", "message", "result"} (or an array
  *                          of them) modes: timeout reset reset_mid garbage
  *                          truncated status code throttle big slow result
- *                          (result: HTTP 200, Code Success, "result" as the
- *                          Result object)
+ *                          raw (result: HTTP 200, Code Success, "result" as
+ *                          the Result object; raw: HTTP 200 with the bytes
+ *                          of "body_b64", base64, as the answer)
  *   POST /__mock/complete  {"transactionId", "passed":"Y", "subCode":"200",
  *                          "url", "callbackToken" (null = omit), "fire_passed",
  *                          "fire_subCode", "fire_transactionId", "timeout_ms"}
@@ -417,8 +418,9 @@ function finish(ctx, status, code) {
 }
 
 function writeJson(res, status, obj, extraHeaders) {
-    const body = Buffer.from(typeof obj === 'string' ? obj : JSON.stringify(obj),
-                             'utf8');
+    const body = Buffer.isBuffer(obj) ? obj
+        : Buffer.from(typeof obj === 'string' ? obj : JSON.stringify(obj),
+                      'utf8');
     const h = { 'Content-Type': 'application/json;charset=utf-8',
                 'Content-Length': body.length };
     if (extraHeaders) Object.assign(h, extraHeaders);
@@ -830,6 +832,10 @@ function applyFault(ctx, f) {
     case 'result':
         reply(ctx, 200, 'Success', successEnvelope(ctx, f.result));
         return;
+    case 'raw':
+        transport(200);
+        writeJson(res, 200, f.body);
+        return;
     case 'slow': {
         const t = setTimeout(() => process_(ctx),
                              f.delay_ms === undefined ? 1000 : f.delay_ms);
@@ -840,7 +846,8 @@ function applyFault(ctx, f) {
 }
 
 const FAULT_MODES = new Set(['timeout', 'reset', 'reset_mid', 'garbage',
-    'truncated', 'status', 'code', 'throttle', 'big', 'slow', 'result']);
+    'truncated', 'status', 'code', 'throttle', 'big', 'slow', 'result',
+    'raw']);
 
 function addFault(spec) {
     if (!spec || typeof spec !== 'object') throw new Error('JSON object expected');
@@ -874,6 +881,11 @@ function addFault(spec) {
         if (!spec.result || typeof spec.result !== 'object')
             throw new Error('result mode needs "result" (an object)');
         f.result = spec.result;
+    }
+    if (f.mode === 'raw') {
+        if (typeof spec.body_b64 !== 'string')
+            throw new Error('raw mode needs "body_b64"');
+        f.body = Buffer.from(spec.body_b64, 'base64');
     }
     if (f.mode === 'big') {
         f.bytes = spec.bytes === undefined ? 1048576 : Number(spec.bytes);

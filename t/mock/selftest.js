@@ -848,6 +848,10 @@ async function liveChecks() {
     res = await send(conn, chk());
     ok(res.status === 200 && res.text === 'this is not json', 'fault garbage', res.text);
 
+    await fq({ mode: 'raw', body_b64: Buffer.from('{"Code":1} x').toString('base64') });
+    res = await send(conn, chk());
+    ok(res.status === 200 && res.text === '{"Code":1} x', 'fault raw: the bytes as given', res.text);
+
     await fq({ mode: 'truncated' });
     res = await send(conn, chk());
     ok(res.status === 200 && res.json === null && res.text.startsWith('{"RequestId"') &&
@@ -888,7 +892,7 @@ async function liveChecks() {
     ok(res.status === 200 && res.json.Code === 'Success', 'normal service after faults',
        res.json);
     st = (await control(port, 'GET', '/__mock/stats')).json;
-    ok(st.faulted === 11 && st.by_code['fault:reset'] === 1 &&
+    ok(st.faulted === 12 && st.by_code['fault:reset'] === 1 &&
        st.by_code['Throttling.Api'] === 1 && st.faults_pending.length === 0 &&
        st.calls === st.accepted + st.rejected,
        'stats count faulted requests', { faulted: st.faulted, by_code: st.by_code });
