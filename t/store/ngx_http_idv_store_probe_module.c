@@ -200,8 +200,13 @@ ngx_http_idv_probe_done(ngx_http_idv_store_batch_t *b)
 {
     ngx_http_request_t  *r = b->data;
 
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    /* the request may be freed by then */
     ngx_http_finalize_request(r, ngx_http_idv_probe_send(r, b));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 
