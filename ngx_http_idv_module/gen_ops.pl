@@ -292,8 +292,32 @@ sub apply_action {
         next if $k =~ /^_/;
         die "$where: unknown key \"$k\"\n"
             unless $k =~ /^(required|required_for|alternatives|products
-                           |rules)$/x
+                           |rules|documented)$/x
                    || exists $LISTS{$k} || exists $opkey{$k};
+    }
+
+    # parameters the product's documents list and the client's model does
+    # not (yet): added with their document as the source
+
+    for my $d (@{ $entry->{documented} // [] }) {
+        die "$where.documented: an entry needs name, in, type and source\n"
+            unless ref $d eq 'HASH' && defined $d->{name}
+                   && defined $d->{in} && defined $d->{type}
+                   && defined $d->{source};
+        die "$where.documented: bad parameter name\n"
+            if ref $d->{name} || $d->{name} !~ $NAME_RE;
+        die "$where.documented.$d->{name}: the client has it now: drop "
+            . "the entry\n"
+            if exists $params->{ $d->{name} };
+        die "$where.documented.$d->{name}: unknown \"in\"\n"
+            if $d->{in} ne 'query' && $d->{in} ne 'formData';
+        die "$where.documented.$d->{name}: unknown type\n"
+            unless exists $TYPES{ $d->{type} };
+
+        $params->{ $d->{name} } = {
+            body => $d->{in} eq 'formData' ? 1 : 0,
+            type => $d->{type},
+        };
     }
 
     die "$where: \"billable\" must be given\n"

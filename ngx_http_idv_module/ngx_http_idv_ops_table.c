@@ -1261,6 +1261,10 @@ static const ngx_http_idv_op_rule_t
     /* MerchantBizId */
     { 0, 32, NGX_HTTP_IDV_C_ALNUM,
       NULL },
+
+    /* SceneCode */
+    { 0, 10, NGX_HTTP_IDV_C_WORD,
+      NULL },
 };
 
 
@@ -1364,6 +1368,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL,
       NULL },
+
+    { ngx_http_idv_string("SceneCode"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      &ngx_http_idv_rules_EkycVerify[5] },
 };
 
 
@@ -3688,7 +3699,7 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("EkycVerify"),
       ngx_http_idv_params_EkycVerify,
-      14,
+      15,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " eKYC_MIN " },
 

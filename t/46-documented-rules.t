@@ -187,6 +187,18 @@ refused('ID_OCR: a SceneCode with a hyphen', 'ocr',
 passes('ID_OCR: the seed\'s example SceneCode', 'ocr',
        { SceneCode => '1234567890' });
 
+# 004_393effd8eafe6869.txt (EkycVerify) lists SceneCode among its request
+# parameters ("up to 10 characters in length and can contain letters,
+# digits, and underscores (_)"), which client 3.21.2's model lacks: taken
+# from the document, sent in the query as EkycVerify's other strings
+refused('EkycVerify: a SceneCode of 11 characters', 'verify',
+        { SceneCode => 'scene_0123x' }, 'InvalidParameter',
+        qr/^\Q$SCENE\E$/, 'scene_0123x');
+my $sc = passes('EkycVerify: the seed\'s example SceneCode', 'verify',
+                { SceneCode => '1234567890' });
+is($t->mock_stats->{requests}[-1]{query}{SceneCode}, '1234567890',
+   'EkycVerify: SceneCode sent in the query, signed (the mock verified it)');
+
 
 # --- ParamType of Id2MetaVerifyIntl: normal only -----------------------------
 

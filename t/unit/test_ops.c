@@ -69,6 +69,7 @@ static int test_near_misses(const ngx_http_idv_str_t *name,
     const ngx_http_idv_op_t *op, const ngx_http_idv_op_param_t *p);
 static int test_ends_with(const char *s, const char *suffix);
 
+static void test_documented(cJSON *actions, const cJSON *overlay);
 static void test_sorted(void);
 static void test_actions(const cJSON *actions);
 static void test_lookups(void);
@@ -109,6 +110,8 @@ main(int argc, char **argv)
         return tap_done();
     }
 
+    test_documented((cJSON *) actions, overlay);
+
     test_sorted();
     test_actions(actions);
     test_lookups();
@@ -127,6 +130,72 @@ main(int argc, char **argv)
     cJSON_Delete(overlay);
 
     return tap_done();
+}
+
+
+/*
+ * The parameters an overlay entry adds from the product's documents
+ * ("documented": not in the client's model): each well formed and new to
+ * its action, then taken as the action's own, so that every later check
+ * holds the table to them as to actions.json's.
+ */
+
+static void
+test_documented(cJSON *actions, const cJSON *overlay)
+{
+    int           ok;
+    cJSON        *action, *params, *copy;
+    const cJSON  *entries, *entry, *list, *d, *name, *in, *type, *source;
+
+    entries = cJSON_GetObjectItemCaseSensitive(overlay, "actions");
+    ok = 1;
+
+    cJSON_ArrayForEach(entry, entries) {
+        list = cJSON_GetObjectItemCaseSensitive(entry, "documented");
+
+        if (list == NULL) {
+            continue;
+        }
+
+        action = cJSON_GetObjectItemCaseSensitive(actions, entry->string);
+        params = cJSON_GetObjectItemCaseSensitive(action, "params");
+
+        if (!cJSON_IsArray(list) || !cJSON_IsArray(params)) {
+            printf("# %s.documented: not a list, or no such action\n",
+                   entry->string);
+            ok = 0;
+            continue;
+        }
+
+        cJSON_ArrayForEach(d, list) {
+            name = cJSON_GetObjectItemCaseSensitive(d, "name");
+            in = cJSON_GetObjectItemCaseSensitive(d, "in");
+            type = cJSON_GetObjectItemCaseSensitive(d, "type");
+            source = cJSON_GetObjectItemCaseSensitive(d, "source");
+
+            if (!cJSON_IsString(name) || !cJSON_IsString(in)
+                || !cJSON_IsString(type) || source == NULL
+                || (strcmp(in->valuestring, "query") != 0
+                    && strcmp(in->valuestring, "formData") != 0)
+                || test_type(type->valuestring) < 0
+                || test_json_param(action, name->valuestring) != NULL)
+            {
+                printf("# %s.documented: a malformed entry, or one the "
+                       "client has\n", entry->string);
+                ok = 0;
+                continue;
+            }
+
+            copy = cJSON_CreateObject();
+            cJSON_AddStringToObject(copy, "in", in->valuestring);
+            cJSON_AddStringToObject(copy, "name", name->valuestring);
+            cJSON_AddStringToObject(copy, "type", type->valuestring);
+            cJSON_AddItemToArray(params, copy);
+        }
+    }
+
+    tap_ok(ok, "overlay: the documented parameters are well formed and new "
+           "to their actions");
 }
 
 
@@ -568,6 +637,11 @@ test_overlay_names(const cJSON *actions, const cJSON *overlay)
                 if (strcmp(*l, v->string) == 0) {
                     break;
                 }
+            }
+
+            if (strcmp(v->string, "documented") == 0) {
+                /* checked, and added to the action, by test_documented() */
+                continue;
             }
 
             if (*l == NULL && strcmp(v->string, "required") != 0) {
