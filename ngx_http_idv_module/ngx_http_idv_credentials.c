@@ -635,7 +635,7 @@ ngx_http_idv_creds_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 ngx_int_t
 ngx_http_idv_credentials_resolve(ngx_conf_t *cf,
-    ngx_http_idv_loc_conf_t *conf)
+    ngx_http_idv_loc_conf_t *conf, const char *lack)
 {
     char                  *id, *secret;
     ngx_str_t              name;
@@ -682,7 +682,15 @@ ngx_http_idv_credentials_resolve(ngx_conf_t *cf,
                 return NGX_ERROR;
             }
 
-            return NGX_DECLINED;
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%V%s: set \"idv_credentials_source\", "
+                               "\"idv_access_key_id\" and "
+                               "\"idv_access_key_secret\", "
+                               "\"idv_credentials\", or the environment "
+                               "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                               ngx_http_idv_conf_where(cf), lack);
+            return NGX_ERROR;
         }
 
         name.data = (u_char *) id;

@@ -17,12 +17,12 @@ char *ngx_http_idv_credentials_source(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /*
  * At merge time, for a location that signs: the credentials it signs
- * with, from the configuration or the environment.  NGX_DECLINED when
- * there are none at all (the caller says what needs them), NGX_ERROR
- * after an [emerg].
+ * with, from the configuration or the environment.  NGX_OK, or
+ * NGX_ERROR after an [emerg]: "LOCATION<lack>: set ..." (every way to
+ * give credentials named) when there are none at all.
  */
 ngx_int_t ngx_http_idv_credentials_resolve(ngx_conf_t *cf,
-    ngx_http_idv_loc_conf_t *conf);
+    ngx_http_idv_loc_conf_t *conf, const char *lack);
 
 /* assume_role: the one source signed with a long-lived key */
 ngx_uint_t ngx_http_idv_credentials_assume(ngx_http_idv_creds_t *src);

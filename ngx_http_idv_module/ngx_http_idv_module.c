@@ -420,7 +420,6 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_loc_conf_t *conf = child;
 
     size_t                          i;
-    ngx_int_t                       rc;
     ngx_uint_t                      own_keys;
     const ngx_http_idv_op_param_t  *p;
 
@@ -522,22 +521,9 @@ ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* this location serves an action: it must be able to sign and send */
 
-    rc = ngx_http_idv_credentials_resolve(cf, conf);
-
-    if (rc == NGX_DECLINED) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%V has no credentials: set "
-                           "\"idv_credentials_source\", "
-                           "\"idv_access_key_id\" and "
-                           "\"idv_access_key_secret\", "
-                           "\"idv_credentials\", or the environment "
-                           "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                           "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                           ngx_http_idv_conf_where(cf));
-        return NGX_CONF_ERROR;
-    }
-
-    if (rc != NGX_OK) {
+    if (ngx_http_idv_credentials_resolve(cf, conf, " has no credentials")
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -814,7 +814,6 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_idv_sdk_loc_conf_t *prev = parent;
     ngx_http_idv_sdk_loc_conf_t *conf = child;
 
-    ngx_int_t                      rc;
     ngx_http_idv_loc_conf_t       *ilcf;
     ngx_http_idv_sdk_srv_conf_t   *sscf;
     ngx_http_idv_sdk_main_conf_t  *smcf;
@@ -867,23 +866,12 @@ ngx_http_idv_sdk_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    rc = ngx_http_idv_credentials_resolve(cf, ilcf);
-
-    if (rc == NGX_DECLINED) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%V: \"idv_sdk_gateway\" has no master "
-                           "credentials to re-sign with: set "
-                           "\"idv_credentials_source\", "
-                           "\"idv_access_key_id\" and "
-                           "\"idv_access_key_secret\", "
-                           "\"idv_credentials\", or the environment "
-                           "variables ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                           "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                           ngx_http_idv_conf_where(cf));
-        return NGX_CONF_ERROR;
-    }
-
-    if (rc != NGX_OK) {
+    if (ngx_http_idv_credentials_resolve(cf, ilcf,
+                                         ": \"idv_sdk_gateway\" has no "
+                                         "master credentials to re-sign "
+                                         "with")
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
