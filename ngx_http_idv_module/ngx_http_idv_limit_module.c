@@ -1060,6 +1060,20 @@ ngx_http_idv_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                &rules[i].zone, &rules[i].zone);
             return NGX_CONF_ERROR;
         }
+
+        /* all rules are charged in one batch: in one store */
+
+        if (rules[i].store->remote != rules[0].store->remote) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%V: the \"idv_limit\" zones \"%V\" and "
+                               "\"%V\" are kept in different places (shared "
+                               "memory, or another \"idv_redis\"): the "
+                               "rules of a location are charged together, "
+                               "so their zones need the same \"store=\"",
+                               ngx_http_idv_conf_where(cf), &rules[0].zone,
+                               &rules[i].zone);
+            return NGX_CONF_ERROR;
+        }
     }
 
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);

@@ -26,6 +26,7 @@ typedef struct {
 static ngx_int_t ngx_http_idv_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idv_init(ngx_conf_t *cf);
 static void *ngx_http_idv_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_idv_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_idv_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_idv_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -172,7 +173,7 @@ static ngx_http_module_t  ngx_http_idv_module_ctx = {
     ngx_http_idv_init,                     /* postconfiguration */
 
     ngx_http_idv_create_main_conf,         /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_idv_init_main_conf,           /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -375,6 +376,22 @@ ngx_http_idv_create_main_conf(ngx_conf_t *cf)
     }
 
     return imcf;
+}
+
+
+/*
+ * Before any module merges its locations: the zones that name a remote
+ * store find it (the merges compare where zones are kept).
+ */
+
+static char *
+ngx_http_idv_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    if (ngx_http_idv_redis_attach(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

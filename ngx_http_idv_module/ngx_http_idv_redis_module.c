@@ -145,7 +145,6 @@ static ngx_uint_t ngx_http_idv_redis_evicted(ngx_http_idv_store_t *st);
 static ngx_uint_t ngx_http_idv_redis_entries(ngx_http_idv_store_t *st);
 
 static void *ngx_http_idv_redis_create_main_conf(ngx_conf_t *cf);
-static char *ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_idv_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_idv_redis_password(ngx_http_idv_conf_file_t *file,
@@ -182,7 +181,7 @@ static ngx_http_module_t  ngx_http_idv_redis_module_ctx = {
     NULL,                                  /* postconfiguration */
 
     ngx_http_idv_redis_create_main_conf,   /* create main configuration */
-    ngx_http_idv_redis_init_main_conf,     /* init main configuration */
+    NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -1583,18 +1582,22 @@ ngx_http_idv_redis_create_main_conf(ngx_conf_t *cf)
 }
 
 
-/* every "store=redis:NAME" of every zone finds its server */
+/*
+ * Every "store=redis:NAME" of every zone finds its server: called by
+ * ngx_http_idv_module's init_main_conf, before any module merges.
+ */
 
-static char *
-ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
+ngx_int_t
+ngx_http_idv_redis_attach(ngx_conf_t *cf)
 {
-    ngx_http_idv_redis_main_conf_t *rmcf = conf;
+    u_char                           digest[SHA_DIGEST_LENGTH];
+    ngx_uint_t                       i, j, several;
+    ngx_http_idv_redis_t            *rd, *first;
+    ngx_http_idv_store_t           **st;
+    ngx_http_idv_main_conf_t        *imcf;
+    ngx_http_idv_redis_main_conf_t  *rmcf;
 
-    u_char                     digest[SHA_DIGEST_LENGTH];
-    ngx_uint_t                 i, j, several;
-    ngx_http_idv_redis_t      *rd, *first;
-    ngx_http_idv_store_t     **st;
-    ngx_http_idv_main_conf_t  *imcf;
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_idv_redis_module);
 
     SHA1((u_char *) ngx_http_idv_redis_script,
          sizeof(ngx_http_idv_redis_script) - 1, digest);
@@ -1626,7 +1629,7 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
                           "\"idv_redis name=%V\" in the http block",
                           st[i]->kind, &st[i]->name, &st[i]->remote_name,
                           &st[i]->remote_name);
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         if (first == NULL) {
@@ -1646,7 +1649,7 @@ ngx_http_idv_redis_init_main_conf(ngx_conf_t *cf, void *conf)
         st[i]->backend = &ngx_http_idv_redis_backend;
     }
 
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
 
 

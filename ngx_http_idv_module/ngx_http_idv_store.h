@@ -305,6 +305,13 @@ void ngx_http_idv_store_count_full(ngx_http_idv_store_t *st);
 /* batches of the zone its backend failed, for metrics */
 ngx_uint_t ngx_http_idv_store_unavailable(ngx_http_idv_store_t *st);
 
+/*
+ * Once the http block is read, before any location is merged: every zone
+ * with "store=redis:NAME" gets the Redis backend (ngx_http_idv_redis_module.c),
+ * or nginx -t says the name is unknown.
+ */
+ngx_int_t ngx_http_idv_redis_attach(ngx_conf_t *cf);
+
 /* the share of a shared memory zone's pages in use, 0..1 (zones that are
    not stores yet report this too) */
 double ngx_http_idv_store_slab_used(ngx_shm_zone_t *shm_zone);

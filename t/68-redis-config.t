@@ -81,6 +81,19 @@ refused("$ok $ok", 'store=redis:r', qr/\[emerg\] idv_redis "r" is already declar
 refused($ok, 'store=redis:r on_error=maybe',
         qr/\[emerg\] invalid "on_error=maybe" in "idv_cache_zone"/,
         'an unknown on_error policy');
+{
+    $t->write_config($t->standard_http(extra_http => <<'END',
+    idv_redis name=r server=127.0.0.1:6399;
+    idv_limit_zone zone=lr:1m store=redis:r;
+    idv_limit_zone zone=ls:1m;
+END
+        extra_server => 'idv_limit zone=lr rate=10r/s; idv_limit zone=ls rate=10r/s;'));
+    my ($rc, $out) = $t->nginx_t;
+    isnt($rc, 0, 'nginx -t refuses the limits of a location in two stores');
+    like($out, qr/\[emerg\] .*the "idv_limit" zones "lr" and "ls" are kept in different places/,
+         'and says which zones') or diag $out;
+}
+
 refused($ok, 'on_error=open', qr/\[emerg\] "on_error=" of "idv_cache_zone" applies to a zone kept in Redis/,
         'on_error without store=');
 
