@@ -1130,6 +1130,7 @@ static ngx_int_t
 ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
     ngx_http_idv_redis_cmd_t *cmd, redisReply *reply, ngx_queue_t *done)
 {
+    const char                  *why;
     ngx_queue_t                 *q;
     ngx_http_idv_redis_cmd_t    *w;
     ngx_http_idv_store_batch_t  *b;
@@ -1142,13 +1143,14 @@ ngx_http_idv_redis_reply(ngx_http_idv_redis_t *rd,
     case NGX_HTTP_IDV_REDIS_SETKEY:
 
         if (reply->type == REDIS_REPLY_ERROR) {
+            why = (cmd->kind == NGX_HTTP_IDV_REDIS_AUTH)
+                  ? "authentication refused by"
+                  : (cmd->kind == NGX_HTTP_IDV_REDIS_SELECT)
+                  ? "SELECT refused by"
+                  : "a command of the handshake refused by";
+
             ngx_http_idv_redis_free(cmd);
-            ngx_http_idv_redis_fail(rd,
-                cmd->kind == NGX_HTTP_IDV_REDIS_AUTH
-                    ? "authentication refused by"
-                    : cmd->kind == NGX_HTTP_IDV_REDIS_SELECT
-                    ? "SELECT refused by"
-                    : "a command of the handshake refused by", 0);
+            ngx_http_idv_redis_fail(rd, why, 0);
             return NGX_ERROR;
         }
 
