@@ -117,6 +117,21 @@ sub delivered {
            split /\n/, $log;
 }
 
+# the backend's access log line is written when its request ends, which
+# may be a moment after the callback was answered (slower under ASan)
+sub delivered_wait {
+    my ($t, $n) = @_;
+    my @d;
+
+    for (1 .. 100) {
+        @d = delivered($t);
+        last if @d >= $n;
+        select(undef, undef, undef, 0.05);
+    }
+
+    return @d;
+}
+
 
 my $dir = File::Temp::tempdir(CLEANUP => 1);
 for my $name ('new.key', 'old.key') {
@@ -141,7 +156,7 @@ my $f = fire($t, $tx, passed => 'N', subCode => '205', fire_passed => 'Y');
 is($f->{status}, 200, 'callback: answered 200 once delivered')
     or diag explain $f;
 
-my @got = delivered($t);
+my @got = delivered_wait($t, 1);
 is(scalar @got, 1, 'the backend received the result once');
 is($got[0]{Passed}, 'N', 'the backend got the real result, not the URL');
 is($got[0]{SubCode}, '205', 'SubCode from CheckResult');
@@ -209,7 +224,8 @@ is($f->{status}, 502, 'backend down: 502 so the caller retries');
 is(scalar(delivered($t)), 1, 'backend down: nothing delivered');
 $f = fire($t, $tx4);
 is($f->{status}, 200, 'backend back: the retry is delivered');
-is((delivered($t))[-1]{TransactionId}, $tx4, 'backend back: the result');
+is((delivered_wait($t, 2))[-1]{TransactionId}, $tx4,
+   'backend back: the result');
 
 
 # without idv_callback_pass the result is kept for CheckResult
@@ -265,7 +281,7 @@ for my $id ('3aa9ef9a346718b265cf3bd508c02723',
 {
     fire($t, $id, token => $tokc);
 }
-is(scalar(delivered($t)) - $before, 3,
+is(scalar(delivered_wait($t, $before + 3)) - $before, 3,
    'colliding TransactionIds: each delivered once');
 
 
