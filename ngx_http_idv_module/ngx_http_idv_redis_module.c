@@ -63,6 +63,23 @@
 typedef struct ngx_http_idv_redis_s  ngx_http_idv_redis_t;
 
 
+/*
+ * The reply being parsed: hiredis builds it through our functions, its
+ * elements taken from here rather than allocated one by one (a script's
+ * answer is a flat array of a few dozen); strings are the only
+ * allocations.  Reset once a reply is handled.
+ */
+
+#define NGX_HTTP_IDV_REDIS_SLOTS  512
+
+typedef struct {
+    redisReply                  slots[NGX_HTTP_IDV_REDIS_SLOTS];
+    redisReply                 *ptrs[NGX_HTTP_IDV_REDIS_SLOTS];
+    ngx_uint_t                  nslots;
+    ngx_uint_t                  nptrs;
+} ngx_http_idv_redis_arena_t;
+
+
 typedef struct {
     ngx_queue_t                 queue;
     ngx_http_idv_redis_t       *redis;
@@ -102,7 +119,7 @@ struct ngx_http_idv_redis_s {
     ngx_uint_t                  failures;   /* since the last line */
     time_t                      logged;
     u_char                      key[NGX_HTTP_IDV_REDIS_KEY_LEN];
-    u_char                      pending_key[NGX_HTTP_IDV_REDIS_KEY_LEN];
+    ngx_http_idv_redis_arena_t *arena;      /* the reply being parsed */
 };
 
 
@@ -139,6 +156,17 @@ static void ngx_http_idv_redis_fail(ngx_http_idv_redis_t *rd,
     const char *why, ngx_err_t err);
 static void ngx_http_idv_redis_complete(ngx_queue_t *done);
 static void ngx_http_idv_redis_free(ngx_http_idv_redis_cmd_t *cmd);
+static void *ngx_http_idv_redis_object(const redisReadTask *task, int type);
+static void *ngx_http_idv_redis_string(const redisReadTask *task, char *str,
+    size_t len);
+static void *ngx_http_idv_redis_array(const redisReadTask *task,
+    int elements);
+static void *ngx_http_idv_redis_integer(const redisReadTask *task,
+    long long value);
+static void *ngx_http_idv_redis_nil(const redisReadTask *task);
+static void ngx_http_idv_redis_free_object(void *obj);
+static void ngx_http_idv_redis_release(ngx_http_idv_redis_t *rd,
+    redisReply *reply);
 static double ngx_http_idv_redis_used(ngx_http_idv_store_t *st);
 static ngx_uint_t ngx_http_idv_redis_full(ngx_http_idv_store_t *st);
 static ngx_uint_t ngx_http_idv_redis_evicted(ngx_http_idv_store_t *st);
@@ -150,6 +178,15 @@ static char *ngx_http_idv_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_idv_redis_password(ngx_http_idv_conf_file_t *file,
     void *data);
 static void ngx_http_idv_redis_exit_process(ngx_cycle_t *cycle);
+
+
+static redisReplyObjectFunctions  ngx_http_idv_redis_reply_fn = {
+    ngx_http_idv_redis_string,
+    ngx_http_idv_redis_array,
+    ngx_http_idv_redis_integer,
+    ngx_http_idv_redis_nil,
+    ngx_http_idv_redis_free_object
+};
 
 
 static const ngx_http_idv_store_backend_t  ngx_http_idv_redis_backend = {
@@ -737,6 +774,15 @@ ngx_http_idv_redis_num(u_char *p, uint64_t n)
 {
     u_char  digits[NGX_INT64_LEN + 1], *d;
 
+    if (n < 10) {
+        /* most are: an operation's code, a zero */
+        *p++ = '$'; *p++ = '1'; *p++ = CR; *p++ = LF;
+        *p++ = (u_char) ('0' + n);
+        *p++ = CR; *p++ = LF;
+
+        return p;
+    }
+
     if ((int64_t) n < 0) {
         digits[0] = '-';
         d = ngx_http_idv_redis_decimal(digits + 1, (uint64_t) -(int64_t) n);
@@ -823,7 +869,24 @@ ngx_http_idv_redis_connect(ngx_http_idv_redis_t *rd, ngx_log_t *log)
     c->write->log = c->log;
     c->pool = NULL;
 
-    rd->reader = redisReaderCreate();
+    if (rd->arena == NULL) {
+        rd->arena = ngx_alloc(sizeof(ngx_http_idv_redis_arena_t),
+                              ngx_cycle->log);
+        if (rd->arena == NULL) {
+            ngx_close_connection(c);
+            rd->peer.connection = NULL;
+            return NGX_ERROR;
+        }
+    }
+
+    rd->arena->nslots = 0;
+    rd->arena->nptrs = 0;
+
+    rd->reader = redisReaderCreateWithFunctions(&ngx_http_idv_redis_reply_fn);
+    if (rd->reader != NULL) {
+        rd->reader->privdata = rd->arena;
+    }
+
     if (rd->reader == NULL) {
         ngx_close_connection(c);
         rd->peer.connection = NULL;
@@ -1085,7 +1148,7 @@ ngx_http_idv_redis_read_handler(ngx_event_t *ev)
             }
 
             if (ngx_queue_empty(&rd->sent)) {
-                freeReplyObject(reply);
+                ngx_http_idv_redis_release(rd, reply);
                 ngx_http_idv_redis_fail(rd, "an unexpected reply from", 0);
                 return;
             }
@@ -1096,7 +1159,7 @@ ngx_http_idv_redis_read_handler(ngx_event_t *ev)
 
             rc = ngx_http_idv_redis_reply(rd, cmd, reply, &done);
 
-            freeReplyObject(reply);
+            ngx_http_idv_redis_release(rd, reply);
 
             if (rc != NGX_OK) {
                 /* the connection is gone with every command it carried */
@@ -1525,6 +1588,146 @@ ngx_http_idv_redis_free(ngx_http_idv_redis_cmd_t *cmd)
     }
 
     ngx_free(cmd);
+}
+
+
+/* hiredis's reply objects, from the connection's arena */
+
+static void *
+ngx_http_idv_redis_object(const redisReadTask *task, int type)
+{
+    redisReply                  *r, *parent;
+    ngx_http_idv_redis_arena_t  *a;
+
+    a = task->privdata;
+
+    if (a->nslots == NGX_HTTP_IDV_REDIS_SLOTS) {
+        return NULL;
+    }
+
+    r = &a->slots[a->nslots++];
+    ngx_memzero(r, sizeof(redisReply));
+    r->type = type;
+
+    if (task->parent) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+
+    return r;
+}
+
+
+static void *
+ngx_http_idv_redis_string(const redisReadTask *task, char *str, size_t len)
+{
+    char        *copy;
+    redisReply  *r;
+
+    copy = ngx_alloc(len + 1, ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    r = ngx_http_idv_redis_object(task, task->type);
+    if (r == NULL) {
+        ngx_free(copy);
+        return NULL;
+    }
+
+    ngx_memcpy(copy, str, len);
+    copy[len] = '\0';
+
+    r->str = copy;
+    r->len = len;
+
+    return r;
+}
+
+
+static void *
+ngx_http_idv_redis_array(const redisReadTask *task, int elements)
+{
+    redisReply                  *r;
+    ngx_http_idv_redis_arena_t  *a;
+
+    a = task->privdata;
+
+    if (elements < 0
+        || (ngx_uint_t) elements > NGX_HTTP_IDV_REDIS_SLOTS - a->nptrs)
+    {
+        return NULL;
+    }
+
+    r = ngx_http_idv_redis_object(task, REDIS_REPLY_ARRAY);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->elements = elements;
+    r->element = &a->ptrs[a->nptrs];
+    a->nptrs += elements;
+
+    return r;
+}
+
+
+static void *
+ngx_http_idv_redis_integer(const redisReadTask *task, long long value)
+{
+    redisReply  *r;
+
+    r = ngx_http_idv_redis_object(task, REDIS_REPLY_INTEGER);
+    if (r) {
+        r->integer = value;
+    }
+
+    return r;
+}
+
+
+static void *
+ngx_http_idv_redis_nil(const redisReadTask *task)
+{
+    return ngx_http_idv_redis_object(task, REDIS_REPLY_NIL);
+}
+
+
+/* hiredis, on an error: the strings of what was built */
+
+static void
+ngx_http_idv_redis_free_object(void *obj)
+{
+    size_t       i;
+    redisReply  *r;
+
+    r = obj;
+
+    if (r == NULL) {
+        return;
+    }
+
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (i = 0; i < r->elements; i++) {
+            ngx_http_idv_redis_free_object(r->element[i]);
+        }
+
+    } else if (r->str) {
+        ngx_free(r->str);
+        r->str = NULL;
+    }
+}
+
+
+/* a reply handled: its strings freed, the arena ready for the next */
+
+static void
+ngx_http_idv_redis_release(ngx_http_idv_redis_t *rd, redisReply *reply)
+{
+    ngx_http_idv_redis_free_object(reply);
+
+    rd->arena->nslots = 0;
+    rd->arena->nptrs = 0;
 }
 
 
