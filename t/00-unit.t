@@ -73,6 +73,24 @@ for my $bin (@bins) {
          'actions.json: records the client version');
     like($src->{commit} // '', qr/^[0-9a-f]{40}$/,
          'actions.json: records the folder\'s commit');
+
+    # actions taken alone from another client (gen_actions.pl --only):
+    # each entry names its version, commit and actions, every one of them
+    # in the table, none in two entries
+
+    my %seen;
+
+    for my $p (@{ $src->{partial} // [] }) {
+        my $v = $p->{version} // '';
+
+        like($v, qr/^\d+\.\d+\.\d+$/, "actions.json: partial $v: a version");
+        like($p->{commit} // '', qr/^[0-9a-f]{40}$/,
+             "actions.json: partial $v: a commit");
+        ok(@{ $p->{actions} // [] }, "actions.json: partial $v: actions");
+        ok(exists $json->{actions}{$_} && !$seen{$_}++,
+           "actions.json: partial $v: $_ is in the table, once")
+            for @{ $p->{actions} // [] };
+    }
 }
 
 done_testing;
