@@ -15,6 +15,18 @@
 # the folder when DIR is inside a git work tree; without either the
 # script refuses.
 #
+#     perl ngx_http_idv_module/gen_actions.pl [--commit HASH] \
+#         --only A,B --base ngx_http_idv_module/data/actions.json DIR
+#
+# takes only the actions A and B from DIR (a newer client, or a copy of
+# it of which only the files these actions need are known to be that
+# commit's) and every other action as it is in the --base file.  The
+# base's "source" stays the client the whole table came from; its
+# "partial" list records, per client version and commit, the actions
+# taken from that client alone.  A named action that DIR's client.ts
+# lacks, that has no request model, or that sends a name its model does
+# not declare stops it, as in a full run.
+#
 # Facts read, nothing else:
 #   package.json          the client's version;
 #   src/client.ts         each action's xxxWithOptions: the request model
@@ -41,7 +53,8 @@ my $NAME_RE = qr/^[A-Za-z][A-Za-z0-9_]*$/;
 
 
 sub usage {
-    print STDERR "usage: $0 [--commit HASH] DIR\n";
+    print STDERR "usage: $0 [--commit HASH]"
+                 . " [--only ACTION,... --base ACTIONS.JSON] DIR\n";
     exit 2;
 }
 
@@ -238,51 +251,11 @@ sub folder_commit {
 }
 
 
-my ($commit, $dir);
+# one action of the client as a member of "actions"
 
-while (@ARGV) {
-    my $arg = shift @ARGV;
+sub action_entry {
+    my ($action, $client, $models) = @_;
 
-    if ($arg eq '--commit') {
-        $commit = shift @ARGV // usage();
-        die "--commit: not a 40-digit hex commit\n"
-            unless $commit =~ /^[0-9a-f]{40}$/;
-
-    } elsif ($arg =~ /^-/ || defined $dir) {
-        usage();
-
-    } else {
-        $dir = $arg;
-    }
-}
-
-usage() unless defined $dir;
-
-$dir = File::Spec->catdir($dir, $FOLDER)
-    if -d File::Spec->catdir($dir, $FOLDER);
-
-die "$dir: no src/client.ts: not a checkout of $FOLDER\n"
-    unless -f File::Spec->catfile($dir, 'src', 'client.ts');
-
-$commit //= folder_commit($dir);
-
-die "$dir: not in a git work tree: give the folder's commit with --commit\n"
-    unless defined $commit;
-
-my $pkg = JSON::PP->new->decode(slurp(File::Spec->catfile($dir,
-                                                          'package.json')));
-
-die "$dir/package.json: not $PACKAGE\n"
-    unless ($pkg->{name} // '') eq $PACKAGE;
-die "$dir/package.json: no version\n"
-    unless ($pkg->{version} // '') =~ /^[0-9][0-9A-Za-z.\-+]*$/;
-
-my $models = load_models($dir);
-my $client = load_client($dir);
-
-my %out;
-
-for my $action (sort keys %$client) {
     my $c = $client->{$action};
 
     die "$action: bad action name\n" if $action !~ $NAME_RE;
@@ -327,11 +300,130 @@ for my $action (sort keys %$client) {
     my $result = $models->{"${action}ResponseBodyResult"};
     my @rf = $result ? map { $result->{names}{$_} } @{ $result->{order} } : ();
 
-    $out{$action} = {
+    return {
         methods => [ $c->{method} ],
         params => \@params,
         result_fields => \@rf,
     };
+}
+
+
+my ($commit, $dir, $only, $base);
+
+while (@ARGV) {
+    my $arg = shift @ARGV;
+
+    if ($arg eq '--commit') {
+        $commit = shift @ARGV // usage();
+        die "--commit: not a 40-digit hex commit\n"
+            unless $commit =~ /^[0-9a-f]{40}$/;
+
+    } elsif ($arg eq '--only') {
+        $only = shift @ARGV // usage();
+
+    } elsif ($arg eq '--base') {
+        $base = shift @ARGV // usage();
+
+    } elsif ($arg =~ /^-/ || defined $dir) {
+        usage();
+
+    } else {
+        $dir = $arg;
+    }
+}
+
+usage() unless defined $dir;
+usage() if defined $only != defined $base;
+
+$dir = File::Spec->catdir($dir, $FOLDER)
+    if -d File::Spec->catdir($dir, $FOLDER);
+
+die "$dir: no src/client.ts: not a checkout of $FOLDER\n"
+    unless -f File::Spec->catfile($dir, 'src', 'client.ts');
+
+$commit //= folder_commit($dir);
+
+die "$dir: not in a git work tree: give the folder's commit with --commit\n"
+    unless defined $commit;
+
+my $pkg = JSON::PP->new->decode(slurp(File::Spec->catfile($dir,
+                                                          'package.json')));
+
+die "$dir/package.json: not $PACKAGE\n"
+    unless ($pkg->{name} // '') eq $PACKAGE;
+die "$dir/package.json: no version\n"
+    unless ($pkg->{version} // '') =~ /^[0-9][0-9A-Za-z.\-+]*$/;
+
+my $models = load_models($dir);
+my $client = load_client($dir);
+
+my $source = {
+    repository => $REPOSITORY,
+    folder => $FOLDER,
+    package => $PACKAGE,
+    version => $pkg->{version},
+    commit => $commit,
+};
+
+my %out;
+
+if (defined $only) {
+    my @named = split /,/, $only, -1;
+    my %named;
+
+    die "--only: no action named\n" unless @named;
+
+    for my $action (@named) {
+        die "--only: \"$action\" is not an action name\n"
+            if $action !~ $NAME_RE;
+        die "--only: $action named twice\n" if $named{$action}++;
+        die "--only: $action: not in $dir/src/client.ts\n"
+            unless exists $client->{$action};
+        die "--only: $action: no request model in $dir/src/client.ts\n"
+            unless defined $client->{$action}{model};
+    }
+
+    my $bj = JSON::PP->new->utf8->decode(slurp($base));
+    my $bs = $bj->{source} // die "$base: no source\n";
+
+    for my $k (qw(repository folder package)) {
+        die "$base: source.$k is not $source->{$k}\n"
+            unless ($bs->{$k} // '') eq $source->{$k};
+    }
+
+    die "$base: not the actions of $FOLDER\n"
+        unless ($bj->{product} // '') eq 'Cloudauth-intl'
+               && ($bj->{version} // '') eq '2022-08-09'
+               && ($bj->{style} // '') eq 'RPC'
+               && ref $bj->{actions} eq 'HASH';
+
+    %out = %{ $bj->{actions} };
+    $out{$_} = action_entry($_, $client, $models) for @named;
+
+    # the named actions now come from this client: out of the entries of
+    # earlier partial runs, into one of their own unless this is the
+    # base's own client
+
+    my @partial;
+
+    for my $p (@{ $bs->{partial} // [] }) {
+        my @left = grep { !$named{$_} } @{ $p->{actions} };
+
+        push @partial, { %$p, actions => \@left } if @left;
+    }
+
+    push @partial, {
+        version => $source->{version},
+        commit => $commit,
+        actions => [ sort @named ],
+    } unless $commit eq ($bs->{commit} // '');
+
+    $source = { %$bs };
+    delete $source->{partial};
+    $source->{partial} = \@partial if @partial;
+
+} else {
+    $out{$_} = action_entry($_, $client, $models) for keys %$client;
 }
 
 my $json = JSON::PP->new->utf8->canonical->indent->indent_length(1)
@@ -340,13 +432,7 @@ my $json = JSON::PP->new->utf8->canonical->indent->indent_length(1)
 # the members in a fixed order: the source first
 
 my $text = $json->encode({
-    source => {
-        repository => $REPOSITORY,
-        folder => $FOLDER,
-        package => $PACKAGE,
-        version => $pkg->{version},
-        commit => $commit,
-    },
+    source => $source,
     product => 'Cloudauth-intl',
     version => '2022-08-09',
     style => 'RPC',

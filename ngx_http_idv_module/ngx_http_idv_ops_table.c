@@ -516,6 +516,97 @@ static const ngx_http_idv_op_param_t
 };
 
 
+/* CredentialRecognitionIntlV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_CredentialRecognitionIntlV2[] = {
+
+    { ngx_http_idv_string("CheckRuleConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FileInputType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FraudCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrArea"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrTranslation"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
 /* CredentialSubmitIntl */
 
 static const ngx_http_idv_op_param_t
@@ -559,6 +650,111 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("OcrArea"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("ProductCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("SceneCode"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+};
+
+
+/* CredentialSubmitIntlV2 */
+
+static const ngx_http_idv_op_param_t
+    ngx_http_idv_params_CredentialSubmitIntlV2[] = {
+
+    { ngx_http_idv_string("CheckRuleConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureBase64"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureFile"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("CredentialOcrPictureUrl"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("DocType"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FileInputType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("FraudCheck"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("MerchantBizId"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrArea"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrTranslation"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -3619,9 +3815,21 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM,
       " CREDENTIAL_RECOGNITION " },
 
+    { ngx_http_idv_string("CredentialRecognitionIntlV2"),
+      ngx_http_idv_params_CredentialRecognitionIntlV2,
+      12,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM,
+      " CREDENTIAL_RECOGNITION " },
+
     { ngx_http_idv_string("CredentialSubmitIntl"),
       ngx_http_idv_params_CredentialSubmitIntl,
       8,
+      NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
+      " CREDENTIAL_RECOGNITION " },
+
+    { ngx_http_idv_string("CredentialSubmitIntlV2"),
+      ngx_http_idv_params_CredentialSubmitIntlV2,
+      14,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " CREDENTIAL_RECOGNITION " },
 

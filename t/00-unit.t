@@ -73,6 +73,79 @@ for my $bin (@bins) {
          'actions.json: records the client version');
     like($src->{commit} // '', qr/^[0-9a-f]{40}$/,
          'actions.json: records the folder\'s commit');
+
+    # actions taken alone from another client (gen_actions.pl --only):
+    # each entry names its version, commit and actions, every one of them
+    # in the table, none in two entries
+
+    my %seen;
+
+    for my $p (@{ $src->{partial} // [] }) {
+        my $v = $p->{version} // '';
+
+        like($v, qr/^\d+\.\d+\.\d+$/, "actions.json: partial $v: a version");
+        like($p->{commit} // '', qr/^[0-9a-f]{40}$/,
+             "actions.json: partial $v: a commit");
+        ok(@{ $p->{actions} // [] }, "actions.json: partial $v: actions");
+        ok(exists $json->{actions}{$_} && !$seen{$_}++,
+           "actions.json: partial $v: $_ is in the table, once")
+            for @{ $p->{actions} // [] };
+    }
+}
+
+# gen_actions.pl --only over a made-up client (t/data/gen-actions): the
+# named action from the checkout, every other from the base, the source
+# saying which; a named action sending an undeclared name stops it, as it
+# stops a full run
+
+{
+    my $dir = 't/data/gen-actions';
+    my @gen = ('perl', 'ngx_http_idv_module/gen_actions.pl',
+               '--commit', '2' x 40);
+    my @base = ('--base', "$dir/base.json");
+
+    my $out = run_cmd(@gen, '--only', 'NewAction', @base, $dir);
+
+    is($out->{status}, 0, 'gen_actions.pl --only NewAction: runs')
+        or diag($out->{output});
+
+    my $j = eval { JSON::PP->new->utf8->decode($out->{output}) } // {};
+    my $acts = $j->{actions} // {};
+    my $bj = JSON::PP->new->utf8->decode(do {
+        open(my $fh, '<:raw', "$dir/base.json") or die "base.json: $!";
+        local $/;
+        <$fh>;
+    });
+
+    is_deeply([sort keys %$acts], [qw(BadAction NewAction OldAction)],
+              '--only: the base\'s actions and the named one');
+    is_deeply($acts->{OldAction}, $bj->{actions}{OldAction},
+              '--only: an action not named stays as in the base');
+    is_deeply($acts->{BadAction}, $bj->{actions}{BadAction},
+              '--only: one the checkout has but not named, too');
+    is_deeply([map { "$_->{name} $_->{in}" } @{ $acts->{NewAction}{params} }],
+              ['ProductCode query', 'PictureUrl formData'],
+              '--only: the named action placed as its client places it');
+    is_deeply($j->{source},
+              { %{ $bj->{source} },
+                partial => [{ version => '9.1.0', commit => '2' x 40,
+                              actions => ['NewAction'] }] },
+              '--only: source is the base\'s, the action under partial');
+
+    $out = run_cmd(@gen, '--only', 'BadAction', @base, $dir);
+    isnt($out->{status}, 0, '--only BadAction: an undeclared name stops it');
+    like($out->{output}, qr/"NewField" is not a field of BadActionRequest/,
+         '--only BadAction: the name and the model said');
+
+    $out = run_cmd(@gen, $dir);
+    isnt($out->{status}, 0, 'a full run over the same checkout stops too');
+
+    $out = run_cmd(@gen, '--only', 'NoSuchAction', @base, $dir);
+    like($out->{output}, qr/NoSuchAction: not in/,
+         '--only: an action the client lacks stops it');
+
+    $out = run_cmd(@gen, '--only', 'NewAction', $dir);
+    is($out->{status}, 2, '--only without --base: usage');
 }
 
 done_testing;

@@ -56,6 +56,23 @@ $t->write_config($t->standard_http(extra_server => <<'END'));
             idv_product_code IDN_META;
         }
 
+        # client 3.22.0's two actions (gen_actions.pl --only)
+        location = /idv/credential-recognition-v2 {
+            idv_action CredentialRecognitionIntlV2;
+            idv_product_code CREDENTIAL_RECOGNITION;
+        }
+
+        location = /idv/credential-submit-v2 {
+            idv_action CredentialSubmitIntlV2;
+            idv_product_code CREDENTIAL_RECOGNITION;
+        }
+
+        location = /idv/credential-submit-v2-v1 {
+            idv_action CredentialSubmitIntlV2;
+            idv_product_code CREDENTIAL_RECOGNITION;
+            idv_signature v1;
+        }
+
         # straight to the mock, for requests signed here
         location = /direct {
             proxy_pass https://idv_mock/;
@@ -153,6 +170,56 @@ sent_as_client('IdnAuthorityVerifyIntl', 'IdnAuthorityVerifyIntl', $r,
 is($t->mock_stats->{requests}[-1]{query}{Timestamp}, '1716190000',
    'IdnAuthorityVerifyIntl: its Timestamp as sent');
 
+# CredentialRecognitionIntlV2 and CredentialSubmitIntlV2, from client
+# 3.22.0 alone: every field of theirs, each where that client puts it
+
+my %CRED = (DocType => '01', FraudCheck => 'false', OcrArea => '0101',
+            FileInputType => 'IMAGE', IdQuality => 'Y',
+            OcrTranslation => '1', OcrValueStandard => '0',
+            CheckRuleConfig => '{"name_rule":"Includes Name Wibowo*"}',
+            CredentialOcrPictureBase64 => b64(jpeg(640, 480, 1000)),
+            CredentialOcrPictureUrl => 'https://x.example/bill-9a1.jpg',
+            CredentialOcrPictureFile => 'https://b.oss.example/up-7c3.jpg');
+
+$t->mock_reset;
+$r = $t->post('/idv/credential-recognition-v2', \%CRED);
+sent_as_client('CredentialRecognitionIntlV2', 'CredentialRecognitionIntlV2',
+               $r, 'v3', sort(keys %CRED), 'ProductCode');
+is($t->mock_stats->{requests}[-1]{query}{ProductCode},
+   'CREDENTIAL_RECOGNITION',
+   'CredentialRecognitionIntlV2: the location\'s ProductCode');
+
+my %SUBMIT = (%CRED, MerchantBizId => 'credv20001', SceneCode => 'scene_01');
+
+for my $sig ('v3', 'v1') {
+    my $path = '/idv/credential-submit-v2' . ($sig eq 'v1' ? '-v1' : '');
+
+    $t->mock_reset;
+    $r = $t->post($path, \%SUBMIT);
+    sent_as_client("CredentialSubmitIntlV2 $sig", 'CredentialSubmitIntlV2',
+                   $r, $sig, sort(keys %SUBMIT), 'ProductCode');
+    is($r->{json}{Result}{Action}, 'CredentialSubmitIntlV2',
+       "CredentialSubmitIntlV2 $sig: the mock's Result comes back")
+        or diag $r->{body};
+}
+
+# their required fields, from the models' 'This parameter is required'
+
+$t->mock_reset;
+$r = $t->post('/idv/credential-recognition-v2',
+              without(\%CRED, 'OcrArea'));
+is($r->{status}, 400, 'CredentialRecognitionIntlV2 without OcrArea: 400');
+like($r->{json}{Message} // '', qr/OcrArea/,
+     'CredentialRecognitionIntlV2 without OcrArea: named');
+$r = $t->post('/idv/credential-submit-v2', without(\%SUBMIT, 'SceneCode'));
+is($r->{status}, 400, 'CredentialSubmitIntlV2 without SceneCode: 400');
+like($r->{json}{Message} // '', qr/SceneCode/,
+     'CredentialSubmitIntlV2 without SceneCode: named');
+$r = $t->post('/idv/credential-submit-v2',
+              { %SUBMIT, CredentialOcrPictureFile => 'ftp://b.example/x' });
+is($r->{status}, 400, 'CredentialSubmitIntlV2: a file that is no URL: 400');
+is($t->mock_stats->{calls}, 0, 'CredentialIntlV2: refused locally');
+
 # the table's own checks hold for a new action: an image that is not one
 
 $t->mock_reset;
@@ -208,6 +275,8 @@ $t->stop;
 
 unlike($t->error_log, qr/\[(alert|emerg)\]/, 'no alert or emerg');
 unlike($t->error_log, qr/3171234567890001/, 'no IdNumber in the error log');
+unlike($t->error_log, qr/Wibowo|bill-9a1|up-7c3/,
+       'no CheckRuleConfig or picture URL in the error log');
 
 # V1 would send that Timestamp twice: nginx -t refuses the pair
 
@@ -224,3 +293,16 @@ unlike($t->error_log, qr/a\@example\.com|b\@example\.com|6281293671234/,
        'no Email or Mobile in the error log');
 
 done_testing;
+
+
+# a copy of the request without one field
+
+sub without {
+    my ($req, $name) = @_;
+
+    my %copy = %$req;
+
+    delete $copy{$name};
+
+    return \%copy;
+}

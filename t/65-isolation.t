@@ -359,7 +359,7 @@ $r = sdk($t, 'n-pc3', _path => '/ocr-only', Action => 'CheckResult',
 is($r->{status}, 200, 'SDK, idv_product_code: actions without one pass');
 is(calls($t), $calls + 2, 'SDK, idv_product_code: the refused one was not sent');
 
-$r = sdk($t, 'n-new', Action => 'CredentialRecognitionIntlV2',
+$r = sdk($t, 'n-new', Action => 'NoSuchActionIntl',
          MerchantBizId => 'x1');
 is($r->{json}{Code}, 'InvalidAction.NotFound',
    'SDK: an action the gateway does not know');

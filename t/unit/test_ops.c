@@ -264,7 +264,7 @@ test_actions(const cJSON *actions)
 
     n = cJSON_GetArraySize(actions);
 
-    tap_ok(n == 48, "actions.json lists 48 actions (%d)", n);
+    tap_ok(n == 50, "actions.json lists 50 actions (%d)", n);
     tap_ok(ngx_http_idv_nops == (size_t) n,
            "the table has as many rows as actions.json has actions "
            "(%zu, %d)", ngx_http_idv_nops, n);
