@@ -32,6 +32,9 @@ cg_case() {
         || die "$name: the warm-up requests failed"
     sleep 0.3
 
+    # what a case counts besides instructions starts here (CG_WARM_HOOK)
+    ${CG_WARM_HOOK:-:}
+
     callgrind_control -z "$pid" > /dev/null 2>&1
     sleep 0.5
     callgrind_control -d "$pid" > /dev/null 2>&1

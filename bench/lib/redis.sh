@@ -5,7 +5,7 @@
 # cache, a miss (a new MerchantBizId: the flight and the charge before the
 # call, the answer written back after it) and a hit, instructions per
 # request and round trips to Redis per request (EVALSHA/EVAL calls the
-# server counted).
+# server counted during the counted requests).
 #
 # Sourced by bench/run.sh; uses common.sh, ports.sh, proc.sh, conf.sh and
 # callgrind.sh.  Fills CG[h-*] and RT[*].
@@ -20,17 +20,20 @@ evals() {
 }
 
 
-# redis_case NAME CONF REQUEST N [FIRST]: cg_case, and the round trips
+redis_resetstat() {
+    redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT > /dev/null
+}
+
+
+# redis_case NAME CONF REQUEST N [FIRST]: cg_case, and the round trips of
+# its counted requests (the server's statistics reset after the warm-up)
 redis_case() {
     local name=$1 total
 
-    redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT > /dev/null
-    cg_case "$@"
+    CG_WARM_HOOK=redis_resetstat cg_case "$@"
     total=$(evals)
 
-    # the warm-up requests count too
-    RT[$name]=$(awk -v t="$total" -v n="$(( $4 + WARM ))" \
-                    'BEGIN { printf "%.2f", t / n }')
+    RT[$name]=$(awk -v t="$total" -v n="$4" 'BEGIN { printf "%.2f", t / n }')
     say "$name: ${RT[$name]} round trips to Redis per request"
 }
 
