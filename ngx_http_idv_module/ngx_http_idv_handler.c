@@ -622,7 +622,7 @@ ngx_http_idv_run(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
                     return NGX_DONE;
                 }
 
-            } else if (ctx->index == 0 && !ctx->gathering) {
+            } else if (!ctx->gathering) {
                 ngx_http_idv_gather_start(r, ctx);
             }
 
@@ -912,12 +912,13 @@ ngx_http_idv_gather_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
 
     w = ngx_http_idv_window(ctx->phase);
 
-    if (w == 0 || (ctx->gather_windows & (1 << w))
-        || (ctx->phase != NGX_HTTP_IDV_PHASE_CHECK
-            && ctx->phase != NGX_HTTP_IDV_PHASE_ANSWER))
-    {
+    /* the window's first handler, whichever phase of it has one */
+
+    if (w == 0 || (ctx->gather_windows & (1 << w))) {
         return;
     }
+
+    ctx->gather_windows |= (1 << w);
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idv_module);
 
@@ -925,7 +926,6 @@ ngx_http_idv_gather_start(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
         return;
     }
 
-    ctx->gather_windows |= (1 << w);
     ctx->gather_phase = ctx->phase;
     ctx->gathering = 1;
 }
