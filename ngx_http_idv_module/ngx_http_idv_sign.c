@@ -176,11 +176,14 @@ ngx_http_idv_pct_encoded_len(const u_char *src, size_t len)
 
 
 /*
- * 16 bytes at a time: a block of unreserved bytes is stored whole; in one
- * with a reserved byte, the bytes before it are kept (the store wrote
- * them; what it wrote past them is overwritten next, and the output of
- * the 16 input bytes left is at least 16 bytes), then the byte is
- * escaped
+ * 16 bytes at a time: a block is stored whole; each reserved byte in it,
+ * from the first, is escaped where it lands and the 16 input bytes after
+ * it are stored again behind the escape (a later escape overwrites what
+ * they wrote past it, and the output of 16 input bytes is at least 16
+ * bytes, so nothing is written past the end of the value's output).  The
+ * block is classified once however many reserved bytes it has (base64:
+ * '+' and '/' are one byte in 32).  When fewer than 16 input bytes follow
+ * a reserved byte, the byte loop ends the value.
  */
 
 u_char *
@@ -189,7 +192,7 @@ ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len)
     u_char   c;
 #if (defined __SSE2__)
     int      mask;
-    size_t   n;
+    size_t   n, o;
     __m128i  v, m;
 
     while (len >= 16) {
@@ -208,24 +211,40 @@ ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len)
 
         mask = ~_mm_movemask_epi8(m) & 0xffff;
 
-        if (mask == 0) {
-            src += 16;
-            dst += 16;
-            len -= 16;
-            continue;
+        /* o: the output bytes the escapes of this block added so far */
+
+        o = 0;
+
+        while (mask) {
+            n = __builtin_ctz((unsigned) mask);
+            mask &= mask - 1;
+
+            c = src[n];
+
+            dst[o + n] = '%';
+            dst[o + n + 1] = ngx_http_idv_hex_upper[c >> 4];
+            dst[o + n + 2] = ngx_http_idv_hex_upper[c & 0xf];
+
+            o += 2;
+
+            if (len - n - 1 < 16) {
+                src += n + 1;
+                dst += o + n + 1;
+                len -= n + 1;
+                goto tail;
+            }
+
+            _mm_storeu_si128((__m128i *) (dst + o + n + 1),
+                             _mm_loadu_si128((const __m128i *)
+                                             (src + n + 1)));
         }
 
-        n = __builtin_ctz((unsigned) mask);
-
-        c = src[n];
-        src += n + 1;
-        dst += n;
-        len -= n + 1;
-
-        *dst++ = '%';
-        *dst++ = ngx_http_idv_hex_upper[c >> 4];
-        *dst++ = ngx_http_idv_hex_upper[c & 0xf];
+        src += 16;
+        dst += 16 + o;
+        len -= 16;
     }
+
+tail:
 #endif
 
     while (len--) {
