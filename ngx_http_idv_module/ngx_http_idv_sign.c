@@ -24,12 +24,24 @@
 #endif
 
 
+/*
+ * a V3 form body is hashed as it is written: input bytes encoded before
+ * the digest reads what they became (with its escapes, a little more:
+ * well within a 32 KB L1 data cache)
+ */
+
+#define NGX_HTTP_IDV_SHA256_CHUNK  8192
+
+
 static void ngx_http_idv_pct_encode2(u_char **enc, u_char **enc2,
     const u_char *src, size_t len);
 static int ngx_http_idv_key_cmp(const ngx_http_idv_str_t *a,
     const ngx_http_idv_str_t *b);
 static int ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s);
 static int ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s);
+static int ngx_http_idv_sha256_begin(void);
+static int ngx_http_idv_sha256_add(const u_char *data, size_t len);
+static int ngx_http_idv_sha256_end(u_char *hex64);
 static int ngx_http_idv_hmac(EVP_MAC_CTX *ctx, const u_char *key,
     size_t key_len, const u_char *data, size_t len, u_char *out,
     size_t size);
@@ -624,10 +636,10 @@ ngx_http_idv_sign_v1(ngx_http_idv_sign_t *s)
 static int
 ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
 {
-    u_char                *p, *b, *sts, *auth;
-    size_t                 i, len, cq_len, b_len, ct_len, cr_len, sts_len,
-                           auth_len, sh_len, tk_len;
-    const u_char          *sh;
+    u_char                *p, *b, *hashed, *sts, *auth;
+    size_t                 i, len, left, cq_len, b_len, ct_len, cr_len,
+                           sts_len, auth_len, sh_len, tk_len;
+    const u_char          *sh, *v;
     ngx_http_idv_param_t  *prm;
     u_char                 mac[32];
 
@@ -703,10 +715,19 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
         return -1;
     }
 
-    /* the body first: its hash is a header and the payload hash */
+    /*
+     * The body first: its hash is a header and the payload hash.  It is
+     * hashed as it is written, a chunk at a time, while the chunk is in
+     * the cache: not in a second pass over a body of megabytes.
+     */
 
     s->body.data = p;
     b = p;
+    hashed = p;
+
+    if (b_len && ngx_http_idv_sha256_begin() != 0) {
+        return -1;
+    }
 
     for (i = 0; i < s->nparams; i++) {
         prm = &s->params[i];
@@ -721,19 +742,37 @@ ngx_http_idv_sign_v3(ngx_http_idv_sign_t *s)
 
         b = ngx_http_idv_pct_encode(b, prm->key.data, prm->key.len);
         *b++ = '=';
-        b = ngx_http_idv_pct_encode(b, prm->value.data, prm->value.len);
+
+        v = prm->value.data;
+        left = prm->value.len;
+
+        while (left) {
+            len = left < NGX_HTTP_IDV_SHA256_CHUNK
+                  ? left : NGX_HTTP_IDV_SHA256_CHUNK;
+
+            b = ngx_http_idv_pct_encode(b, v, len);
+            v += len;
+            left -= len;
+
+            if ((size_t) (b - hashed) >= NGX_HTTP_IDV_SHA256_CHUNK) {
+                if (ngx_http_idv_sha256_add(hashed, b - hashed) != 0) {
+                    return -1;
+                }
+
+                hashed = b;
+            }
+        }
     }
 
     s->body.len = b - s->body.data;
 
-    if (s->body.len == 0) {
+    if (b_len == 0) {
         /* SHA-256 of the empty body (every Initialize without images) */
         memcpy(s->content_sha256, "e3b0c44298fc1c149afbf4c8996fb924"
                                   "27ae41e4649b934ca495991b7852b855", 64);
 
-    } else if (ngx_http_idv_sha256_hex(s->body.data, s->body.len,
-                                       s->content_sha256)
-               != 0)
+    } else if (ngx_http_idv_sha256_add(hashed, b - hashed) != 0
+               || ngx_http_idv_sha256_end(s->content_sha256) != 0)
     {
         return -1;
     }
@@ -929,18 +968,55 @@ ngx_http_idv_sign_cleanup(void)
 int
 ngx_http_idv_sha256_hex(const u_char *data, size_t len, u_char *hex64)
 {
-    u_char        md[32];
-    unsigned int  n;
+    if (ngx_http_idv_sha256_begin() != 0
+        || ngx_http_idv_sha256_add(data, len) != 0
+        || ngx_http_idv_sha256_end(hex64) != 0)
+    {
+        return -1;
+    }
 
+    return 0;
+}
+
+
+/* one SHA-256 at a time, fed in pieces: the body as it is written */
+
+static int
+ngx_http_idv_sha256_begin(void)
+{
     if (!ngx_http_idv_crypto_ready && ngx_http_idv_sign_init() != 0) {
         return -1;
     }
 
     if (EVP_DigestInit_ex2(ngx_http_idv_sha256_ctx, ngx_http_idv_sha256_md,
                            NULL)
-        != 1
-        || EVP_DigestUpdate(ngx_http_idv_sha256_ctx, data, len) != 1
-        || EVP_DigestFinal_ex(ngx_http_idv_sha256_ctx, md, &n) != 1
+        != 1)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_sha256_add(const u_char *data, size_t len)
+{
+    if (len && EVP_DigestUpdate(ngx_http_idv_sha256_ctx, data, len) != 1) {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_idv_sha256_end(u_char *hex64)
+{
+    u_char        md[32];
+    unsigned int  n;
+
+    if (EVP_DigestFinal_ex(ngx_http_idv_sha256_ctx, md, &n) != 1
         || n != sizeof(md))
     {
         return -1;
