@@ -63,6 +63,9 @@ typedef struct {
     ngx_http_idv_str_t          value;
     unsigned                    body:1;     /* form body, not query */
     unsigned                    pii:1;      /* never log the value */
+    unsigned                    base64:1;   /* checked as strict base64:
+                                               '+' '/' '=' are its only
+                                               reserved bytes */
 } ngx_http_idv_param_t;
 
 
@@ -70,6 +73,10 @@ typedef struct {
 
 size_t ngx_http_idv_pct_encoded_len(const u_char *src, size_t len);
 u_char *ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len);
+
+/* the same for a value checked as strict base64 (only '+' '/' '=' escaped) */
+u_char *ngx_http_idv_pct_encode_base64(u_char *dst, const u_char *src,
+    size_t len);
 
 /*
  * form decoding ('+' is a space, %XX in either case); dst may be src;

@@ -208,6 +208,7 @@ ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     dst->value.len = len;
     dst->body = (p->flags & NGX_HTTP_IDV_P_BODY) ? 1 : 0;
     dst->pii = (p->flags & NGX_HTTP_IDV_P_PII) ? 1 : 0;
+    dst->base64 = 0;
 
     return 0;
 }
@@ -972,11 +973,16 @@ ngx_http_idv_req_validate_param(ngx_http_idv_req_t *rq,
                                       p->name.data, p->name.len);
     }
 
-    if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
-        && ngx_http_idv_image_check(rq, (const char *) p->name.data,
-                                    v->value.data, v->value.len) != 0)
-    {
-        return -1;
+    if (p->flags & NGX_HTTP_IDV_P_IMAGE) {
+        if (ngx_http_idv_image_check(rq, (const char *) p->name.data,
+                                     v->value.data, v->value.len)
+            != 0)
+        {
+            return -1;
+        }
+
+        /* the encoding looks for '+' '/' '=' only (ngx_http_idv_sign.c) */
+        v->base64 = 1;
     }
 
     return 0;
