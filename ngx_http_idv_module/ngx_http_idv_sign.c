@@ -204,7 +204,15 @@ ngx_http_idv_pct_encoded_len(const u_char *src, size_t len)
  * loop is the same for both.
  */
 
-static inline u_char *
+/* each caller gets its own copy, base64 a constant in it: -O does not */
+
+#if (defined __GNUC__)
+#define ngx_http_idv_specialized  inline __attribute__((always_inline))
+#else
+#define ngx_http_idv_specialized  inline
+#endif
+
+static ngx_http_idv_specialized u_char *
 ngx_http_idv_pct_encode_as(u_char *dst, const u_char *src, size_t len,
     int base64)
 {
