@@ -32,9 +32,9 @@ typedef void *(*ngx_http_idv_alloc_pt)(void *data, size_t size);
 
 
 /*
- * The passes over a body (JSON strings, base64, percent-encoding) take 16
- * bytes at a time where SSE2 is there (always on amd64), one at a time
- * elsewhere.  These classify the bytes of a block: 0xff where a byte is
+ * The passes over a body (JSON strings, base64, percent-encoding) take
+ * blocks of 16 bytes, one or two a step, where SSE2 is there (always on
+ * amd64), one byte at a time elsewhere.  These classify the bytes of a block: 0xff where a byte is
  * in the class.  Signed compares: bytes from 0x80 up are in no range.
  */
 
