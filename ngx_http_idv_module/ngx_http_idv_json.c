@@ -508,6 +508,7 @@ ngx_http_idv_json_plain(const u_char *p, const u_char *end)
 {
 #if (defined __SSE2__)
     int      mask;
+    size_t   n;
     __m128i  v, w, ctl, m;
 
     ctl = _mm_set1_epi8(0x1f);
@@ -519,7 +520,7 @@ ngx_http_idv_json_plain(const u_char *p, const u_char *end)
                               ngx_http_idv_sse2_is(v, '\\')),                  \
                  _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v))
 
-    while (end - p >= 32) {
+    for (n = (end - p) / 32; n; n--) {
         v = _mm_loadu_si128((const __m128i *) p);
         w = _mm_loadu_si128((const __m128i *) (p + 16));
 
