@@ -32,9 +32,9 @@ typedef void *(*ngx_http_idv_alloc_pt)(void *data, size_t size);
 
 
 /*
- * The passes over a body (JSON strings, base64, percent-encoding) take 16
- * bytes at a time where SSE2 is there (always on amd64), one at a time
- * elsewhere.  These classify the bytes of a block: 0xff where a byte is
+ * The passes over a body (JSON strings, base64, percent-encoding) take
+ * blocks of 16 bytes, one or two a step, where SSE2 is there (always on
+ * amd64), one byte at a time elsewhere.  These classify the bytes of a block: 0xff where a byte is
  * in the class.  Signed compares: bytes from 0x80 up are in no range.
  */
 
@@ -63,6 +63,9 @@ typedef struct {
     ngx_http_idv_str_t          value;
     unsigned                    body:1;     /* form body, not query */
     unsigned                    pii:1;      /* never log the value */
+    unsigned                    base64:1;   /* checked as strict base64:
+                                               '+' '/' '=' are its only
+                                               reserved bytes */
 } ngx_http_idv_param_t;
 
 
@@ -70,6 +73,10 @@ typedef struct {
 
 size_t ngx_http_idv_pct_encoded_len(const u_char *src, size_t len);
 u_char *ngx_http_idv_pct_encode(u_char *dst, const u_char *src, size_t len);
+
+/* the same for a value checked as strict base64 (only '+' '/' '=' escaped) */
+u_char *ngx_http_idv_pct_encode_base64(u_char *dst, const u_char *src,
+    size_t len);
 
 /*
  * form decoding ('+' is a space, %XX in either case); dst may be src;

@@ -1116,6 +1116,7 @@ ngx_http_idv_creds_sts_args(ngx_http_request_t *r, ngx_http_idv_creds_t *src,
     prm[n].value.len = (v)->len;                                             \
     prm[n].body = 1;                                                         \
     prm[n].pii = 1;                                                          \
+    prm[n].base64 = 0;                                                       \
     n++
 
     ngx_http_idv_creds_param("DurationSeconds", &src->duration);

@@ -497,27 +497,53 @@ ngx_http_idv_json_ws(const u_char *p, const u_char *end)
 }
 
 
-/* the first '"', '\\' or control byte from p on, or end */
+/*
+ * the first '"', '\\' or control byte from p on, or end; 32 bytes at a
+ * time while there are that many (one test of both blocks' classes),
+ * then 16
+ */
 
 static const u_char *
 ngx_http_idv_json_plain(const u_char *p, const u_char *end)
 {
 #if (defined __SSE2__)
     int      mask;
-    __m128i  v, ctl, m;
+    size_t   n;
+    __m128i  v, w, ctl, m;
 
     ctl = _mm_set1_epi8(0x1f);
+
+    /* a control byte is its own minimum with 0x1f */
+
+#define idv_json_special(v)                                                   \
+    _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_is(v, '"'),                    \
+                              ngx_http_idv_sse2_is(v, '\\')),                  \
+                 _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v))
+
+    for (n = (end - p) / 32; n; n--) {
+        v = _mm_loadu_si128((const __m128i *) p);
+        w = _mm_loadu_si128((const __m128i *) (p + 16));
+
+        m = idv_json_special(v);
+
+        if (_mm_movemask_epi8(_mm_or_si128(m, idv_json_special(w)))) {
+            mask = _mm_movemask_epi8(m);
+
+            if (mask) {
+                return p + __builtin_ctz((unsigned) mask);
+            }
+
+            p += 16;
+            break;
+        }
+
+        p += 32;
+    }
 
     while (end - p >= 16) {
         v = _mm_loadu_si128((const __m128i *) p);
 
-        /* a control byte is its own minimum with 0x1f */
-
-        m = _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_is(v, '"'),
-                                      ngx_http_idv_sse2_is(v, '\\')),
-                         _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
-
-        mask = _mm_movemask_epi8(m);
+        mask = _mm_movemask_epi8(idv_json_special(v));
 
         if (mask) {
             return p + __builtin_ctz((unsigned) mask);
@@ -525,6 +551,8 @@ ngx_http_idv_json_plain(const u_char *p, const u_char *end)
 
         p += 16;
     }
+
+#undef idv_json_special
 #endif
 
     while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {

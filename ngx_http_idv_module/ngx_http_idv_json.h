@@ -64,7 +64,7 @@ int ngx_http_idv_json_text_strict(const unsigned char *p, size_t len);
  * string's opening quote; the closing quote, or NULL when the string is
  * not valid JSON (unterminated, a control byte, a bad escape, a lone
  * surrogate); *flags gets NGX_HTTP_IDV_JSON_*.  Plain bytes are skipped
- * 16 at a time.
+ * 32 at a time, then 16.
  */
 const u_char *ngx_http_idv_json_string_end(const u_char *p,
     const u_char *end, unsigned *flags);

@@ -208,6 +208,7 @@ ngx_http_idv_req_add(ngx_http_idv_req_t *rq, const ngx_http_idv_op_param_t *p,
     dst->value.len = len;
     dst->body = (p->flags & NGX_HTTP_IDV_P_BODY) ? 1 : 0;
     dst->pii = (p->flags & NGX_HTTP_IDV_P_PII) ? 1 : 0;
+    dst->base64 = 0;
 
     return 0;
 }
@@ -972,11 +973,16 @@ ngx_http_idv_req_validate_param(ngx_http_idv_req_t *rq,
                                       p->name.data, p->name.len);
     }
 
-    if ((p->flags & NGX_HTTP_IDV_P_IMAGE)
-        && ngx_http_idv_image_check(rq, (const char *) p->name.data,
-                                    v->value.data, v->value.len) != 0)
-    {
-        return -1;
+    if (p->flags & NGX_HTTP_IDV_P_IMAGE) {
+        if (ngx_http_idv_image_check(rq, (const char *) p->name.data,
+                                     v->value.data, v->value.len)
+            != 0)
+        {
+            return -1;
+        }
+
+        /* the encoding looks for '+' '/' '=' only (ngx_http_idv_sign.c) */
+        v->base64 = 1;
     }
 
     return 0;
@@ -1355,27 +1361,41 @@ ngx_http_idv_image_check(ngx_http_idv_req_t *rq, const char *name,
 
 #if (defined __SSE2__)
     {
-        __m128i  b0, b1;
+        __m128i  far;
 
-        /* A-Z a-z, / 0-9 (0x2f to 0x39), +: 32 bytes at a time */
+        /*
+         * 32 bytes at a time, each byte's distance from the alphabet
+         * (A-Z a-z, / 0-9 from 0x2f to 0x39, +; 0 in it): the largest
+         * distance is kept over the whole value and looked at once, after
+         * the last block (which byte is wrong does not matter)
+         */
 
-#define idv_b64(v)                                                            \
-        _mm_or_si128(_mm_or_si128(ngx_http_idv_sse2_alpha(v),                 \
-                                  ngx_http_idv_sse2_in(v, '/', '9')),         \
-                     ngx_http_idv_sse2_is(v, '+'))
+#define idv_b64_far(v)                                                        \
+        _mm_min_epu8(_mm_min_epu8(                                            \
+            _mm_subs_epu8(_mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),  \
+                                       _mm_set1_epi8('a')),                   \
+                          _mm_set1_epi8('z' - 'a')),                          \
+            _mm_subs_epu8(_mm_sub_epi8(v, _mm_set1_epi8('/')),                \
+                          _mm_set1_epi8('9' - '/'))),                         \
+            _mm_xor_si128(v, _mm_set1_epi8('+')))
+
+        far = _mm_setzero_si128();
 
         for ( /* void */ ; i + 32 <= len - pad; i += 32) {
-            b0 = _mm_loadu_si128((const __m128i *) (b64 + i));
-            b1 = _mm_loadu_si128((const __m128i *) (b64 + i + 16));
-
-            if (_mm_movemask_epi8(_mm_and_si128(idv_b64(b0), idv_b64(b1)))
-                != 0xffff)
-            {
-                goto bad;
-            }
+            far = _mm_max_epu8(far, _mm_max_epu8(
+                      idv_b64_far(_mm_loadu_si128((const __m128i *)
+                                                  (b64 + i))),
+                      idv_b64_far(_mm_loadu_si128((const __m128i *)
+                                                  (b64 + i + 16)))));
         }
 
-#undef idv_b64
+#undef idv_b64_far
+
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(far, _mm_setzero_si128()))
+            != 0xffff)
+        {
+            goto bad;
+        }
     }
 #endif
 

@@ -347,6 +347,7 @@ ngx_http_idv_verify_decode(ngx_http_idv_verify_t *v, const u_char *src,
         prm->value.len = vlen;
         prm->body = body;
         prm->pii = 0;
+        prm->base64 = 0;
 
         buf += klen + vlen;
         p = amp + 1;

@@ -7,6 +7,9 @@
  *     writes (the two passes of every signer share it), the output has
  *     only unreserved bytes and upper-case %XX, and decodes back to the
  *     input;
+ *   - ngx_http_idv_pct_encode_base64() writes what
+ *     ngx_http_idv_pct_encode() writes for the same input mapped into the
+ *     base64 alphabet and '=' (the values it is given), and no more;
  *   - ngx_http_idv_params_sort() is a stable byte-order sort: the input
  *     split at '\n' into keys (the value remembers the position).
  */
@@ -55,6 +58,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dlen = fuzz_pct_decode(enc, len, dec);
     FUZZ_CHECK(dlen == (long) size);
     FUZZ_CHECK(size == 0 || memcmp(dec, data, size) == 0);
+
+    /* the base64 encoder: the input mapped into its alphabet */
+
+    for (i = 0; i < size; i++) {
+        in[i] = (u_char) "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         "0123456789+/="[data[i] % 65];
+    }
+
+    len = ngx_http_idv_pct_encoded_len(in, size);
+
+    enc = fuzz_alloc(NULL, len + 1);
+    e = ngx_http_idv_pct_encode(enc, in, size);
+    FUZZ_CHECK((size_t) (e - enc) == len);
+
+    /* exactly len bytes: ASan sees a write past the output */
+
+    dec = fuzz_alloc(NULL, len);
+    e = ngx_http_idv_pct_encode_base64(dec, in, size);
+    FUZZ_CHECK((size_t) (e - dec) == len);
+    FUZZ_CHECK(len == 0 || memcmp(dec, enc, len) == 0);
 
     /* the stable sort */
 

@@ -13,7 +13,9 @@
  *     access key id, access key secret, host, action, version,
  *     timestamp, nonce
  *     parameters, one a line: "key\tvalue" in the query, "+key\tvalue"
- *     in the form body (no tab: the whole line is the key)
+ *     in the form body (no tab: the whole line is the key); a value
+ *     wholly in the base64 alphabet is marked base64, as a checked image
+ *     is, and takes that encoder
  */
 
 
@@ -29,7 +31,7 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t                 n;
+    size_t                 n, i;
     u_char                *tab;
     const u_char          *p, *end;
     ngx_http_idv_str_t     flags, line, **f;
@@ -94,6 +96,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             params[n].key.len = line.len;
             params[n].value.data = NULL;
             params[n].value.len = 0;
+        }
+
+        /* a value in the base64 alphabet takes the base64 encoder */
+
+        params[n].base64 = params[n].value.len != 0;
+
+        for (i = 0; i < params[n].value.len; i++) {
+            if (memchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                       "0123456789+/=", params[n].value.data[i], 65)
+                == NULL)
+            {
+                params[n].base64 = 0;
+                break;
+            }
         }
 
         n++;

@@ -205,16 +205,16 @@ fuzz_check_signed(const ngx_http_idv_sign_t *s,
     const ngx_http_idv_param_t *orig, int form_in)
 {
     static const ngx_http_idv_param_t  v1sys[] = {
-        { ngx_http_idv_string("AccessKeyId"), { 0, NULL }, 0, 0 },
-        { ngx_http_idv_string("Action"), { 0, NULL }, 0, 0 },
-        { ngx_http_idv_string("Format"), ngx_http_idv_string("json"), 0, 0 },
+        { ngx_http_idv_string("AccessKeyId"), { 0, NULL }, 0, 0, 0 },
+        { ngx_http_idv_string("Action"), { 0, NULL }, 0, 0, 0 },
+        { ngx_http_idv_string("Format"), ngx_http_idv_string("json"), 0, 0, 0 },
         { ngx_http_idv_string("SignatureMethod"),
-          ngx_http_idv_string("HMAC-SHA1"), 0, 0 },
-        { ngx_http_idv_string("SignatureNonce"), { 0, NULL }, 0, 0 },
+          ngx_http_idv_string("HMAC-SHA1"), 0, 0, 0 },
+        { ngx_http_idv_string("SignatureNonce"), { 0, NULL }, 0, 0, 0 },
         { ngx_http_idv_string("SignatureVersion"),
-          ngx_http_idv_string("1.0"), 0, 0 },
-        { ngx_http_idv_string("Timestamp"), { 0, NULL }, 0, 0 },
-        { ngx_http_idv_string("Version"), { 0, NULL }, 0, 0 }
+          ngx_http_idv_string("1.0"), 0, 0, 0 },
+        { ngx_http_idv_string("Timestamp"), { 0, NULL }, 0, 0, 0 },
+        { ngx_http_idv_string("Version"), { 0, NULL }, 0, 0, 0 }
     };
 
     static const char  sh_form[] = "content-type;host;x-acs-action;"

@@ -28,12 +28,74 @@ escape_is(const char *in, size_t len, const char *exp, const char *name)
 }
 
 
+/*
+ * ngx_http_idv_json_string_end() on strings of 0 to 99 plain bytes (ASCII
+ * and UTF-8 pairs) before the byte that stops it, in the block passes of
+ * 32 and 16 bytes and in the byte loop: the closing quote found where it
+ * is, past an escape, and a control byte refused.
+ */
+
+static void
+string_end_scan(void)
+{
+    int            bad;
+    size_t         len, i, k;
+    u_char         buf[200];
+    unsigned       flags;
+    const u_char  *q;
+
+    bad = 0;
+
+    for (len = 0; len < 100; len++) {
+        for (k = 0; k < 3; k++) {
+            for (i = 0; i < len; i++) {
+                buf[i] = (i % 3 == 2) ? 0xa9 : (i % 3 == 1) ? 0xc3 : 'A';
+            }
+
+            /* what follows the stop is long enough for any block */
+
+            memset(buf + len, 'z', sizeof(buf) - len);
+
+            flags = 0;
+
+            if (k == 0) {
+                buf[len] = '"';
+                q = ngx_http_idv_json_string_end(buf, buf + sizeof(buf),
+                                                 &flags);
+                bad += (q != buf + len || flags != 0);
+
+            } else if (k == 1) {
+                buf[len] = '\\';
+                buf[len + 1] = 'n';
+                buf[len + 2] = '"';
+                q = ngx_http_idv_json_string_end(buf, buf + sizeof(buf),
+                                                 &flags);
+                bad += (q != buf + len + 2
+                        || flags != NGX_HTTP_IDV_JSON_ESCAPED);
+
+            } else {
+                buf[len] = 0x1f;
+                buf[len + 1] = '"';
+                q = ngx_http_idv_json_string_end(buf, buf + sizeof(buf),
+                                                 &flags);
+                bad += (q != NULL);
+            }
+        }
+    }
+
+    tap_ok(bad == 0, "string scan: quote, escape and control byte found "
+           "after 0 to 99 plain bytes");
+}
+
+
 int
 main(void)
 {
     u_char                  buf[512], id[33];
     size_t                  n, m;
     ngx_http_idv_gateway_t  gw;
+
+    string_end_scan();
 
     escape_is("plain", 5, "plain", "plain ASCII as it is");
     escape_is("a\"b\\c", 5, "a\\\"b\\\\c", "quote and backslash");

@@ -41,6 +41,7 @@ static void test_accepted(const char *action, const char *product,
     const char *body, int json, const char *name);
 static u_char *test_jpeg(size_t bytes, unsigned w, unsigned h);
 static void test_image_text(size_t bytes, int ok, const char *name);
+static void test_image_alphabet(void);
 
 static void test_merchant_biz_id(void);
 static void test_doc_type(void);
@@ -411,6 +412,7 @@ test_base64_text(void)
     test_image_text(786432, 1, "an image whose base64 is exactly 1 MB");
     test_image_text(786433, 0, "an image whose base64 is 4 bytes over 1 MB");
     test_image_text(943718, 0, "a 0.9 MB image (base64 1,258,292 bytes)");
+    test_image_alphabet();
 }
 
 
@@ -730,6 +732,73 @@ test_image_text(size_t bytes, int ok, const char *name)
     test_pool_free(&pool);
 
     free(body);
+    free(img);
+    free(b64);
+}
+
+
+/*
+ * Every byte value at places in the first and second half of a 32-byte
+ * block, at a block's end and in the bytes after the last block: accepted
+ * exactly when it is in the base64 alphabet.
+ */
+
+static void
+test_image_alphabet(void)
+{
+    int                  c, rc, in, bad;
+    u_char              *img, *b64, saved;
+    size_t               len, i;
+    ngx_http_idv_req_t   rq;
+
+    static const size_t  at[] = { 200, 215, 216, 231, 1000, 3967, 3980,
+                                  3985 };
+
+    /*
+     * 2990 bytes: 3988 base64 bytes, one '=': the last block ends at 3968
+     * (3986 is not tried: a '=' there is padding)
+     */
+
+    img = test_jpeg(2990, 720, 1280);
+    b64 = malloc(3988 + 1);
+
+    if (img == NULL || b64 == NULL) {
+        tap_ok(0, "image alphabet: built");
+        free(img);
+        free(b64);
+        return;
+    }
+
+    len = ngx_http_idv_base64_encode(b64, img, 2990);
+    bad = 0;
+
+    for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        saved = b64[at[i]];
+
+        for (c = 0; c < 256; c++) {
+            b64[at[i]] = (u_char) c;
+            in = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+                 || (c >= '0' && c <= '9') || c == '+' || c == '/';
+
+            memset(&rq, 0, sizeof(ngx_http_idv_req_t));
+            rc = ngx_http_idv_image_check(&rq, "FacePictureBase64", b64, len);
+
+            if (in ? rc != 0
+                   : rc != -1 || strstr(rq.message, "not valid base64")
+                                 == NULL)
+            {
+                printf("#   byte 0x%02x at %zu: %s\n", c, at[i],
+                       in ? "refused" : "accepted");
+                bad++;
+            }
+        }
+
+        b64[at[i]] = saved;
+    }
+
+    tap_ok(len == 3988 && bad == 0, "image alphabet: each of the 256 byte "
+           "values at 8 places is accepted exactly when it is base64");
+
     free(img);
     free(b64);
 }

@@ -775,6 +775,9 @@ test_canonical_byte(int c, char *out)
 }
 
 
+static void test_percent_encoding_long(void);
+
+
 static void
 test_percent_encoding(const cJSON *root)
 {
@@ -835,6 +838,118 @@ test_percent_encoding(const cJSON *root)
     tap_ok(ngx_http_idv_pct_encoded_len(NULL, 0) == 0
            && ngx_http_idv_pct_encode(buf, NULL, 0) == buf,
            "pct: empty input");
+
+    test_percent_encoding_long();
+}
+
+
+/*
+ * Values longer than a block, with several reserved bytes to a block (the
+ * block pass escapes them all from one classification) and reserved bytes
+ * near the end (the byte loop finishes): each against the byte-wise
+ * reference, and nothing written past the output's end.  The same values
+ * mapped into the base64 alphabet go through the base64 encoder too.
+ */
+
+static size_t
+test_pct_against(u_char *(*encode)(u_char *, const u_char *, size_t),
+    const u_char *src, size_t len, const char *what)
+{
+    int      c;
+    char     exp[4];
+    size_t   i, want;
+    u_char   out[3 * 300 + 16], ref[3 * 300], *end;
+
+    want = 0;
+
+    for (i = 0; i < len; i++) {
+        c = test_canonical_byte(src[i], exp);
+        memcpy(ref + want, exp, c);
+        want += c;
+    }
+
+    memset(out, 0xa5, sizeof(out));
+    end = encode(out, src, len);
+
+    if ((size_t) (end - out) != want || memcmp(out, ref, want) != 0
+        || ngx_http_idv_pct_encoded_len(src, len) != want)
+    {
+        printf("#   %s, length %zu: wrong encoding\n", what, len);
+        return 1;
+    }
+
+    for (i = want; i < sizeof(out); i++) {
+        if (out[i] != 0xa5) {
+            printf("#   %s, length %zu: byte %zu written past the output\n",
+                   what, len, i);
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+test_percent_encoding_long(void)
+{
+    size_t         i, len, n, k, bad, bad64;
+    u_char         src[300];
+    unsigned int   seed;
+
+    /* the base64 alphabet, '=' and a few bytes from outside it */
+
+    static const char  alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        "+/=+/=+/=%& ~-._\x80\xff";
+
+    seed = 17;
+    bad = 0;
+    bad64 = 0;
+    n = 0;
+
+    for (len = 0; len <= 300; len++) {
+        for (k = 0; k < 8; k++) {
+            for (i = 0; i < len; i++) {
+                seed = seed * 1103515245 + 12345;
+
+                /* k: how dense the reserved bytes are (0 none, 7 all) */
+
+                if (k == 0) {
+                    src[i] = 'A' + (seed >> 16) % 26;
+
+                } else if (k == 7) {
+                    src[i] = "+/=&"[(seed >> 16) % 4];
+
+                } else if ((seed >> 16) % (1 << (7 - k)) == 0) {
+                    src[i] = "+/="[(seed >> 8) % 3];
+
+                } else {
+                    src[i] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+                }
+            }
+
+            bad += test_pct_against(ngx_http_idv_pct_encode, src, len,
+                                    "any bytes");
+
+            /* into the base64 alphabet: what is not in it becomes '/' */
+
+            for (i = 0; i < len; i++) {
+                if (strchr("%& ~-._&", src[i]) != NULL || src[i] >= 0x80) {
+                    src[i] = '/';
+                }
+            }
+
+            bad64 += test_pct_against(ngx_http_idv_pct_encode_base64, src,
+                                      len, "base64");
+            n++;
+        }
+    }
+
+    tap_ok(bad == 0, "pct: %zu long values (0 to 300 bytes, 8 densities of "
+           "reserved bytes) encode as byte by byte", n);
+    tap_ok(bad64 == 0, "pct: %zu long base64 values: the base64 encoder "
+           "writes what the byte-wise reference writes", n);
 }
 
 
