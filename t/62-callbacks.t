@@ -16,19 +16,8 @@ use File::Temp ();
 my $CB = <<'END';
     idv_callback_zone zone=idv_cb:1m;
     idv_tenancy_zone zone=idv_owners:1m;
-    log_format backend escape=json '$request_body';
-
-    server {
-        listen 127.0.0.1:%%PORT2%%;
-
-        location = /ok {
-            access_log %%TESTDIR%%/backend.log backend;
-            proxy_pass http://127.0.0.1:%%PORT2%%/done;
-        }
-
-        location = /done { return 200 '{"ok":true}'; }
-    }
 END
+$CB .= IdvTest->backend_http;
 
 my $LOCATIONS = <<'END';
         idv_tenant $http_x_tenant;
@@ -108,29 +97,7 @@ sub fire {
                               ? (fire_passed => $o{fire_passed}) : ()));
 }
 
-sub delivered {
-    my ($t) = @_;
-    my $log = IdvTest::_slurp($t->testdir . '/backend.log') // '';
-    # escape=json: each line is the body as the inside of a JSON string
-    my $js = JSON::PP->new->allow_nonref;
-    return map { decode_json($js->decode(qq("$_"))) } grep { length }
-           split /\n/, $log;
-}
 
-# the backend's access log line is written when its request ends, which
-# may be a moment after the callback was answered (slower under ASan)
-sub delivered_wait {
-    my ($t, $n) = @_;
-    my @d;
-
-    for (1 .. 100) {
-        @d = delivered($t);
-        last if @d >= $n;
-        select(undef, undef, undef, 0.05);
-    }
-
-    return @d;
-}
 
 
 my $dir = File::Temp::tempdir(CLEANUP => 1);
@@ -156,7 +123,7 @@ my $f = fire($t, $tx, passed => 'N', subCode => '205', fire_passed => 'Y');
 is($f->{status}, 200, 'callback: answered 200 once delivered')
     or diag explain $f;
 
-my @got = delivered_wait($t, 1);
+my @got = $t->delivered_wait(1);
 is(scalar @got, 1, 'the backend received the result once');
 is($got[0]{Passed}, 'N', 'the backend got the real result, not the URL');
 is($got[0]{SubCode}, '205', 'SubCode from CheckResult');
@@ -172,7 +139,7 @@ is($cr->{query}{MerchantBizId}, 'cb001', 'CheckResult with the bound id');
 # a duplicate is acknowledged, not delivered again
 $f = fire($t, $tx, passed => 'N', subCode => '205');
 is($f->{status}, 200, 'duplicate callback: 200');
-is(scalar(delivered($t)), 1, 'duplicate callback: not forwarded again');
+is(scalar($t->delivered), 1, 'duplicate callback: not forwarded again');
 
 
 # a forwarded result is not kept: CheckResult asks upstream, valid JSON
@@ -203,7 +170,7 @@ is($r->{status}, 403, 'no token: 403');
 my $calls = $t->mock_stats->{calls};
 $f = fire($t, $tx2, token => $token);
 is($f->{status}, 403, "another transaction's token: 403");
-is(scalar(delivered($t)), 1, "another transaction's token: nothing sent on");
+is(scalar($t->delivered), 1, "another transaction's token: nothing sent on");
 
 my ($tx3) = initialize($t, 'cb003', path => '/idv/short/initialize');
 sleep 2;
@@ -221,10 +188,10 @@ is($r->{status}, 400, 'a backend-supplied CallbackUrl is refused');
 my ($tx4) = initialize($t, 'cb004');
 $f = fire($t, $tx4, path => '/idv/callback-down');
 is($f->{status}, 502, 'backend down: 502 so the caller retries');
-is(scalar(delivered($t)), 1, 'backend down: nothing delivered');
+is(scalar($t->delivered), 1, 'backend down: nothing delivered');
 $f = fire($t, $tx4);
 is($f->{status}, 200, 'backend back: the retry is delivered');
-is((delivered_wait($t, 2))[-1]{TransactionId}, $tx4,
+is(($t->delivered_wait(2))[-1]{TransactionId}, $tx4,
    'backend back: the result');
 
 
@@ -273,7 +240,7 @@ $t4->stop;
 
 # TransactionIds whose CRC32 collide are still told apart by the guard
 my (undef, $tokc) = initialize($t, 'cbcol');
-my $before = scalar(delivered($t));
+my $before = scalar($t->delivered);
 for my $id ('3aa9ef9a346718b265cf3bd508c02723',
             '0b29827805dde8fd5e233bb34be8240e',
             'ffffffffffffffffffffffffffffffff',
@@ -281,7 +248,7 @@ for my $id ('3aa9ef9a346718b265cf3bd508c02723',
 {
     fire($t, $id, token => $tokc);
 }
-is(scalar(delivered_wait($t, $before + 3)) - $before, 3,
+is(scalar($t->delivered_wait($before + 3)) - $before, 3,
    'colliding TransactionIds: each delivered once');
 
 

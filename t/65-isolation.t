@@ -25,34 +25,14 @@ my $HTTP = <<'END';
     idv_limit_zone zone=iso_limit:1m;
     idv_sdk_zone zone=iso_nonces:1m;
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
-    log_format backend escape=json '$request_body';
-
-    server {
-        listen 127.0.0.1:%%PORT2%%;
-
-        location = /ok {
-            access_log %%TESTDIR%%/backend.log backend;
-            proxy_pass http://127.0.0.1:%%PORT2%%/done;
-        }
-
-        location = /done { return 200 '{"ok":true}'; }
-    }
 END
+$HTTP .= IdvTest->backend_http;
 
-my $SERVER = <<'END';
+my $SERVER = IdvTest->callback_locations . <<'END';
         idv_tenant $http_x_tenant;
         idv_callback_url https://gateway.example/idv/callback;
         idv_cache iso_tx;
 
-        location = /idv/callback {
-            idv_callback;
-            idv_callback_pass /app/result;
-        }
-
-        location = /app/result {
-            internal;
-            proxy_pass http://127.0.0.1:%%PORT2%%/ok;
-        }
 
         location = /idv/verifylog {
             idv_action CheckVerifyLog;
@@ -109,29 +89,7 @@ sub fire {
                              callbackToken => $token);
 }
 
-sub delivered {
-    my ($t) = @_;
-    my $log = IdvTest::_slurp($t->testdir . '/backend.log') // '';
-    my $js = JSON::PP->new->allow_nonref;
-    return map { decode_json($js->decode(qq("$_"))) } grep { length }
-           split /\n/, $log;
-}
 
-# the backend's access log line is written when its request ends, which
-# may be a moment after the callback was answered
-sub delivered_wait {
-    my ($t, $n) = @_;
-    my $deadline = time + 5;
-    my @d;
-
-    while (time < $deadline) {
-        @d = delivered($t);
-        return @d if @d >= $n;
-        select(undef, undef, undef, 0.05);
-    }
-
-    return @d;
-}
 
 sub calls { $_[0]->mock_stats->{calls} }
 
@@ -171,12 +129,12 @@ ok($txa && $txb && $txa ne $txb,
 my $calls = calls($t);
 my $f = fire($t, $txb, $up_a->{query}{CallbackToken});
 is($f->{status}, 403, "acme's token with globex's TransactionId: 403");
-is(scalar(delivered($t)), 0, 'nothing delivered');
+is(scalar($t->delivered), 0, 'nothing delivered');
 is(calls($t), $calls, 'refused before CheckResult: no upstream call');
 
 $f = fire($t, $txb, $up_b->{query}{CallbackToken});
 is($f->{status}, 200, "globex's own callback is delivered afterwards");
-my @d = delivered_wait($t, 1);
+my @d = $t->delivered_wait(1);
 is(scalar(@d), 1, 'once');
 is($d[0]{Tenant}, 'globex', 'labelled with its own tenant');
 is($d[0]{TransactionId}, $txb, 'its own transaction');

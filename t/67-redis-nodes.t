@@ -33,34 +33,14 @@ my $HTTP = <<'END';
     idv_limit_zone zone=n_limit:1m store=redis:shared;
     idv_sdk_zone zone=n_nonces:1m store=redis:shared;
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
-    log_format backend escape=json '$request_body';
-
-    server {
-        listen 127.0.0.1:%%PORT2%%;
-
-        location = /ok {
-            access_log %%TESTDIR%%/backend.log backend;
-            proxy_pass http://127.0.0.1:%%PORT2%%/done;
-        }
-
-        location = /done { return 200 '{"ok":true}'; }
-    }
 END
+$HTTP .= IdvTest->backend_http;
 
-my $SERVER = <<'END';
+my $SERVER = IdvTest->callback_locations . <<'END';
         idv_tenant $http_x_tenant;
         idv_callback_url https://gateway.example/idv/callback;
         idv_cache n_tx;
 
-        location = /idv/callback {
-            idv_callback;
-            idv_callback_pass /app/result;
-        }
-
-        location = /app/result {
-            internal;
-            proxy_pass http://127.0.0.1:%%PORT2%%/ok;
-        }
 
         location = /idv/limited/initialize {
             idv_action Initialize;
@@ -223,16 +203,8 @@ sub fire {
                              callbackToken => $token);
 }
 
-sub delivered {
-    my $n = 0;
-
-    for my $t ($a, $b) {
-        my $log = IdvTest::_slurp($t->testdir . '/backend.log') // '';
-        $n += grep { length } split /\n/, $log;
-    }
-
-    return $n;
-}
+# what the backends of both nodes got
+sub delivered { scalar($a->delivered) + scalar($b->delivered) }
 
 $a->mock_reset;
 $r = init($a, 'acme', 'cb1');

@@ -40,6 +40,9 @@ package IdvTest;
 #       keep_alive(1) reuses one connection; status 599 = no HTTP answer
 #   raw($bytes, timeout => 5) -> everything nginx sent back
 #   error_log, access_log, mock_log, check_logs, ignore_log(qr/…/)
+#   backend_http, callback_locations: a backend on %%PORT2%% that logs
+#       each body it gets, and the callback location that forwards to it;
+#       delivered (the bodies it got), delivered_wait($n)
 #
 # Environment: IDV_NGINX (default /usr/sbin/nginx), IDV_MODULE (default
 # build/ngx_http_idv_module.so), IDV_ROOT (default: found from this file),
@@ -717,6 +720,70 @@ sub stop {
     }
 
     $self->check_logs;
+}
+
+
+# --- a backend for forwarded callbacks --------------------------------------
+
+# for http {}: a server on %%PORT2%% whose /ok logs each body it gets to
+# backend.log (escape=json) and answers {"ok":true}
+sub backend_http {
+    return <<'END';
+    log_format backend escape=json '$request_body';
+
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+
+        location = /ok {
+            access_log %%TESTDIR%%/backend.log backend;
+            proxy_pass http://127.0.0.1:%%PORT2%%/done;
+        }
+
+        location = /done { return 200 '{"ok":true}'; }
+    }
+END
+}
+
+# for server {}: /idv/callback forwarding verified results to that backend
+sub callback_locations {
+    return <<'END';
+        location = /idv/callback {
+            idv_callback;
+            idv_callback_pass /app/result;
+        }
+
+        location = /app/result {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT2%%/ok;
+        }
+END
+}
+
+# the bodies the backend got, decoded
+sub delivered {
+    my ($self) = @_;
+
+    my $log = _slurp("$self->{dir}/backend.log") // '';
+    my $js = JSON::PP->new->allow_nonref;
+
+    # escape=json: each line is the body as the inside of a JSON string
+    return map { decode_json($js->decode(qq("$_"))) } grep { length }
+           split /\n/, $log;
+}
+
+# the backend's log line is written when its request ends, which may be a
+# moment after the callback was answered (more under the sanitizers)
+sub delivered_wait {
+    my ($self, $n) = @_;
+    my @d;
+
+    for (1 .. 100) {
+        @d = $self->delivered;
+        last if @d >= $n;
+        sleep 0.05;
+    }
+
+    return @d;
 }
 
 
