@@ -941,8 +941,7 @@ ngx_http_idv_gather_flush(ngx_http_request_t *r, ngx_http_idv_ctx_t *ctx)
     ctx->gathering = 0;
 
     if (ctx->ngathered == 0) {
-        ctx->phase = ctx->gather_phase;
-        ctx->index = 0;
+        /* nothing went to a remote store: the window is done as it ran */
         return NGX_OK;
     }
 

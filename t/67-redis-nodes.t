@@ -32,6 +32,7 @@ my $HTTP = <<'END';
     idv_cache_zone zone=n_tx:1m store=redis:shared;
     idv_limit_zone zone=n_limit:1m store=redis:shared;
     idv_sdk_zone zone=n_nonces:1m store=redis:shared;
+    idv_limit_zone zone=n_node:1m;
     idv_tenant_keys %%TESTDIR%%/tenant.keys;
 END
 $HTTP .= IdvTest->backend_http;
@@ -46,6 +47,12 @@ my $SERVER = IdvTest->callback_locations . <<'END';
             idv_action Initialize;
             idv_product_code ID_OCR;
             idv_limit zone=n_limit key=tenant rate=6r/m burst=4 nodelay;
+        }
+
+        location = /idv/node/id2meta {
+            idv_action Id2MetaVerifyIntl;
+            idv_product_code ID_2META;
+            idv_limit zone=n_node key=tenant rate=6r/m burst=1 nodelay;
         }
 
         location = /idv/limited/id2meta {
@@ -169,6 +176,20 @@ is(calls(), 1, 'refused by the gateway');
 $r = $b->post('/idv/result', { MerchantBizId => 'both1', TransactionId => $tx },
               'X-Tenant' => 'acme');
 is($r->{status}, 200, 'acme reads it on node B');
+
+
+# --- a zone of one node beside the shared ones ---------------------------------------
+
+$a->mock_reset;
+my @node = map {
+    $a->post('/idv/node/id2meta', { ParamType => 'normal',
+                                    IdentifyNum => '110101199001011234',
+                                    UserName => 'Zhang San' },
+             'X-Tenant' => 'hooli')->{status}
+} 1 .. 3;
+is("@node", '200 200 429',
+   'a limit zone in shared memory (no store=) still counts on its node');
+is(calls(), 2, 'the admitted ones were sent, once each');
 
 
 # --- round trips --------------------------------------------------------------------
