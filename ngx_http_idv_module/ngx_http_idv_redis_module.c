@@ -178,6 +178,7 @@ static char *ngx_http_idv_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_idv_redis_password(ngx_http_idv_conf_file_t *file,
     void *data);
 static void ngx_http_idv_redis_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_idv_redis_drop(ngx_queue_t *queue);
 
 
 static redisReplyObjectFunctions  ngx_http_idv_redis_reply_fn = {
@@ -2122,5 +2123,35 @@ ngx_http_idv_redis_exit_process(ngx_cycle_t *cycle)
             redisReaderFree(rd[i].reader);
             rd[i].reader = NULL;
         }
+
+        /* the commands still queued: their requests end with the worker */
+
+        ngx_http_idv_redis_drop(&rd[i].waiting);
+        ngx_http_idv_redis_drop(&rd[i].out);
+        ngx_http_idv_redis_drop(&rd[i].sent);
+
+        if (rd[i].arena) {
+            ngx_free(rd[i].arena);
+            rd[i].arena = NULL;
+        }
+    }
+}
+
+
+static void
+ngx_http_idv_redis_drop(ngx_queue_t *queue)
+{
+    ngx_queue_t  *q;
+
+    if (queue->next == NULL) {
+        /* a configuration this process never used */
+        return;
+    }
+
+    while (!ngx_queue_empty(queue)) {
+        q = ngx_queue_head(queue);
+        ngx_queue_remove(q);
+        ngx_http_idv_redis_free(ngx_queue_data(q, ngx_http_idv_redis_cmd_t,
+                                               queue));
     }
 }
