@@ -69,15 +69,7 @@ my $SERVER = IdvTest->callback_locations . <<'END';
 END
 
 
-sub init {
-    my ($t, $tenant, $biz, %o) = @_;
-
-    my $path = delete $o{path} // '/idv/ocr/initialize';
-
-    return $t->post($path, { MerchantBizId => $biz, MerchantUserId => 'u1',
-                             DocType => '01000000', MetaInfo => '{}', %o },
-                    'X-Tenant' => $tenant);
-}
+sub init { my ($t, @a) = @_; $t->ocr_initialize(@a) }
 
 sub fire {
     my ($t, $tx, $token) = @_;

@@ -135,13 +135,8 @@ like($m, qr/^idv_store_unavailable_total\{zone="a",kind="probe"\} [1-9]\d*$/m,
 
 $t->start_redis;
 
-my $back;
-for (1 .. 100) {
-    $back = batch('op=get~a~shared')->[0];
-    last if $back eq 'OK';
-    sleep 0.1;
-}
-is($back, 'OK', 'Redis back (restarted empty): service resumes by itself');
+ok(IdvTest::poll(10, sub { batch('op=get~a~shared')->[0] eq 'OK' }),
+   'Redis back (restarted empty): service resumes by itself');
 is(batch('op=get~a~shared')->[1]{rc}, 'DECLINED', 'its entries are gone');
 is(batch_on($t2, 'op=add~a~again~v=b')->[1]{rc}, 'OK', 'node B writes');
 is(batch_on($t, 'op=get~a~again')->[1]{value}, 'b',
@@ -164,12 +159,8 @@ is($p->[0], 'ERROR', 'Redis paused: the batch fails after the timeout');
 cmp_ok($waited, '<', 5, 'and does not hang');
 $t->resume_redis;
 
-for (1 .. 100) {
-    $back = batch('op=get~a~again')->[0];
-    last if $back eq 'OK';
-    sleep 0.1;
-}
-is($back, 'OK', 'Redis resumed: service resumes');
+ok(IdvTest::poll(10, sub { batch('op=get~a~again')->[0] eq 'OK' }),
+   'Redis resumed: service resumes');
 
 
 # --- out of memory -------------------------------------------------------------------

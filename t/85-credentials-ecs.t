@@ -102,18 +102,6 @@ sub last_call {
     return \%c;
 }
 
-sub poll {
-    my ($limit, $cb) = @_;
-    my $end = time + $limit;
-
-    while (time < $end) {
-        my $r = $cb->();
-        return $r if $r;
-        sleep 0.2;
-    }
-
-    return undef;
-}
 
 my %tokens;
 
@@ -190,7 +178,7 @@ is($r->{status}, 200, 'rotation: first credentials') or diag $r->{body};
 my $old = last_call()->{id};
 my @status;
 
-my $new = poll(30, sub {
+my $new = IdvTest::poll(30, sub {
     my $r = $t->post('/idv/rot/result', \%Q);
     push @status, $r->{status};
     my $id = last_call()->{id};
@@ -216,7 +204,7 @@ sts(fail => -1);
 
 my @ok;
 
-$r = poll(40, sub {
+$r = IdvTest::poll(40, sub {
     my $before = $t->mock_stats->{calls};
     my $r = $t->post('/idv/down/result', \%Q);
 
@@ -241,7 +229,7 @@ ok($t->mock_stats->{sts}{failed} > 0, 'failing source: fetches were tried');
 
 sts(fail => 0, lifetime => 3600);
 
-$r = poll(20, sub {
+$r = IdvTest::poll(20, sub {
     my $r = $t->post('/idv/down/result', \%Q);
     return $r->{status} == 200 ? $r : undef;
 });
@@ -262,7 +250,7 @@ is($t->mock_stats->{calls}, $before, 'no credentials yet: nothing sent');
 
 sts(fail => 0);
 
-$r = poll(20, sub {
+$r = IdvTest::poll(20, sub {
     my $r = $t->post('/idv/cold/result', \%Q);
     return $r->{status} == 200 ? $r : undef;
 });

@@ -42,18 +42,6 @@ sub write_file {
     chmod $mode // 0644, $file;
 }
 
-sub poll {
-    my ($limit, $cb) = @_;
-    my $end = time + $limit;
-
-    while (time < $end) {
-        my $r = $cb->();
-        return $r if $r;
-        sleep 0.2;
-    }
-
-    return undef;
-}
 
 
 # --- nginx -t checks each source's parameters ----------------------------
@@ -226,7 +214,7 @@ is(last_id(), $s->{issued}[-1], 'oidc: signed with the key STS issued');
 write_file($TOKEN, "eyJ.second-token\n");
 sts(oidc_token => 'eyJ.second-token');
 
-$r = poll(30, sub {
+$r = IdvTest::poll(30, sub {
     my $r = $t->post('/idv/result', \%Q);
     return undef unless $r->{status} == 200;
     return ststats()->{counts}{AssumeRoleWithOIDC} >= 2 ? $r : undef;

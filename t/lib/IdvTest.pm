@@ -43,6 +43,10 @@ package IdvTest;
 #   backend_http, callback_locations: a backend on %%PORT2%% that logs
 #       each body it gets, and the callback location that forwards to it;
 #       delivered (the bodies it got), delivered_wait($n)
+#   ocr_initialize($tenant, $biz, %params): an ID_OCR Initialize (path =>
+#       another location), as the tenant (X-Tenant)
+#   IdvTest::poll($seconds, sub { ... }): the first true value the sub
+#       returns, tried every 0.1 s; undef after $seconds
 #
 # Environment: IDV_NGINX (default /usr/sbin/nginx), IDV_MODULE (default
 # build/ngx_http_idv_module.so), IDV_ROOT (default: found from this file),
@@ -784,6 +788,35 @@ sub delivered_wait {
     }
 
     return @d;
+}
+
+
+# ocr_initialize($tenant, $biz, %params): an Initialize of the standard
+# ID_OCR location (or path => another), as the tenant
+sub ocr_initialize {
+    my ($self, $tenant, $biz, %o) = @_;
+
+    my $path = delete $o{path} // '/idv/ocr/initialize';
+
+    return $self->post($path, { MerchantBizId => $biz, MerchantUserId => 'u1',
+                                DocType => '01000000', MetaInfo => '{}', %o },
+                       'X-Tenant' => $tenant);
+}
+
+
+# poll($seconds, $sub): a state reached in its own time (no timed
+# assertion: the limit is only how long to wait for it)
+sub poll {
+    my ($limit, $cb) = @_;
+    my $end = time + $limit;
+
+    while (time < $end) {
+        my $r = $cb->();
+        return $r if $r;
+        sleep 0.1;
+    }
+
+    return undef;
 }
 
 
