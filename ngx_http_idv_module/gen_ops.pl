@@ -203,6 +203,12 @@ sub apply_overlay {
 
     die "$path: \"by_name\" is not an object\n" unless ref $by_name eq 'HASH';
 
+    # parameters the client's checkout lacks and a source states (a seed
+    # document, a newer client.ts): added first, so that they get the
+    # flags of by_name and of their action like the client's own
+
+    add_documented($ops, $ov, $path);
+
     # every parameter starts with the flags of actions.json
 
     for my $action (keys %$ops) {
@@ -273,6 +279,46 @@ sub apply_overlay {
 }
 
 
+sub add_documented {
+    my ($ops, $ov, $path) = @_;
+
+    for my $action (sort keys %{ $ov->{actions} }) {
+        my $entry = $ov->{actions}{$action};
+
+        next unless ref $entry eq 'HASH' && exists $ops->{$action}
+                    && defined $entry->{documented};
+
+        my $params = $ops->{$action}{params};
+        my $where = "$path: $action";
+
+        die "$where.documented: not a list\n"
+            unless ref $entry->{documented} eq 'ARRAY';
+
+        for my $d (@{ $entry->{documented} }) {
+            die "$where.documented: an entry needs name, in, type and"
+                . " source\n"
+                unless ref $d eq 'HASH' && defined $d->{name}
+                       && defined $d->{in} && defined $d->{type}
+                       && defined $d->{source};
+            die "$where.documented: bad parameter name\n"
+                if ref $d->{name} || $d->{name} !~ $NAME_RE;
+            die "$where.documented.$d->{name}: the client has it now: drop "
+                . "the entry\n"
+                if exists $params->{ $d->{name} };
+            die "$where.documented.$d->{name}: unknown \"in\"\n"
+                if $d->{in} ne 'query' && $d->{in} ne 'formData';
+            die "$where.documented.$d->{name}: unknown type\n"
+                unless exists $TYPES{ $d->{type} };
+
+            $params->{ $d->{name} } = {
+                body => $d->{in} eq 'formData' ? 1 : 0,
+                type => $d->{type},
+            };
+        }
+    }
+}
+
+
 sub apply_action {
     my ($ops, $action, $entry, $path) = @_;
 
@@ -294,30 +340,6 @@ sub apply_action {
             unless $k =~ /^(required|required_for|alternatives|products
                            |rules|documented)$/x
                    || exists $LISTS{$k} || exists $opkey{$k};
-    }
-
-    # parameters the product's documents list and the client's model does
-    # not (yet): added with their document as the source
-
-    for my $d (@{ $entry->{documented} // [] }) {
-        die "$where.documented: an entry needs name, in, type and source\n"
-            unless ref $d eq 'HASH' && defined $d->{name}
-                   && defined $d->{in} && defined $d->{type}
-                   && defined $d->{source};
-        die "$where.documented: bad parameter name\n"
-            if ref $d->{name} || $d->{name} !~ $NAME_RE;
-        die "$where.documented.$d->{name}: the client has it now: drop "
-            . "the entry\n"
-            if exists $params->{ $d->{name} };
-        die "$where.documented.$d->{name}: unknown \"in\"\n"
-            if $d->{in} ne 'query' && $d->{in} ne 'formData';
-        die "$where.documented.$d->{name}: unknown type\n"
-            unless exists $TYPES{ $d->{type} };
-
-        $params->{ $d->{name} } = {
-            body => $d->{in} eq 'formData' ? 1 : 0,
-            type => $d->{type},
-        };
     }
 
     die "$where: \"billable\" must be given\n"

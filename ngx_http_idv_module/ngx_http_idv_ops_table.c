@@ -472,6 +472,13 @@ static const ngx_http_idv_op_param_t
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_CredentialRecognitionIntl[] = {
 
+    { ngx_http_idv_string("CheckRuleConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("CredentialOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
@@ -493,6 +500,13 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("FileInputType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("FraudCheck"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
@@ -500,9 +514,30 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("IdQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("OcrArea"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrTranslation"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -612,6 +647,13 @@ static const ngx_http_idv_op_param_t
 static const ngx_http_idv_op_param_t
     ngx_http_idv_params_CredentialSubmitIntl[] = {
 
+    { ngx_http_idv_string("CheckRuleConfig"),
+      NGX_HTTP_IDV_T_STRING,
+      NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("CredentialOcrPictureBase64"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_BODY|NGX_HTTP_IDV_P_PII,
@@ -633,9 +675,23 @@ static const ngx_http_idv_op_param_t
       NULL,
       NULL },
 
+    { ngx_http_idv_string("FileInputType"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("FraudCheck"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdQuality"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -650,6 +706,20 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("OcrArea"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_REQUIRED,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrTranslation"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("OcrValueStandard"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -1537,6 +1607,13 @@ static const ngx_http_idv_op_param_t
       "IdOcrPictureBase64",
       NULL },
 
+    { ngx_http_idv_string("IdSpoof"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
+      NULL,
+      NULL,
+      NULL },
+
     { ngx_http_idv_string("IdThreshold"),
       NGX_HTTP_IDV_T_STRING,
       0,
@@ -1659,6 +1736,13 @@ static const ngx_http_idv_op_param_t
     { ngx_http_idv_string("IdOcrPictureUrl"),
       NGX_HTTP_IDV_T_STRING,
       NGX_HTTP_IDV_P_PII|NGX_HTTP_IDV_P_URL,
+      NULL,
+      NULL,
+      NULL },
+
+    { ngx_http_idv_string("IdSpoof"),
+      NGX_HTTP_IDV_T_STRING,
+      0,
       NULL,
       NULL,
       NULL },
@@ -3811,7 +3895,7 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("CredentialRecognitionIntl"),
       ngx_http_idv_params_CredentialRecognitionIntl,
-      6,
+      11,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM,
       " CREDENTIAL_RECOGNITION " },
 
@@ -3823,7 +3907,7 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("CredentialSubmitIntl"),
       ngx_http_idv_params_CredentialSubmitIntl,
-      8,
+      13,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " CREDENTIAL_RECOGNITION " },
 
@@ -3907,13 +3991,13 @@ const ngx_http_idv_op_t  ngx_http_idv_ops[] = {
 
     { ngx_http_idv_string("EkycVerify"),
       ngx_http_idv_params_EkycVerify,
-      15,
+      16,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       " eKYC_MIN " },
 
     { ngx_http_idv_string("EkycVerifyV2"),
       ngx_http_idv_params_EkycVerifyV2,
-      16,
+      17,
       NGX_HTTP_IDV_OP_BILLABLE|NGX_HTTP_IDV_OP_FORM|NGX_HTTP_IDV_OP_CREATES_TX,
       NULL },
 

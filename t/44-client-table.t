@@ -73,6 +73,28 @@ $t->write_config($t->standard_http(extra_server => <<'END'));
             idv_signature v1;
         }
 
+        # actions the table had, with client 3.22.0's new fields
+        location = /idv/credential-recognition {
+            idv_action CredentialRecognitionIntl;
+            idv_product_code CREDENTIAL_RECOGNITION;
+        }
+
+        location = /idv/credential-submit {
+            idv_action CredentialSubmitIntl;
+            idv_product_code CREDENTIAL_RECOGNITION;
+        }
+
+        location = /idv/credential-submit-v1 {
+            idv_action CredentialSubmitIntl;
+            idv_product_code CREDENTIAL_RECOGNITION;
+            idv_signature v1;
+        }
+
+        location = /idv/ekyc-verify-v2 {
+            idv_action EkycVerifyV2;
+            idv_product_code eKYC_MIN;
+        }
+
         # straight to the mock, for requests signed here
         location = /direct {
             proxy_pass https://idv_mock/;
@@ -201,6 +223,73 @@ for my $sig ('v3', 'v1') {
     is($r->{json}{Result}{Action}, 'CredentialSubmitIntlV2',
        "CredentialSubmitIntlV2 $sig: the mock's Result comes back")
         or diag $r->{body};
+}
+
+# what client 3.22.0 adds to actions the table had.  Where 3.22.0's
+# client.ts puts each (query['X'] / body['X'] in the action's
+# xxxWithOptions), written down here rather than read from the table:
+# CredentialRecognitionIntl's come from its 3.22.0 model (gen_actions.pl
+# --only), the others from the overlay's "documented" list (their 3.22.0
+# models are not available), which the mock does not know
+
+my %NEW_322 = (FileInputType => 'query', IdQuality => 'query',
+               OcrTranslation => 'query', OcrValueStandard => 'query',
+               CheckRuleConfig => 'body');
+
+sub placed_as_322 {
+    my ($name, @names) = @_;
+
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $up = $t->mock_stats->{requests}[-1];
+
+    for my $p (@names) {
+        my $want = $p eq 'IdSpoof' ? 'query' : $NEW_322{$p};
+        my $other = $want eq 'body' ? 'query' : 'body';
+
+        ok(exists $up->{$want}{$p} && !exists $up->{$other}{$p},
+           "$name: $p in the $want, where client 3.22.0 puts it");
+        is($up->{$want}{$p}, $CRED{$p} // 'Y', "$name: $p as sent");
+    }
+}
+
+my %CRED_V1 = map { $_ => $CRED{$_} }
+              qw(DocType FraudCheck OcrArea CredentialOcrPictureBase64),
+              keys %NEW_322;
+
+$t->mock_reset;
+$r = $t->post('/idv/credential-recognition', \%CRED_V1);
+sent_as_client('CredentialRecognitionIntl 3.22.0 fields',
+               'CredentialRecognitionIntl', $r, 'v3',
+               sort(keys %CRED_V1), 'ProductCode');
+placed_as_322('CredentialRecognitionIntl', sort keys %NEW_322);
+
+for my $sig ('v3', 'v1') {
+    my $path = '/idv/credential-submit' . ($sig eq 'v1' ? '-v1' : '');
+
+    $t->mock_reset;
+    $r = $t->post($path, { %CRED_V1, MerchantBizId => "credv1$sig",
+                           SceneCode => 'scene_02' });
+    sent_as_client("CredentialSubmitIntl 3.22.0 fields $sig",
+                   'CredentialSubmitIntl', $r, $sig,
+                   qw(DocType MerchantBizId SceneCode ProductCode));
+    placed_as_322("CredentialSubmitIntl $sig", sort keys %NEW_322);
+}
+
+my %EKYC = (MerchantBizId => 'ekycspoof01', MerchantUserId => 'u-5',
+            DocType => '00000001', IdSpoof => 'Y',
+            FacePictureBase64 => b64(jpeg(640, 480, 2000)),
+            IdOcrPictureBase64 => b64(jpeg(640, 480, 2100)));
+
+for my $v ('EkycVerify', 'EkycVerifyV2') {
+    my $path = $v eq 'EkycVerify' ? '/idv/ekyc/verify' : '/idv/ekyc-verify-v2';
+
+    $t->mock_reset;
+    $r = $t->post($path, \%EKYC);
+    sent_as_client("$v IdSpoof", $v, $r, 'v3',
+                   qw(MerchantBizId DocType FacePictureBase64
+                      IdOcrPictureBase64 ProductCode));
+    placed_as_322($v, 'IdSpoof');
 }
 
 # their required fields, from the models' 'This parameter is required'
