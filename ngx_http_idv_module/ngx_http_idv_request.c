@@ -15,6 +15,9 @@
 
 #define IDV_B64_BAD  0xff
 
+/* "-9223372036854775808" */
+#define NGX_HTTP_IDV_INT64_LEN  20
+
 
 static int ngx_http_idv_req_error(ngx_http_idv_req_t *rq, int status,
     const char *code, const char *fmt, const u_char *name, size_t len);
@@ -32,6 +35,7 @@ static const ngx_http_idv_op_param_t *ngx_http_idv_req_lookup(
 static ngx_http_idv_param_t *ngx_http_idv_req_row(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p);
 static int ngx_http_idv_json_nul(const u_char *p, size_t len);
+static int ngx_http_idv_json_int64(const u_char *p, size_t len, u_char *out);
 static char *ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
     const ngx_http_idv_op_param_t *p, cJSON *item, u_char *text,
     size_t len);
@@ -493,24 +497,24 @@ ngx_http_idv_json_typed(ngx_http_idv_req_t *rq,
 
     case NGX_HTTP_IDV_T_INTEGER:
         /*
-         * the range first: converting a double that long long cannot
-         * hold (1e300, say) is undefined behaviour
+         * the integer the text writes (5, 5.0, 5e0 or 0.5e1), in its own
+         * digits: a double would change those above 2^53 and round a
+         * fraction away
          */
 
-        if (!cJSON_IsNumber(item)
-            || !(item->valuedouble >= -9223372036854775808.0
-                 && item->valuedouble < 9223372036854775808.0)
-            || item->valuedouble != (double) (long long) item->valuedouble)
-        {
+        if (!cJSON_IsNumber(item)) {
             goto wrong_type;
         }
 
-        s = rq->alloc(rq->alloc_data, 24);
+        s = rq->alloc(rq->alloc_data, NGX_HTTP_IDV_INT64_LEN + 1);
         if (s == NULL) {
             goto nomem;
         }
 
-        snprintf(s, 24, "%lld", (long long) item->valuedouble);
+        if (ngx_http_idv_json_int64(text, len, (u_char *) s) != 0) {
+            goto wrong_type;
+        }
+
         return s;
 
     case NGX_HTTP_IDV_T_BOOLEAN:
@@ -662,6 +666,141 @@ ngx_http_idv_json_skip(u_char *p, u_char *end)
     }
 
     return NULL;
+}
+
+
+/*
+ * A JSON number's text as the decimal digits of the integer it writes,
+ * NUL-terminated in out (NGX_HTTP_IDV_INT64_LEN + 1 bytes): 0 when the
+ * text is a number of JSON's grammar whose value is an integer from -2^63
+ * to 2^63 - 1, -1 otherwise.  Decided on the digits, the point moved by
+ * the exponent: no double is involved.
+ */
+
+static int
+ngx_http_idv_json_int64(const u_char *p, size_t len, u_char *out)
+{
+    int            neg, eneg;
+    long           exp, point, k, first, last, n;
+    size_t         i, int_at, int_len, frac_at, frac_len;
+    u_char        *o;
+    const char    *limit;
+
+#define IDV_DIGIT(k)                                                          \
+    ((size_t) (k) < int_len ? p[int_at + (k)] : p[frac_at + (k) - int_len])
+
+    i = 0;
+    neg = (len > 0 && p[0] == '-');
+    i += neg;
+
+    int_at = i;
+
+    while (i < len && p[i] >= '0' && p[i] <= '9') {
+        i++;
+    }
+
+    int_len = i - int_at;
+
+    if (int_len == 0 || (int_len > 1 && p[int_at] == '0')) {
+        return -1;
+    }
+
+    frac_at = i;
+    frac_len = 0;
+
+    if (i < len && p[i] == '.') {
+        frac_at = ++i;
+
+        while (i < len && p[i] >= '0' && p[i] <= '9') {
+            i++;
+        }
+
+        frac_len = i - frac_at;
+
+        if (frac_len == 0) {
+            return -1;
+        }
+    }
+
+    exp = 0;
+
+    if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        eneg = (i < len && p[i] == '-');
+
+        if (i < len && (p[i] == '-' || p[i] == '+')) {
+            i++;
+        }
+
+        if (i == len) {
+            return -1;
+        }
+
+        /* beyond a million the point is out of any range anyway */
+
+        while (i < len && p[i] >= '0' && p[i] <= '9') {
+            if (exp < 1000000) {
+                exp = exp * 10 + (p[i] - '0');
+            }
+
+            i++;
+        }
+
+        if (eneg) {
+            exp = -exp;
+        }
+    }
+
+    if (i != len || int_len + frac_len > 100000000) {
+        return -1;
+    }
+
+    /* digits 0 .. n-1, the point after digit point - 1 */
+
+    n = (long) (int_len + frac_len);
+    point = (long) int_len + exp;
+
+    for (first = 0; first < n && IDV_DIGIT(first) == '0'; first++) {
+        /* void */
+    }
+
+    if (first == n) {
+        out[0] = '0';
+        out[1] = '\0';
+        return 0;
+    }
+
+    for (last = n - 1; IDV_DIGIT(last) == '0'; last--) {
+        /* void */
+    }
+
+    /* a digit after the point that is not 0, or more than 19 before it */
+
+    if (last >= point || point - first > 19) {
+        return -1;
+    }
+
+    o = out;
+
+    if (neg) {
+        *o++ = '-';
+    }
+
+    for (k = first; k < point; k++) {
+        *o++ = (k < n) ? IDV_DIGIT(k) : '0';
+    }
+
+    *o = '\0';
+
+#undef IDV_DIGIT
+
+    if (point - first < 19) {
+        return 0;
+    }
+
+    limit = neg ? "9223372036854775808" : "9223372036854775807";
+
+    return memcmp(out + neg, limit, 19) <= 0 ? 0 : -1;
 }
 
 

@@ -132,8 +132,32 @@ fuzz_check_json(const ngx_http_idv_req_t *rq, const u_char *body,
             want = item->valuestring;
 
         } else if (cJSON_IsNumber(item)) {
-            snprintf(num, sizeof(num), "%lld", (long long) item->valuedouble);
-            want = num;
+            /*
+             * an integer in decimal digits, within 64 bits, without a
+             * sign on zero or a leading zero, that reads as the same
+             * double as the backend's text (the same number, rounded the
+             * same way)
+             */
+
+            FUZZ_CHECK(v->value.len > 0 && v->value.len < sizeof(num));
+            memcpy(num, v->value.data, v->value.len);
+            num[v->value.len] = '\0';
+
+            i = (num[0] == '-');
+            FUZZ_CHECK(num[i] >= '0' && num[i] <= '9');
+            FUZZ_CHECK(num[i] != '0' || (num[i + 1] == '\0' && i == 0));
+
+            for ( /* void */ ; num[i]; i++) {
+                FUZZ_CHECK(num[i] >= '0' && num[i] <= '9');
+            }
+
+            FUZZ_CHECK(v->value.len - (num[0] == '-') < 19
+                       || strcmp(num + (num[0] == '-'),
+                                 num[0] == '-' ? "9223372036854775808"
+                                               : "9223372036854775807")
+                          <= 0);
+            FUZZ_CHECK(strtod(num, NULL) == item->valuedouble);
+            continue;
 
         } else if (cJSON_IsBool(item)) {
             want = cJSON_IsTrue(item) ? "true" : "false";

@@ -123,6 +123,9 @@ seed('json_body', 'initialize-docpageconfig',
                                       DocPageConfig => ['01', '02'] }));
 seed('json_body', 'queryfacerecord',
      "QueryFaceRecord\n" . '{"FaceGroupCode":"g1","PageSize":10,"CurrentPage":1}');
+seed('json_body', 'queryfacerecord-exp',
+     "QueryFaceRecord\n" . '{"PageSize":1.25e2,"CurrentPage":-0.0E3,'
+     . '"MaxResults":9223372036854775807.000e-0}');
 seed('json_body', 'ekycverify-url',
      "EkycVerify eKYC_MIN\n" . $json->encode({
          MerchantBizId => 'b1', MerchantUserId => 'u1', DocType => '00000001',
