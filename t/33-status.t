@@ -62,8 +62,6 @@ like($log, qr/\[error\].*code "Forbidden\.RAMUserAccessDenied"/,
      'Forbidden.RAMUserAccessDenied: [error]');
 like($log, qr/\[error\].*code "InvalidTimeStamp\.Expired"/,
      'InvalidTimeStamp.Expired: [error]');
-unlike($log, qr/\[error\].*code "(?:OcrFail|InvalidParameter)"/,
-       'business outcomes are not [error]');
 
 
 # the table: each code, both ways, one status
@@ -128,6 +126,55 @@ $r = call(mode => 'code', code => 'Mock.Unknown');
 is($r->{status}, 400, 'an unknown code inside a 200: 400');
 $r = call(mode => 'code', code => 'Forbidden.Mock');
 is($r->{status}, 403, 'an unknown Forbidden code inside a 200: 403');
+
+# the table's signing and endpoint codes said what to fix at [error]; its
+# business outcomes, the person's or the request's, did not
+
+$log = $t->error_log;
+like($log, qr/\[error\].*code "IncompleteSignature"/,
+     'IncompleteSignature: [error]');
+like($log, qr/\[error\].*code "PathNotFound"/, 'PathNotFound: [error]');
+unlike($log, qr/\[error\].*code "(?:OcrFail|InvalidParameter|HighRisk|UnqualifiedPhoto|NoFaceDetected|MissingParameter|Throttling[.\w]*)"/,
+       'business outcomes and throttling are not [error]');
+
+# the code's table, this test's and docs/backend-api.md's agree
+
+my %c_table;
+{
+    open(my $fh, '<', IdvTest->root
+                      . '/ngx_http_idv_module/ngx_http_idv_handler.c')
+        or die "handler.c: $!";
+    my $src = do { local $/; <$fh> };
+    my ($body) = $src =~ /ngx_http_idv_code_statuses\[\] = \{(.*?)\n\};/s
+        or die 'no ngx_http_idv_code_statuses in handler.c';
+    my %http = (BAD_REQUEST => 400, FORBIDDEN => 403, NOT_FOUND => 404,
+                INTERNAL_SERVER_ERROR => 500, SERVICE_UNAVAILABLE => 503);
+    while ($body =~ /ngx_string\("([^"]+)"\),\s*NGX_HTTP_(\w+)/g) {
+        $c_table{$1} = $http{$2} // die "unknown NGX_HTTP_$2";
+    }
+}
+
+my %doc_table;
+{
+    open(my $fh, '<', IdvTest->root . '/docs/backend-api.md')
+        or die "backend-api.md: $!";
+    while (my $line = <$fh>) {
+        next unless $line =~ /^\| (`[A-Za-z.]+`(?:, `[A-Za-z.]+`)*) \| [^|]+ \| `(\d{3})` \|/;
+        my $status = $2;
+        $doc_table{$_} = $status for $1 =~ /`([^`]+)`/g;
+    }
+}
+
+my %test_table = map { $_->[0] => $_->[2] } @table;
+
+ok(scalar(keys %c_table) >= 20, 'handler.c: the code table was read');
+is(delete $doc_table{'Throttling.Api'}, 429,
+   'docs/backend-api.md: Throttling.Api is 429 (any Throttling code)');
+is_deeply(\%doc_table, \%c_table,
+          'docs/backend-api.md lists every code of the table, with its status');
+is_deeply({ map { $_ => $test_table{$_} } grep { !/^Throttling/ }
+            keys %test_table }, \%c_table,
+          'this test sends every code of the table');
 
 # the repeats of the table did not log again within the minute
 
