@@ -9,6 +9,7 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(basename dirname);
+use File::Temp ();
 use JSON::PP;
 use Test::More;
 
@@ -146,6 +147,61 @@ for my $bin (@bins) {
 
     $out = run_cmd(@gen, '--only', 'NewAction', $dir);
     is($out->{status}, 2, '--only without --base: usage');
+}
+
+# a full run over a sound made-up client (t/data/gen-actions-full): the
+# whole table from it, the version from package.json, the commit given or
+# taken from git, nothing partial
+
+{
+    my $dir = 't/data/gen-actions-full';
+    my $gen = 'ngx_http_idv_module/gen_actions.pl';
+    my %src = (folder => 'cloudauth-intl-20220809',
+               package => '@alicloud/cloudauth-intl20220809',
+               repository => 'github.com/aliyun/alibabacloud-typescript-sdk',
+               version => '9.1.0');
+
+    my $out = run_cmd('perl', $gen, '--commit', '3' x 40, $dir);
+    is($out->{status}, 0, 'gen_actions.pl, a full run: runs')
+        or diag($out->{output});
+
+    my $j = eval { JSON::PP->new->utf8->decode($out->{output}) } // {};
+
+    is_deeply($j->{source}, { %src, commit => '3' x 40 },
+              'a full run: source names the client, its version and commit');
+    is_deeply($j->{actions},
+              { NewAction => {
+                    methods => ['post'],
+                    params => [ { in => 'query', name => 'ProductCode',
+                                  type => 'string' },
+                                { in => 'formData', name => 'PictureUrl',
+                                  type => 'string' } ],
+                    result_fields => ['TransactionId'] } },
+              'a full run: every action, placed and typed as the client '
+              . 'has it, with its result fields');
+
+    # a copy outside any git work tree needs --commit; inside one, the
+    # last commit that touched the folder is taken
+
+    my $tmp = File::Temp::tempdir('idv-gen-actions-XXXXXX', TMPDIR => 1,
+                                  CLEANUP => 1);
+    my $git = "git -C $tmp -c user.name=t -c user.email=t\@t";
+
+    system("cp -R $dir/. $tmp/") == 0 or BAIL_OUT("cannot copy to $tmp");
+
+    $out = run_cmd('perl', $gen, $tmp);
+    isnt($out->{status}, 0, 'a full run outside git without --commit stops');
+    like($out->{output}, qr/not in a git work tree: give the folder's commit/,
+         'a full run outside git: says to give --commit');
+
+    system("$git init -q && $git add -A && $git commit -q -m fixture") == 0
+        or BAIL_OUT("cannot make a git work tree in $tmp");
+    chomp(my $head = `git -C $tmp rev-parse HEAD`);
+
+    $out = run_cmd('perl', $gen, $tmp);
+    $j = eval { JSON::PP->new->utf8->decode($out->{output}) } // {};
+    is($j->{source}{commit}, $head,
+       'a full run in a git work tree records the folder\'s last commit');
 }
 
 done_testing;
