@@ -421,9 +421,12 @@ for my $v ('v3', 'sm3', 'v1') {
               query => \%CHECK);
     is($r->{status}, 200, "$v an action on the key's list passes");
 
-    refused(call($t, v => $v, tenant => 'acme', action => 'DescribeRegions',
-                 query => {}),
-            404, 'InvalidAction.NotFound', "$v unknown action");
+    $r = call($t, v => $v, tenant => 'acme', action => 'DescribeRegions',
+              query => {});
+    refused($r, 404, 'InvalidAction.NotFound', "$v unknown action");
+    like($r->{json}{Message} // '',
+         qr/^The gateway does not know this action: it may be newer than the gateway's operations table/,
+         "$v unknown action: the gateway says it does not know it yet");
 
     refused(call($t, v => $v, tenant => 'acme', action => 'CheckResult',
                  version => '2019-03-07', query => \%CHECK),
@@ -435,6 +438,18 @@ for my $v ('v3', 'sm3', 'v1') {
     refused($r, 400, 'InvalidParameter', "$v unknown parameter");
     is($r->{json}{Gateway}{tenant}, 'acme',
        "$v unknown parameter: the gateway's envelope, for the tenant");
+
+    # a value that is not UTF-8, signed by the client: refused here, not
+    # re-signed and sent for the API to answer SignatureDoesNotMatch
+    my $calls = $t->mock_stats->{calls};
+    $r = call($t, v => $v, tenant => 'acme', action => 'Initialize',
+              query => { %INIT, MetaInfo => "{\"a\":\"\xff\xfe\"}" },
+              body => {});
+    refused($r, 400, 'InvalidParameter', "$v a value that is not UTF-8");
+    is($r->{json}{Message}, 'Parameter MetaInfo is not valid UTF-8',
+       "$v a value that is not UTF-8: named");
+    is($t->mock_stats->{calls}, $calls,
+       "$v a value that is not UTF-8: not sent");
 
     my %no_biz = %INIT;
     delete $no_biz{MerchantBizId};
