@@ -235,21 +235,24 @@ for my $sig ('v3', 'v1') {
 my %NEW_322 = (FileInputType => 'query', IdQuality => 'query',
                OcrTranslation => 'query', OcrValueStandard => 'query',
                CheckRuleConfig => 'body');
+my %PLACE_322 = (%NEW_322, IdSpoof => 'query');
 
+# the last request the mock got carries each of @names, as sent in
+# %$sent, where 3.22.0 puts it
 sub placed_as_322 {
-    my ($name, @names) = @_;
+    my ($name, $sent, @names) = @_;
 
     local $Test::Builder::Level = $Test::Builder::Level + 1;
 
     my $up = $t->mock_stats->{requests}[-1];
 
     for my $p (@names) {
-        my $want = $p eq 'IdSpoof' ? 'query' : $NEW_322{$p};
+        my $want = $PLACE_322{$p};
         my $other = $want eq 'body' ? 'query' : 'body';
 
         ok(exists $up->{$want}{$p} && !exists $up->{$other}{$p},
            "$name: $p in the $want, where client 3.22.0 puts it");
-        is($up->{$want}{$p}, $CRED{$p} // 'Y', "$name: $p as sent");
+        is($up->{$want}{$p}, $sent->{$p}, "$name: $p as sent");
     }
 }
 
@@ -262,7 +265,7 @@ $r = $t->post('/idv/credential-recognition', \%CRED_V1);
 sent_as_client('CredentialRecognitionIntl 3.22.0 fields',
                'CredentialRecognitionIntl', $r, 'v3',
                sort(keys %CRED_V1), 'ProductCode');
-placed_as_322('CredentialRecognitionIntl', sort keys %NEW_322);
+placed_as_322('CredentialRecognitionIntl', \%CRED_V1, sort keys %NEW_322);
 
 for my $sig ('v3', 'v1') {
     my $path = '/idv/credential-submit' . ($sig eq 'v1' ? '-v1' : '');
@@ -273,7 +276,8 @@ for my $sig ('v3', 'v1') {
     sent_as_client("CredentialSubmitIntl 3.22.0 fields $sig",
                    'CredentialSubmitIntl', $r, $sig,
                    qw(DocType MerchantBizId SceneCode ProductCode));
-    placed_as_322("CredentialSubmitIntl $sig", sort keys %NEW_322);
+    placed_as_322("CredentialSubmitIntl $sig", \%CRED_V1,
+                  sort keys %NEW_322);
 }
 
 my %EKYC = (MerchantBizId => 'ekycspoof01', MerchantUserId => 'u-5',
@@ -289,7 +293,7 @@ for my $v ('EkycVerify', 'EkycVerifyV2') {
     sent_as_client("$v IdSpoof", $v, $r, 'v3',
                    qw(MerchantBizId DocType FacePictureBase64
                       IdOcrPictureBase64 ProductCode));
-    placed_as_322($v, 'IdSpoof');
+    placed_as_322($v, \%EKYC, 'IdSpoof');
 }
 
 # their required fields, from the models' 'This parameter is required'
